@@ -1,0 +1,55 @@
+//! Shoal's wire contracts: protobuf messages for MQTT payloads and the hub's gRPC services.
+//!
+//! The Rust code is generated from `shoal/**/v1/*.proto` and committed under `src/generated/`
+//! (see `tests/bootstrap.rs`). gRPC client and server stubs sit behind the `grpc` feature so the
+//! device agent compiles messages only.
+//!
+//! # Layout
+//! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
+//! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the hub's gRPC services.
+//! - [`topics`]: the MQTT topic layout.
+
+pub mod topics;
+
+/// MQTT payloads between the hub and devices.
+pub mod device {
+    pub mod v1 {
+        include!("generated/shoal.device.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// Workspaces, the unit of isolation.
+pub mod workspace {
+    pub mod v1 {
+        include!("generated/shoal.workspace.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// The model registry.
+pub mod registry {
+    pub mod v1 {
+        include!("generated/shoal.registry.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// Devices and their enrollment.
+pub mod fleet {
+    pub mod v1 {
+        include!("generated/shoal.fleet.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// Deployments of model versions to devices.
+pub mod deployment {
+    pub mod v1 {
+        include!("generated/shoal.deployment.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// The encoded `FileDescriptorSet` of every package, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");
