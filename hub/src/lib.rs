@@ -1,0 +1,299 @@
+//! Shoal's hub: the model registry, devices and deployments, an embedded MQTT broker, and
+//! the gRPC API that the `shoal` CLI speaks.
+//!
+//! Start-up has two phases, so callers learn every bound address before serving starts:
+//! [`Hub::bind`] opens storage, loads keys and binds every socket; [`BoundHub::run`] serves
+//! until its shutdown future completes, then drains within a grace period.
+//!
+//! # Layout
+//! - [`config`]: `HubConfig`, the broker mode and URL parsing.
+//! - [`error`]: `HubError` and its error codes.
+//! - [`storage`]: the metadata store seam (sled, memory) and typed JSON records.
+//! - [`artifacts`]: content-addressed blobs (sha256) on disk.
+//! - [`auth`]: admin token, manifest signing key, device passwords.
+//! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the domain.
+//! - [`broker`]: embedded rumqttd behind a listener the hub owns.
+//! - [`mqtt`]: the hub's MQTT client: device status and state in, desired state and chunks out.
+//! - [`api`]: tonic services (wire ↔ domain only); [`http`]: health over HTTP.
+//! - [`cli`]: the `shoal` command line, including `shoal demo`.
+
+pub mod api;
+pub mod artifacts;
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod deployment;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod mqtt;
+pub mod registry;
+pub mod shutdown;
+pub mod storage;
+pub mod workspace;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{HubConfig, MqttMode, MqttUrl};
+pub use error::{HubError, HubResult};
+
+use crate::artifacts::ArtifactStore;
+use crate::auth::HubKeys;
+use crate::broker::EmbeddedBroker;
+use crate::deployment::Deployments;
+use crate::fleet::Fleet;
+use crate::registry::Registry;
+use crate::storage::{Records, SledStore};
+use crate::workspace::Workspaces;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Hub;
+
+/// A hub whose storage is open and whose sockets are bound, ready to [`run`](BoundHub::run).
+pub struct BoundHub {
+    config: HubConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    broker: Option<EmbeddedBroker>,
+    mqtt_addr: Option<SocketAddr>,
+    advertised_mqtt_url: String,
+    keys: Arc<HubKeys>,
+    workspaces: Workspaces,
+    registry: Registry,
+    fleet: Fleet,
+    deployments: Deployments,
+    mqtt_client: rumqttc::AsyncClient,
+    mqtt_eventloop: rumqttc::EventLoop,
+    artifacts: ArtifactStore,
+}
+
+impl Hub {
+    /// Opens the data folder (creating keys and the `default` workspace on first start),
+    /// starts the embedded broker if configured, and binds the gRPC and HTTP listeners.
+    ///
+    /// # Errors
+    /// An invalid config, an unusable data folder, or an address already in use.
+    pub async fn bind(config: HubConfig) -> HubResult<BoundHub> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let keys = Arc::new(HubKeys::load_or_create(&config.data_dir)?);
+        let store = SledStore::open(&config.data_dir.join("meta"))?;
+        let records = Records::new(Arc::new(store));
+        let artifacts = ArtifactStore::open(&config.data_dir.join("artifacts"))?;
+        let workspaces = Workspaces::new(records.clone());
+        workspaces.ensure_default()?;
+        let registry = Registry::new(records.clone(), artifacts.clone(), workspaces.clone());
+        let fleet = Fleet::new(records.clone(), workspaces.clone())?;
+
+        let (broker, mqtt_addr, target, advertised) = match &config.mqtt {
+            MqttMode::Embedded { listen } => {
+                let hub_password = auth::random_hex(24)?;
+                fleet.auth().set_hub_login("shoal-hub", &hub_password);
+                let broker = EmbeddedBroker::start(*listen, fleet.auth()).await?;
+                let addr = broker.local_addr()?;
+                let reachable = if addr.ip().is_unspecified() {
+                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                } else {
+                    addr
+                };
+                let target = mqtt::MqttTarget {
+                    host: reachable.ip().to_string(),
+                    port: reachable.port(),
+                    credentials: Some(("shoal-hub".into(), hub_password)),
+                    topic_prefix: config.topic_prefix.clone(),
+                };
+                (Some(broker), Some(addr), target, format!("mqtt://{reachable}"))
+            }
+            MqttMode::External { url } => {
+                let credentials = url.username.clone().map(|u| (u, url.password.clone().unwrap_or_default()));
+                let target = mqtt::MqttTarget {
+                    host: url.host.clone(),
+                    port: url.port,
+                    credentials,
+                    topic_prefix: config.topic_prefix.clone(),
+                };
+                (None, None, target, url.without_credentials())
+            }
+        };
+        let advertised_mqtt_url = config.advertised_mqtt_url.clone().unwrap_or(advertised);
+        let (publisher, mqtt_client, mqtt_eventloop) = mqtt::connect(&target);
+        let deployments = Deployments::new(
+            records.clone(),
+            workspaces.clone(),
+            registry.clone(),
+            fleet.clone(),
+            keys.clone(),
+            publisher,
+        );
+        let grpc = TcpListener::bind(config.grpc_listen).await?;
+        let http = TcpListener::bind(config.http_listen).await?;
+        Ok(BoundHub {
+            config,
+            grpc,
+            http,
+            broker,
+            mqtt_addr,
+            advertised_mqtt_url,
+            keys,
+            workspaces,
+            registry,
+            fleet,
+            deployments,
+            mqtt_client,
+            mqtt_eventloop,
+            artifacts,
+        })
+    }
+}
+
+impl BoundHub {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The embedded broker's address; `None` with an external broker.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// The broker URL devices are told to use.
+    pub fn advertised_mqtt_url(&self) -> &str {
+        &self.advertised_mqtt_url
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// The admin token file's path.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.config.data_dir.join(auth::ADMIN_TOKEN_FILE)
+    }
+
+    pub fn public_key_hex(&self) -> String {
+        self.keys.public_key_hex()
+    }
+
+    /// Serves gRPC, HTTP and MQTT until `shutdown` completes, then stops accepting, lets
+    /// in-flight work finish within the grace period, and flushes storage.
+    ///
+    /// # Errors
+    /// When the gRPC server fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> HubResult<()> {
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (connected_tx, connected_rx) = tokio::sync::watch::channel(false);
+
+        if let Some(broker) = self.broker {
+            tasks.spawn(broker.serve(cancel.clone()));
+        }
+        let mqtt_context = mqtt::MqttContext {
+            prefix: self.config.topic_prefix.clone(),
+            fleet: self.fleet.clone(),
+            deployments: self.deployments.clone(),
+            artifacts: self.artifacts.clone(),
+            client: self.mqtt_client.clone(),
+            connected: Arc::new(connected_tx),
+        };
+        tasks.spawn(mqtt::run(mqtt_context, self.mqtt_eventloop, cancel.clone()));
+
+        let http_cancel = cancel.clone();
+        let http = self.http;
+        tasks.spawn(async move {
+            let server = axum::serve(http, http::router(connected_rx))
+                .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+            if let Err(error) = server.await {
+                tracing::error!(%error, "http server failed");
+            }
+        });
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| HubError::Internal(format!("reflection: {e}")))?;
+        let auth = api::BearerAuth::new(self.keys.clone());
+        use shoal_proto::{deployment::deployment_service_server::DeploymentServiceServer,
+            fleet::fleet_service_server::FleetServiceServer,
+            registry::registry_service_server::RegistryServiceServer,
+            workspace::workspace_service_server::WorkspaceServiceServer};
+        let max_message = 4 * 1024 * 1024;
+        let workspace_api = WorkspaceServiceServer::with_interceptor(
+            api::WorkspaceApi { workspaces: self.workspaces.clone() },
+            auth.clone(),
+        );
+        let registry_api = tonic::service::interceptor::InterceptedService::new(
+            RegistryServiceServer::new(api::RegistryApi {
+                registry: self.registry.clone(),
+                max_model_bytes: self.config.max_model_bytes,
+            })
+            .max_decoding_message_size(max_message),
+            auth.clone(),
+        );
+        let fleet_api = FleetServiceServer::with_interceptor(
+            api::FleetApi {
+                fleet: self.fleet.clone(),
+                advertised_mqtt_url: self.advertised_mqtt_url.clone(),
+                topic_prefix: self.config.topic_prefix.clone(),
+                hub_public_key: self.keys.public_key_hex(),
+            },
+            auth.clone(),
+        );
+        let deployment_api = DeploymentServiceServer::with_interceptor(
+            api::DeploymentApi { deployments: self.deployments.clone() },
+            auth,
+        );
+        // Storage is open and the broker is up: tell probes the services are ready.
+        health_reporter.set_serving::<WorkspaceServiceServer<api::WorkspaceApi>>().await;
+        health_reporter.set_serving::<RegistryServiceServer<api::RegistryApi>>().await;
+        health_reporter.set_serving::<FleetServiceServer<api::FleetApi>>().await;
+        health_reporter.set_serving::<DeploymentServiceServer<api::DeploymentApi>>().await;
+
+        tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
+        let grpc_cancel = cancel.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(workspace_api)
+            .add_service(registry_api)
+            .add_service(fleet_api)
+            .add_service(deployment_api)
+            .serve_with_incoming_shutdown(incoming, async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = grpc_cancel.cancelled() => {}
+                }
+            })
+            .await;
+
+        cancel.cancel();
+        tasks.close();
+        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?self.config.shutdown_grace, "background tasks did not stop within the grace period");
+        }
+        // Every domain shares one store; flushing through any of them flushes it.
+        let flushed = self.workspaces.flush();
+        served.map_err(|e| HubError::Internal(format!("grpc server: {e}")))?;
+        flushed
+    }
+}

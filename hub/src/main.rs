@@ -1,1 +1,104 @@
-fn main(){}
+//! `shoal-hub`: serves the registry, fleet and deployments; see `shoal-hub serve --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
+
+/// EX_USAGE: the configuration was wrong.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "shoal-hub", version, about = "Shoal hub: model registry, fleet, deployments, embedded MQTT broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves gRPC, HTTP and MQTT until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where metadata, artifacts, the admin token and the signing key live.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "./shoal-hub-data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = shoal_hub::config::DEFAULT_GRPC_LISTEN)]
+    grpc_listen: SocketAddr,
+    #[arg(long, default_value = shoal_hub::config::DEFAULT_HTTP_LISTEN)]
+    http_listen: SocketAddr,
+    /// Listen address of the embedded MQTT broker.
+    #[arg(long, default_value = shoal_hub::config::DEFAULT_MQTT_LISTEN, conflicts_with = "mqtt_url")]
+    mqtt_listen: SocketAddr,
+    /// Use this external broker (mqtt://[user:pass@]host:port) instead of the embedded one.
+    #[arg(long)]
+    mqtt_url: Option<String>,
+    /// The broker URL written into agent configs (default: derived from the listen address).
+    #[arg(long)]
+    advertise_mqtt_url: Option<String>,
+    /// Topic prefix, to share a broker between hubs.
+    #[arg(long, default_value = shoal_proto::topics::DEFAULT_PREFIX)]
+    topic_prefix: String,
+    /// The largest model an upload may carry.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MAX_MODEL_BYTES)]
+    max_model_bytes: u64,
+}
+
+fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
+    let mut config = HubConfig::new(args.data_dir);
+    config.grpc_listen = args.grpc_listen;
+    config.http_listen = args.http_listen;
+    config.mqtt = match args.mqtt_url {
+        Some(url) => MqttMode::External { url: MqttUrl::parse(&url)? },
+        None => MqttMode::Embedded { listen: args.mqtt_listen },
+    };
+    config.advertised_mqtt_url = args.advertise_mqtt_url;
+    config.topic_prefix = args.topic_prefix;
+    config.max_model_bytes = args.max_model_bytes;
+    config.validate()?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+        )
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = match build_config(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("shoal-hub: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let hub = match Hub::bind(config).await {
+        Ok(hub) => hub,
+        Err(error) => {
+            eprintln!("shoal-hub: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "shoal-hub: gRPC {} · HTTP {} · MQTT {} · admin token in {}",
+        hub.grpc_addr(),
+        hub.http_addr(),
+        hub.advertised_mqtt_url(),
+        hub.admin_token_path().display()
+    );
+    match hub.run(shoal_hub::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal-hub: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -100,7 +100,8 @@ mod tests {
     fn topics_round_trip() {
         let topics = DeviceTopics::new("t1/shoal/v1", "default", "cam-01");
         assert_eq!(topics.blob_request(), "t1/shoal/v1/default/dev/cam-01/blob/req");
-        let parsed = parse_device_topic("t1/shoal/v1", &topics.blob_request()).unwrap();
+        let topic = topics.blob_request();
+        let parsed = parse_device_topic("t1/shoal/v1", &topic).unwrap();
         assert_eq!(parsed, ParsedDeviceTopic { workspace: "default", device: "cam-01", leaf: "blob/req" });
         assert!(parse_device_topic("other", &topics.state()).is_none());
         assert!(parse_device_topic("t1/shoal/v1", "t1/shoal/v1/default/x/cam").is_none());

@@ -1,1 +1,10 @@
-fn main(){}
+//! `shoal`: the command line over the hub's gRPC API.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    shoal_hub::cli::main_entry().await
+}

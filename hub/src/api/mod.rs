@@ -1,0 +1,76 @@
+//! The gRPC API: tonic service implementations only. Each converts wire messages to domain
+//! calls and domain errors to `Status` through [`status`]; no domain logic lives here.
+
+mod deployments;
+mod fleet;
+mod registry;
+mod workspaces;
+
+pub use deployments::DeploymentApi;
+pub use fleet::FleetApi;
+pub use registry::RegistryApi;
+pub use workspaces::WorkspaceApi;
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::auth::HubKeys;
+use crate::error::{ErrorCode, HubError};
+
+/// The one place a domain error becomes a gRPC status. Internal errors are logged in full and
+/// reach the caller as a generic message.
+pub fn status(error: HubError) -> Status {
+    let message = error.to_string();
+    match error.code() {
+        ErrorCode::NotFound => Status::not_found(message),
+        ErrorCode::AlreadyExists => Status::already_exists(message),
+        ErrorCode::InvalidArgument => Status::invalid_argument(message),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
+        ErrorCode::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorCode::Internal => {
+            tracing::error!(error = %message, "internal error");
+            Status::internal("internal error; see the hub's log")
+        }
+    }
+}
+
+/// Checks the bearer token of every call.
+#[derive(Clone)]
+pub struct BearerAuth {
+    keys: Arc<HubKeys>,
+}
+
+impl BearerAuth {
+    pub fn new(keys: Arc<HubKeys>) -> BearerAuth {
+        BearerAuth { keys }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing bearer token (set SHOAL_TOKEN or --token)"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+        if self.keys.is_admin_token(token.trim()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid token"))
+        }
+    }
+}
+
+/// The workspace of a request; empty means `default`.
+pub(crate) fn workspace_or_default(workspace: &str) -> &str {
+    if workspace.is_empty() {
+        crate::workspace::DEFAULT_WORKSPACE
+    } else {
+        workspace
+    }
+}

@@ -1,0 +1,157 @@
+//! The embedded MQTT broker: rumqttd on its own named thread, behind a listener the hub owns.
+//!
+//! rumqttd binds its own socket, cannot report the bound address and cannot be stopped. So it
+//! listens on a private loopback port and the hub accepts connections on the public address
+//! itself (port 0 allowed) and splices each one through. That gives the hub the real bound
+//! address and a clean shutdown: closing the public side drops every client, and devices see
+//! the broker go away exactly as they would with an external one. The rumqttd threads idle
+//! until the process exits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::fleet::DeviceAuth;
+
+/// rumqttd's own default; model chunks are sized to fit it.
+pub const MAX_PAYLOAD_BYTES: usize = 20 * 1024;
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 3;
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    public: TcpListener,
+    internal: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Binds the public listener and starts rumqttd on a private loopback port, checking every
+    /// login with `auth`.
+    ///
+    /// # Errors
+    /// When the public address cannot be bound or rumqttd does not come up.
+    pub async fn start(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<EmbeddedBroker> {
+        let public = TcpListener::bind(listen).await?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let internal = free_loopback_port()?;
+            start_rumqttd(internal, auth.clone())?;
+            match wait_until_accepting(internal).await {
+                Ok(()) => return Ok(EmbeddedBroker { public, internal }),
+                // Another process took the port between our probe and rumqttd's bind.
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("embedded broker did not start")))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// Splices client connections to rumqttd until `cancel` fires, then drops them all.
+    pub async fn serve(self, cancel: CancellationToken) {
+        let connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = self.public.accept() => accepted,
+            };
+            let (mut client, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "embedded broker accept failed");
+                    continue;
+                }
+            };
+            let internal = self.internal;
+            let cancel = cancel.clone();
+            connections.spawn(async move {
+                let mut upstream = match TcpStream::connect(internal).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, %peer, "embedded broker is not reachable");
+                        return;
+                    }
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, %peer, "mqtt connection ended");
+                        }
+                    }
+                }
+            });
+        }
+        connections.close();
+        connections.wait().await;
+    }
+}
+
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    probe.local_addr()
+}
+
+async fn wait_until_accepting(addr: SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+fn start_rumqttd(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<()> {
+    let mut connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: MAX_PAYLOAD_BYTES,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(move |_client_id: String, username: String, password: String| {
+        let allowed = auth.check(&username, &password);
+        if !allowed {
+            tracing::warn!(%username, "embedded broker refused a login");
+        }
+        async move { allowed }
+    });
+    let server = rumqttd::ServerSettings {
+        name: "shoal-v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 10_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 104_857_600,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new().name("shoal-broker".into()).spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(error) = broker.start() {
+            tracing::error!(%error, "embedded broker stopped");
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The CLI's connection to a hub: address, bearer token, one channel for every service.
+
+use shoal_proto::deployment::deployment_service_client::DeploymentServiceClient;
+use shoal_proto::fleet::fleet_service_client::FleetServiceClient;
+use shoal_proto::registry::registry_service_client::RegistryServiceClient;
+use shoal_proto::workspace::workspace_service_client::WorkspaceServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(header) = &self.header {
+            request.metadata_mut().insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, TokenInterceptor>;
+
+/// Clients of every hub service over one channel.
+#[derive(Clone)]
+pub struct HubClient {
+    pub workspaces: WorkspaceServiceClient<Authed>,
+    pub registry: RegistryServiceClient<Authed>,
+    pub fleet: FleetServiceClient<Authed>,
+    pub deployments: DeploymentServiceClient<Authed>,
+}
+
+impl HubClient {
+    /// Connects to `url` (such as `http://127.0.0.1:7070`).
+    ///
+    /// # Errors
+    /// A message naming the URL when it is malformed or nothing answers there.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<HubClient, String> {
+        let endpoint = Channel::from_shared(url.to_string()).map_err(|e| format!("hub url '{url}' is not valid: {e}"))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the hub at {url}: {}", error_chain(&e)))?;
+        let header = match token {
+            Some(t) => Some(
+                format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| "the token holds characters a header cannot carry".to_string())?,
+            ),
+            None => None,
+        };
+        let interceptor = TokenInterceptor { header };
+        let max = 64 * 1024 * 1024;
+        Ok(HubClient {
+            workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            registry: RegistryServiceClient::with_interceptor(channel.clone(), interceptor.clone())
+                .max_decoding_message_size(max),
+            fleet: FleetServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            deployments: DeploymentServiceClient::with_interceptor(channel, interceptor),
+        })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One line for a failed call, as the CLI prints it.
+pub fn describe_status(status: &Status) -> String {
+    use tonic::Code;
+    let message = status.message();
+    match status.code() {
+        Code::Unauthenticated => format!("unauthenticated: {message} (set SHOAL_TOKEN or pass --token)"),
+        Code::Unavailable => format!("hub unavailable: {message}"),
+        Code::NotFound => format!("not found: {message}"),
+        Code::AlreadyExists => format!("already exists: {message}"),
+        Code::InvalidArgument => format!("invalid: {message}"),
+        Code::FailedPrecondition => format!("refused: {message}"),
+        Code::ResourceExhausted => format!("too large: {message}"),
+        code => format!("{code:?}: {message}"),
+    }
+}

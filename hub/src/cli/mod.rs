@@ -1,0 +1,497 @@
+//! The `shoal` command line: `az ml`-style nouns and verbs over the hub's gRPC API.
+//!
+//! Every listing takes `-o table|json`; `SHOAL_HUB`, `SHOAL_TOKEN` and `SHOAL_WORKSPACE` (or
+//! the matching flags) say which hub, who is calling, and in which workspace. Errors are one
+//! line on stderr and a non-zero exit.
+
+mod client;
+mod demo;
+mod output;
+
+pub use client::{describe_status, HubClient};
+pub use output::Format;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use shoal_proto::device::{ReportedState, UpdatePhase};
+use shoal_proto::{deployment as dpb, fleet as fpb, registry as rpb, workspace as wpb};
+
+use output::{age, print_list, print_one};
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Shoal: train, ship and watch ML models on fleets of edge devices")]
+pub struct Cli {
+    /// The hub's gRPC address.
+    #[arg(long, global = true, env = "SHOAL_HUB", default_value = "http://127.0.0.1:7070")]
+    hub: String,
+    /// API token (the hub writes its admin token to DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, short = 'w', global = true, env = "SHOAL_WORKSPACE", default_value = "default")]
+    workspace: String,
+    /// Output format of listings and details.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a hub, three agents and a model end to end on this machine.
+    Demo {
+        /// Leave the hub and agents running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Workspaces: the unit of isolation.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// The model registry.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Devices and their enrollment.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Deployments of model versions to devices.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List,
+    Show { name: String },
+    /// Deletes a workspace; one that still holds anything needs --force.
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Uploads an ONNX file as the next version of a model.
+    Register(RegisterArgs),
+    List,
+    /// Shows a model (NAME) or one version (NAME@VERSION or NAME@ALIAS).
+    Show { reference: String },
+    /// Lists the versions of a model.
+    Versions { name: String },
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Downloads a version's ONNX file.
+    Download {
+        reference: String,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    file: PathBuf,
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// KEY=VALUE, repeatable.
+    #[arg(long = "tag", value_parser = parse_key_value)]
+    tags: Vec<(String, String)>,
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Points ALIAS at VERSION (moving it if it pointed elsewhere).
+    Set { name: String, alias: String, version: u32 },
+    Delete { name: String, alias: String },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Enrolls a device and writes its complete agent config (with its MQTT password).
+    Add {
+        id: String,
+        /// Where to write the agent config (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long = "tag", value_parser = parse_key_value)]
+        tags: Vec<(String, String)>,
+    },
+    List,
+    Show { id: String },
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum DeploymentCommand {
+    /// Sends a model version to devices (all at once).
+    Create {
+        name: String,
+        /// NAME@VERSION or NAME@ALIAS.
+        #[arg(long)]
+        model: String,
+        /// Comma-separated device ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        devices: Vec<String>,
+    },
+    List,
+    Show { name: String },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+}
+
+/// Splits `name@reference`; no `@` means the latest version.
+pub fn split_reference(reference: &str) -> (&str, &str) {
+    match reference.split_once('@') {
+        Some((name, version)) => (name, version),
+        None => (reference, ""),
+    }
+}
+
+/// Runs the CLI and returns the process exit code.
+pub async fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shoal: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Demo { keep } = cli.command {
+        return demo::run(keep).await;
+    }
+    let mut hub = HubClient::connect(&cli.hub, cli.token.as_deref()).await?;
+    let ws = cli.workspace.clone();
+    let out = cli.output;
+    let status = |s: tonic::Status| describe_status(&s);
+    match cli.command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Workspace(command) => match command {
+            WorkspaceCommand::Create { name, description } => {
+                let w = hub.workspaces.create_workspace(wpb::CreateWorkspaceRequest { name, description }).await.map_err(status)?;
+                print_one(out, &workspace_json(&w.into_inner()));
+            }
+            WorkspaceCommand::List => {
+                let list = hub.workspaces.list_workspaces(wpb::ListWorkspacesRequest {}).await.map_err(status)?;
+                let rows: Vec<Value> = list.into_inner().workspaces.iter().map(workspace_json).collect();
+                print_list(out, &[("NAME", "name"), ("DESCRIPTION", "description")], &rows);
+            }
+            WorkspaceCommand::Show { name } => {
+                let w = hub.workspaces.get_workspace(wpb::GetWorkspaceRequest { name }).await.map_err(status)?;
+                print_one(out, &workspace_json(&w.into_inner()));
+            }
+            WorkspaceCommand::Delete { name, force } => {
+                hub.workspaces.delete_workspace(wpb::DeleteWorkspaceRequest { name: name.clone(), force }).await.map_err(status)?;
+                eprintln!("deleted workspace {name}");
+            }
+        },
+        Command::Model(command) => match command {
+            ModelCommand::Register(args) => {
+                let version = register_model(&mut hub, &ws, &args.file, &args.name, &args.description, args.tags.into_iter().collect(), std::io::stderr().is_terminal()).await?;
+                match out {
+                    Format::Json => print_one(out, &version_json(&version)),
+                    Format::Table => println!("{}@{}", version.model, version.version),
+                }
+            }
+            ModelCommand::List => {
+                let list = hub.registry.list_models(rpb::ListModelsRequest { workspace: ws }).await.map_err(status)?;
+                let rows: Vec<Value> = list.into_inner().models.iter().map(model_json).collect();
+                print_list(out, &[("NAME", "name"), ("LATEST", "latest_version"), ("ALIASES", "aliases"), ("DESCRIPTION", "description")], &rows);
+            }
+            ModelCommand::Show { reference } => {
+                let (name, version) = split_reference(&reference);
+                if reference.contains('@') {
+                    let v = hub.registry.get_model_version(rpb::GetModelVersionRequest { workspace: ws, name: name.into(), reference: version.into() }).await.map_err(status)?;
+                    print_one(out, &version_json(&v.into_inner()));
+                } else {
+                    let m = hub.registry.get_model(rpb::GetModelRequest { workspace: ws, name: name.into() }).await.map_err(status)?;
+                    print_one(out, &model_json(&m.into_inner()));
+                }
+            }
+            ModelCommand::Versions { name } => {
+                let list = hub.registry.list_model_versions(rpb::ListModelVersionsRequest { workspace: ws, name }).await.map_err(status)?;
+                let rows: Vec<Value> = list.into_inner().versions.iter().map(version_json).collect();
+                print_list(out, &[("VERSION", "version"), ("ALIASES", "aliases"), ("SIZE", "size_bytes"), ("INPUTS", "inputs"), ("OUTPUTS", "outputs"), ("DIGEST", "digest")], &rows);
+            }
+            ModelCommand::Alias(AliasCommand::Set { name, alias, version }) => {
+                let m = hub.registry.set_alias(rpb::SetAliasRequest { workspace: ws, name: name.clone(), alias: alias.clone(), version }).await.map_err(status)?;
+                match out {
+                    Format::Json => print_one(out, &model_json(&m.into_inner())),
+                    Format::Table => println!("{name}@{alias} -> {version}"),
+                }
+            }
+            ModelCommand::Alias(AliasCommand::Delete { name, alias }) => {
+                hub.registry.delete_alias(rpb::DeleteAliasRequest { workspace: ws, name: name.clone(), alias: alias.clone() }).await.map_err(status)?;
+                eprintln!("deleted alias {name}@{alias}");
+            }
+            ModelCommand::Download { reference, output } => {
+                let (name, version) = split_reference(&reference);
+                let (info, bytes) = download_model(&mut hub, &ws, name, version).await?;
+                let path = output.unwrap_or_else(|| PathBuf::from(format!("{}-{}.onnx", info.model, info.version)));
+                std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                eprintln!("wrote {} ({} bytes, sha256 {})", path.display(), bytes.len(), info.digest);
+            }
+        },
+        Command::Device(command) => match command {
+            DeviceCommand::Add { id, output, tags } => {
+                let creds = hub.fleet.add_device(fpb::AddDeviceRequest { workspace: ws, id: id.clone(), tags: tags.into_iter().collect() }).await.map_err(status)?.into_inner();
+                let text = agent_config_toml(&creds)?;
+                match output {
+                    Some(path) => {
+                        write_private(&path, &text)?;
+                        eprintln!("enrolled {id}; wrote its agent config to {} (it holds the device's password: keep it private)", path.display());
+                    }
+                    None => print!("{text}"),
+                }
+            }
+            DeviceCommand::List => {
+                let list = hub.fleet.list_devices(fpb::ListDevicesRequest { workspace: ws }).await.map_err(status)?;
+                let rows: Vec<Value> = list.into_inner().devices.iter().map(device_json).collect();
+                print_list(out, &[("ID", "id"), ("ONLINE", "online"), ("ACTIVE", "active_model"), ("DESIRED", "desired_model"), ("UPDATE", "update.phase"), ("LAST SEEN", "last_seen"), ("ERROR", "update.error")], &rows);
+            }
+            DeviceCommand::Show { id } => {
+                let d = hub.fleet.get_device(fpb::GetDeviceRequest { workspace: ws, id }).await.map_err(status)?;
+                print_one(out, &device_json(&d.into_inner()));
+            }
+            DeviceCommand::Remove { id } => {
+                hub.fleet.remove_device(fpb::RemoveDeviceRequest { workspace: ws, id: id.clone() }).await.map_err(status)?;
+                eprintln!("removed device {id}");
+            }
+        },
+        Command::Deployment(command) => match command {
+            DeploymentCommand::Create { name, model, devices } => {
+                let (model, reference) = split_reference(&model);
+                let d = hub.deployments.create_deployment(dpb::CreateDeploymentRequest {
+                    workspace: ws, name, model: model.into(), model_reference: reference.into(), devices, strategy: dpb::Strategy::AllAtOnce as i32,
+                }).await.map_err(status)?;
+                print_one(out, &deployment_json(&d.into_inner()));
+            }
+            DeploymentCommand::List => {
+                let list = hub.deployments.list_deployments(dpb::ListDeploymentsRequest { workspace: ws }).await.map_err(status)?;
+                let rows: Vec<Value> = list.into_inner().deployments.iter().map(deployment_json).collect();
+                print_list(out, &[("NAME", "name"), ("MODEL", "model_version"), ("DEVICES", "devices"), ("PROGRESS", "progress")], &rows);
+            }
+            DeploymentCommand::Show { name } => {
+                let d = hub.deployments.get_deployment(dpb::GetDeploymentRequest { workspace: ws, name }).await.map_err(status)?;
+                print_one(out, &deployment_json(&d.into_inner()));
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Streams an ONNX file to the hub, with a progress line on a terminal.
+///
+/// # Errors
+/// A one-line message for an unreadable file or a refused upload.
+pub async fn register_model(
+    hub: &mut HubClient,
+    workspace: &str,
+    file: &Path,
+    name: &str,
+    description: &str,
+    tags: HashMap<String, String>,
+    progress: bool,
+) -> Result<rpb::ModelVersion, String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = tokio::fs::File::open(file).await.map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let size = reader.metadata().await.map_err(|e| format!("cannot read {}: {e}", file.display()))?.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = rpb::UploadModelRequest {
+        part: Some(rpb::upload_model_request::Part::Header(rpb::UploadModelHeader {
+            workspace: workspace.into(),
+            name: name.into(),
+            description: description.into(),
+            tags,
+            size_bytes: size,
+        })),
+    };
+    let path = file.display().to_string();
+    let sender = tokio::spawn(async move {
+        if tx.send(header).await.is_err() {
+            return Ok(());
+        }
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| format!("cannot read {path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            sent += n as u64;
+            let chunk = rpb::UploadModelRequest { part: Some(rpb::upload_model_request::Part::Chunk(buf[..n].to_vec())) };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+            if progress {
+                eprint!("\ruploading {path}: {:>3}% ({sent}/{size} bytes)", sent * 100 / size.max(1));
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        Ok::<(), String>(())
+    });
+    let result = hub.registry.upload_model(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let read = sender.await.map_err(|e| format!("upload task: {e}"))?;
+    let version = result.map_err(|s| describe_status(&s))?.into_inner();
+    read?;
+    Ok(version)
+}
+
+/// Downloads a version's bytes.
+///
+/// # Errors
+/// A one-line message when the hub refuses or the stream breaks.
+pub async fn download_model(hub: &mut HubClient, workspace: &str, name: &str, reference: &str) -> Result<(rpb::ModelVersion, Vec<u8>), String> {
+    use futures::StreamExt;
+    let mut stream = hub
+        .registry
+        .download_model_version(rpb::GetModelVersionRequest { workspace: workspace.into(), name: name.into(), reference: reference.into() })
+        .await
+        .map_err(|s| describe_status(&s))?
+        .into_inner();
+    let mut info = None;
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.next().await {
+        match message.map_err(|s| describe_status(&s))?.part {
+            Some(rpb::download_model_version_response::Part::Version(v)) => info = Some(v),
+            Some(rpb::download_model_version_response::Part::Chunk(c)) => bytes.extend_from_slice(&c),
+            None => {}
+        }
+    }
+    let info = info.ok_or("the hub sent no version header")?;
+    Ok((info, bytes))
+}
+
+/// The agent config for freshly issued credentials.
+pub fn agent_config(creds: &fpb::DeviceCredentials) -> shoal_agent::config::AgentConfigFile {
+    use shoal_agent::config::{AgentConfigFile, AgentSection, DeviceSection, HubSection};
+    let device = creds.device.clone().unwrap_or_default();
+    AgentConfigFile {
+        version: 1,
+        device: DeviceSection { id: device.id, workspace: device.workspace },
+        hub: HubSection {
+            mqtt_url: creds.mqtt_url.clone(),
+            mqtt_username: creds.mqtt_username.clone(),
+            mqtt_password: creds.mqtt_password.clone(),
+            topic_prefix: creds.topic_prefix.clone(),
+            public_key: creds.hub_public_key.clone(),
+        },
+        agent: AgentSection::default(),
+    }
+}
+
+fn agent_config_toml(creds: &fpb::DeviceCredentials) -> Result<String, String> {
+    let body = toml::to_string(&agent_config(creds)).map_err(|e| format!("cannot write the agent config: {e}"))?;
+    Ok(format!("# Shoal agent config, written by `shoal device add`. Run: shoal-agent run --config THIS_FILE\n{body}"))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn workspace_json(w: &wpb::Workspace) -> Value {
+    json!({"name": w.name, "description": w.description, "created_at_ms": w.created_at_ms})
+}
+
+fn model_json(m: &rpb::Model) -> Value {
+    let aliases: std::collections::BTreeMap<_, _> = m.aliases.iter().collect();
+    json!({"workspace": m.workspace, "name": m.name, "description": m.description, "latest_version": m.latest_version, "aliases": aliases, "created_at_ms": m.created_at_ms})
+}
+
+fn specs_text(specs: &[shoal_proto::device::TensorSpec]) -> Vec<String> {
+    use shoal_proto::device::{dim::Value as D, DataType};
+    specs
+        .iter()
+        .map(|s| {
+            let dims: Vec<String> = s
+                .shape
+                .iter()
+                .map(|d| match &d.value {
+                    Some(D::Fixed(n)) => n.to_string(),
+                    Some(D::Symbol(s)) => s.clone(),
+                    None => "?".into(),
+                })
+                .collect();
+            let dtype = DataType::try_from(s.dtype).map(|d| d.as_str_name().trim_start_matches("DATA_TYPE_").to_lowercase()).unwrap_or_default();
+            format!("{}:{}[{}]", s.name, dtype, dims.join(","))
+        })
+        .collect()
+}
+
+fn version_json(v: &rpb::ModelVersion) -> Value {
+    let signature = v.signature.clone().unwrap_or_default();
+    let tags: std::collections::BTreeMap<_, _> = v.tags.iter().collect();
+    json!({
+        "workspace": v.workspace, "model": v.model, "version": v.version, "reference": format!("{}@{}", v.model, v.version),
+        "digest": v.digest, "size_bytes": v.size_bytes, "aliases": v.aliases, "tags": tags, "description": v.description,
+        "inputs": specs_text(&signature.inputs), "outputs": specs_text(&signature.outputs), "created_at_ms": v.created_at_ms,
+    })
+}
+
+fn phase_name(phase: i32) -> &'static str {
+    match UpdatePhase::try_from(phase).unwrap_or(UpdatePhase::Unspecified) {
+        UpdatePhase::Downloading => "downloading",
+        UpdatePhase::Verifying => "verifying",
+        UpdatePhase::Active => "active",
+        UpdatePhase::Failed => "failed",
+        UpdatePhase::Unspecified => "",
+    }
+}
+
+/// A device as the CLI shows it.
+pub fn device_json(d: &fpb::Device) -> Value {
+    let reported: ReportedState = d.reported.clone().unwrap_or_default();
+    let model_ref = |m: &Option<shoal_proto::device::ActiveModel>| m.as_ref().map(|m| format!("{}@{}", m.model, m.version));
+    let update = reported.update.as_ref().map(|u| {
+        json!({"revision": u.revision, "deployment": u.deployment, "model": format!("{}@{}", u.model, u.version), "phase": phase_name(u.phase),
+               "error": u.error, "received_bytes": u.received_bytes, "total_bytes": u.total_bytes, "resumed_from": u.resumed_from})
+    });
+    let tags: std::collections::BTreeMap<_, _> = d.tags.iter().collect();
+    json!({
+        "workspace": d.workspace, "id": d.id, "online": d.online, "last_seen": age(d.last_seen_ms), "last_seen_ms": d.last_seen_ms,
+        "active_model": model_ref(&reported.active), "active_digest": reported.active.as_ref().map(|a| a.digest.clone()),
+        "previous_model": model_ref(&reported.previous), "desired_model": d.desired_model, "desired_revision": d.desired_revision,
+        "update": update, "health": reported.health, "agent_version": reported.agent_version, "arch": reported.arch, "tags": tags,
+    })
+}
+
+fn deployment_json(d: &dpb::Deployment) -> Value {
+    let active = d.status.iter().filter(|s| s.state == "active").count();
+    let failed = d.status.iter().filter(|s| s.state == "failed").count();
+    let status: Vec<Value> = d.status.iter().map(|s| json!({"device": s.device_id, "state": s.state, "error": s.error})).collect();
+    json!({
+        "workspace": d.workspace, "name": d.name, "model": d.model, "version": d.version, "model_version": format!("{}@{}", d.model, d.version),
+        "model_reference": d.model_reference, "digest": d.digest, "devices": d.devices, "strategy": "all_at_once",
+        "progress": format!("{active}/{} active, {failed} failed", d.devices.len()), "status": status, "created_at_ms": d.created_at_ms,
+    })
+}

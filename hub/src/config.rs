@@ -1,0 +1,160 @@
+//! The hub's configuration, checked once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::{HubError, HubResult};
+
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
+pub const DEFAULT_MQTT_LISTEN: &str = "0.0.0.0:1883";
+/// The largest model an upload may carry unless configured otherwise.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which broker the hub and its devices use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// rumqttd inside the hub, listening here.
+    Embedded { listen: SocketAddr },
+    /// A broker run elsewhere (Mosquitto, EMQX, …).
+    External { url: MqttUrl },
+}
+
+/// `mqtt://[user:password@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl MqttUrl {
+    /// # Errors
+    /// `InvalidArgument` naming what is wrong with the URL.
+    pub fn parse(url: &str) -> HubResult<MqttUrl> {
+        let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(|| {
+            HubError::invalid(format!("mqtt url '{url}' must start with mqtt:// (TLS comes later)"))
+        })?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, address) = match rest.rsplit_once('@') {
+            Some((c, a)) => (Some(c), a),
+            None => (None, rest),
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((h, p)) => {
+                let port = p.parse::<u16>().map_err(|_| HubError::invalid(format!("mqtt url '{url}': bad port '{p}'")))?;
+                (h.to_string(), port)
+            }
+            None => (address.to_string(), 1883),
+        };
+        if host.is_empty() {
+            return Err(HubError::invalid(format!("mqtt url '{url}' has no host")));
+        }
+        let (username, password) = match credentials {
+            None => (None, None),
+            Some(c) => match c.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(c.to_string()), None),
+            },
+        };
+        Ok(MqttUrl { host, port, username, password })
+    }
+
+    /// The URL without credentials, as devices are told it.
+    pub fn without_credentials(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// Everything `shoal-hub serve` needs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Metadata (sled), artifacts, the admin token and the signing key live here.
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub mqtt: MqttMode,
+    /// Topic prefix, so several hubs (or test runs) can share one external broker.
+    pub topic_prefix: String,
+    /// The broker URL written into agent configs; derived from `mqtt` when unset.
+    pub advertised_mqtt_url: Option<String>,
+    pub max_model_bytes: u64,
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl HubConfig {
+    /// The defaults: embedded broker on :1883, gRPC on :7070, HTTP on :7080.
+    pub fn new(data_dir: PathBuf) -> HubConfig {
+        HubConfig {
+            data_dir,
+            grpc_listen: parse_default(DEFAULT_GRPC_LISTEN),
+            http_listen: parse_default(DEFAULT_HTTP_LISTEN),
+            mqtt: MqttMode::Embedded { listen: parse_default(DEFAULT_MQTT_LISTEN) },
+            topic_prefix: shoal_proto::topics::DEFAULT_PREFIX.into(),
+            advertised_mqtt_url: None,
+            max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Every listener on an ephemeral loopback port.
+    pub fn for_test(data_dir: PathBuf) -> HubConfig {
+        let any = parse_default("127.0.0.1:0");
+        HubConfig {
+            grpc_listen: any,
+            http_listen: any,
+            mqtt: MqttMode::Embedded { listen: any },
+            shutdown_grace: std::time::Duration::from_secs(2),
+            ..HubConfig::new(data_dir)
+        }
+    }
+
+    /// # Errors
+    /// `InvalidArgument` naming the setting.
+    pub fn validate(&self) -> HubResult<()> {
+        if self.topic_prefix.is_empty()
+            || self.topic_prefix.starts_with('/')
+            || self.topic_prefix.ends_with('/')
+            || self.topic_prefix.contains(['+', '#'])
+        {
+            return Err(HubError::invalid(format!(
+                "topic prefix '{}' must be non-empty, without wildcards or leading/trailing '/'",
+                self.topic_prefix
+            )));
+        }
+        if self.max_model_bytes == 0 {
+            return Err(HubError::invalid("max model bytes must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse().expect("default listen addresses are valid socket addresses")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mqtt_urls() {
+        let url = MqttUrl::parse("mqtt://hub:secret@10.0.0.5:1884").unwrap();
+        assert_eq!(url, MqttUrl { host: "10.0.0.5".into(), port: 1884, username: Some("hub".into()), password: Some("secret".into()) });
+        assert_eq!(url.without_credentials(), "mqtt://10.0.0.5:1884");
+        assert_eq!(MqttUrl::parse("mqtt://broker").unwrap().port, 1883);
+        assert!(MqttUrl::parse("http://broker").unwrap_err().to_string().contains("mqtt://"));
+        assert!(MqttUrl::parse("mqtt://broker:x").unwrap_err().to_string().contains("bad port"));
+    }
+
+    #[test]
+    fn refuses_wildcard_prefixes() {
+        let mut config = HubConfig::for_test("/tmp/x".into());
+        config.topic_prefix = "a/+/b".into();
+        assert!(config.validate().is_err());
+        config.topic_prefix = "t-1/shoal/v1".into();
+        assert!(config.validate().is_ok());
+    }
+}

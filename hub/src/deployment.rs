@@ -1,0 +1,225 @@
+//! Deployments: a model version sent to a set of devices as their signed desired state.
+//!
+//! This first form sends to every target at once. The record already carries a strategy and
+//! per-device status so staged rollouts (canary, waves, gates) extend it instead of replacing it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shoal_proto::device::{DesiredState, UpdatePhase};
+
+use crate::auth::HubKeys;
+use crate::error::{check_name, HubError, HubResult};
+use crate::fleet::{Device, Fleet};
+use crate::mqtt::MqttPublisher;
+use crate::registry::Registry;
+use crate::storage::Records;
+use crate::workspace::Workspaces;
+
+pub const TREE: &str = "deployments";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    AllAtOnce,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub workspace: String,
+    pub name: String,
+    pub model: String,
+    /// What the user asked for ("3", "production"), kept for the record.
+    pub model_reference: String,
+    /// The version the reference resolved to at creation.
+    pub version: u32,
+    pub digest: String,
+    pub devices: Vec<String>,
+    pub strategy: Strategy,
+    pub created_at_ms: i64,
+}
+
+/// Where one device is with a deployment, derived from what it reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRollout {
+    pub device: String,
+    /// pending, downloading, verifying, active, failed or superseded.
+    pub state: &'static str,
+    pub error: String,
+}
+
+#[derive(Clone)]
+pub struct Deployments {
+    records: Records,
+    workspaces: Workspaces,
+    registry: Registry,
+    fleet: Fleet,
+    keys: Arc<HubKeys>,
+    publisher: MqttPublisher,
+}
+
+impl Deployments {
+    pub fn new(
+        records: Records,
+        workspaces: Workspaces,
+        registry: Registry,
+        fleet: Fleet,
+        keys: Arc<HubKeys>,
+        publisher: MqttPublisher,
+    ) -> Deployments {
+        Deployments { records, workspaces, registry, fleet, keys, publisher }
+    }
+
+    /// Creates a deployment and publishes the signed desired state to every target device.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad name or no devices, `NotFound` for the model, version or a
+    /// device, `AlreadyExists` for the name.
+    pub async fn create(
+        &self,
+        workspace: &str,
+        name: &str,
+        model: &str,
+        reference: &str,
+        devices: Vec<String>,
+    ) -> HubResult<Deployment> {
+        self.workspaces.require(workspace)?;
+        check_name("deployment name", name)?;
+        if devices.is_empty() {
+            return Err(HubError::invalid("a deployment needs at least one device"));
+        }
+        let version = self.registry.resolve(workspace, model, reference)?;
+        let mut targets = Vec::with_capacity(devices.len());
+        for id in &devices {
+            if targets.iter().any(|d: &Device| &d.id == id) {
+                continue;
+            }
+            targets.push(self.fleet.get(workspace, id)?);
+        }
+        let deployment = Deployment {
+            workspace: workspace.into(),
+            name: name.into(),
+            model: model.into(),
+            model_reference: if reference.is_empty() { crate::registry::LATEST.into() } else { reference.into() },
+            version: version.version,
+            digest: version.digest.clone(),
+            devices: targets.iter().map(|d| d.id.clone()).collect(),
+            strategy: Strategy::AllAtOnce,
+            created_at_ms: crate::now_ms(),
+        };
+        if !self.records.insert_new(TREE, &format!("{workspace}/{name}"), &deployment)? {
+            return Err(HubError::already_exists("deployment", name));
+        }
+        for target in &targets {
+            let device =
+                self.fleet.set_desired(workspace, &target.id, name, model, version.version, &version.digest)?;
+            self.publish_desired(&device).await?;
+        }
+        self.records.flush()?;
+        tracing::info!(%workspace, deployment = %name, model = %model, version = version.version, devices = targets.len(), "deployment created");
+        Ok(deployment)
+    }
+
+    /// # Errors
+    /// `NotFound`.
+    pub fn get(&self, workspace: &str, name: &str) -> HubResult<Deployment> {
+        self.workspaces.require(workspace)?;
+        self.records
+            .get(TREE, &format!("{workspace}/{name}"))?
+            .ok_or_else(|| HubError::not_found("deployment", name))
+    }
+
+    /// # Errors
+    /// `NotFound` for the workspace.
+    pub fn list(&self, workspace: &str) -> HubResult<Vec<Deployment>> {
+        self.workspaces.require(workspace)?;
+        Ok(self.records.scan(TREE, &format!("{workspace}/"))?)
+    }
+
+    /// Each target device's progress, from its last reported state.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn rollout_status(&self, deployment: &Deployment) -> HubResult<Vec<DeviceRollout>> {
+        let mut out = Vec::with_capacity(deployment.devices.len());
+        for id in &deployment.devices {
+            let device = match self.fleet.get(&deployment.workspace, id) {
+                Ok(device) => device,
+                Err(HubError::NotFound { .. }) => {
+                    out.push(DeviceRollout { device: id.clone(), state: "failed", error: "device was removed".into() });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            out.push(device_rollout(deployment, &device));
+        }
+        Ok(out)
+    }
+
+    /// The signed desired state of a device, if the hub wants a model on it.
+    ///
+    /// # Errors
+    /// `NotFound` when the desired version has disappeared.
+    pub fn desired_state(&self, device: &Device) -> HubResult<Option<DesiredState>> {
+        let Some(desired) = &device.desired else { return Ok(None) };
+        let version = self.registry.resolve(&device.workspace, &desired.model, &desired.version.to_string())?;
+        Ok(Some(DesiredState {
+            revision: desired.revision,
+            deployment: desired.deployment.clone(),
+            model: Some(self.keys.sign_manifest(&version.manifest())),
+        }))
+    }
+
+    /// Publishes a device's desired state (retained), if it has one.
+    ///
+    /// # Errors
+    /// When the state cannot be built or the MQTT client is gone.
+    pub async fn publish_desired(&self, device: &Device) -> HubResult<()> {
+        if let Some(state) = self.desired_state(device)? {
+            self.publisher.publish_desired(&device.workspace, &device.id, &state).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-publishes every device's desired state: an embedded broker keeps retained messages
+    /// in memory only, so after a restart the hub says again what each device should run.
+    pub async fn republish_all(&self) {
+        let devices = match self.fleet.all() {
+            Ok(devices) => devices,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list devices to re-publish desired state");
+                return;
+            }
+        };
+        for device in devices {
+            if let Err(error) = self.publish_desired(&device).await {
+                tracing::warn!(workspace = %device.workspace, device = %device.id, %error, "cannot re-publish desired state");
+            }
+        }
+    }
+}
+
+fn device_rollout(deployment: &Deployment, device: &Device) -> DeviceRollout {
+    let rollout = |state: &'static str, error: String| DeviceRollout { device: device.id.clone(), state, error };
+    let superseded = device.desired.as_ref().is_some_and(|d| d.deployment != deployment.name);
+    let reported = device.reported_state();
+    let active = reported.as_ref().and_then(|r| r.active.as_ref()).is_some_and(|a| a.digest == deployment.digest);
+    if superseded {
+        return rollout("superseded", String::new());
+    }
+    if active {
+        return rollout("active", String::new());
+    }
+    let update = reported.and_then(|r| r.update).filter(|u| u.digest == deployment.digest);
+    match update {
+        None => rollout("pending", String::new()),
+        Some(update) => match UpdatePhase::try_from(update.phase).unwrap_or(UpdatePhase::Unspecified) {
+            UpdatePhase::Downloading => rollout("downloading", String::new()),
+            UpdatePhase::Verifying => rollout("verifying", String::new()),
+            UpdatePhase::Active => rollout("active", String::new()),
+            UpdatePhase::Failed => rollout("failed", update.error),
+            UpdatePhase::Unspecified => rollout("pending", String::new()),
+        },
+    }
+}

@@ -1,0 +1,230 @@
+//! The hub's MQTT side: one client (to the embedded broker or an external one) that takes
+//! device status, reported state and blob requests, and publishes desired state and chunks.
+//!
+//! The rumqttc event loop runs in its own task and only forwards; handling happens in
+//! spawned tasks so that a publish waiting on the event loop can never deadlock with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use shoal_proto::device::{BlobChunk, BlobRequest, DesiredState, DeviceStatus};
+use shoal_proto::topics::{self, leaf, DeviceTopics};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::artifacts::{is_valid_digest, ArtifactStore};
+use crate::deployment::Deployments;
+use crate::error::{HubError, HubResult};
+use crate::fleet::Fleet;
+
+/// Data bytes per chunk: with the protobuf framing and topic it stays under the 20 KiB payload
+/// limit of rumqttd's default, and of most brokers'.
+pub const CHUNK_BYTES: u64 = 16 * 1024;
+/// The most one blob request may ask for; agents ask for windows well below it.
+pub const MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Blob requests served at once; more wait their turn.
+const CONCURRENT_BLOB_REQUESTS: usize = 32;
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Where the hub's client connects and how it logs in.
+#[derive(Debug, Clone)]
+pub struct MqttTarget {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+    pub topic_prefix: String,
+}
+
+/// Publishes on behalf of the domain (desired state).
+#[derive(Clone)]
+pub struct MqttPublisher {
+    client: AsyncClient,
+    prefix: String,
+}
+
+impl MqttPublisher {
+    /// # Errors
+    /// When the client's event loop is gone.
+    pub async fn publish_desired(&self, workspace: &str, device: &str, state: &DesiredState) -> HubResult<()> {
+        let topic = DeviceTopics::new(&self.prefix, workspace, device).desired();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, state.encode_to_vec())
+            .await
+            .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))
+    }
+}
+
+/// Creates the client; nothing is sent until [`run`] polls the event loop.
+pub fn connect(target: &MqttTarget) -> (MqttPublisher, AsyncClient, EventLoop) {
+    let mut suffix = [0u8; 6];
+    let _ = getrandom::getrandom(&mut suffix);
+    let mut options = MqttOptions::new(format!("shoal-hub-{}", hex::encode(suffix)), &target.host, target.port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_clean_session(true);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options.set_inflight(200);
+    if let Some((user, password)) = &target.credentials {
+        options.set_credentials(user, password);
+    }
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let publisher = MqttPublisher { client: client.clone(), prefix: target.topic_prefix.clone() };
+    (publisher, client, eventloop)
+}
+
+/// What the MQTT loop needs from the rest of the hub.
+#[derive(Clone)]
+pub struct MqttContext {
+    pub prefix: String,
+    pub fleet: Fleet,
+    pub deployments: Deployments,
+    pub artifacts: ArtifactStore,
+    pub client: AsyncClient,
+    /// Set once the first subscription is acknowledged, for readiness (health).
+    pub connected: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Polls the event loop until `cancel`, reconnecting with backoff.
+pub async fn run(context: MqttContext, mut eventloop: EventLoop, cancel: CancellationToken) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let handler = {
+        let context = context.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let blob_slots = Arc::new(Semaphore::new(CONCURRENT_BLOB_REQUESTS));
+            loop {
+                let event = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    event = rx.recv() => match event { Some(e) => e, None => break },
+                };
+                handle(&context, event, &blob_slots);
+            }
+        })
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let polled = tokio::select! {
+            _ = cancel.cancelled() => break,
+            polled = eventloop.poll() => polled,
+        };
+        match polled {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    backoff = Duration::from_millis(100);
+                }
+                // Unbounded on purpose: the handler never waits on this loop, and a bounded
+                // channel here could stall the event loop behind a slow handler.
+                let _ = tx.send(event);
+            }
+            Err(error) => {
+                context.connected.send_replace(false);
+                tracing::warn!(%error, retry_in = ?backoff, "hub mqtt connection lost");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
+        }
+    }
+    let _ = context.client.try_disconnect();
+    handler.abort();
+}
+
+fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
+    match event {
+        Event::Incoming(Packet::ConnAck(_)) => {
+            let context = context.clone();
+            tokio::spawn(async move {
+                for leaf in [leaf::STATUS, leaf::STATE, leaf::BLOB_REQUEST] {
+                    let filter = topics::all_devices_filter(&context.prefix, leaf);
+                    if let Err(error) = context.client.subscribe(filter, QoS::AtLeastOnce).await {
+                        tracing::warn!(%error, "hub mqtt subscribe failed");
+                    }
+                }
+                context.deployments.republish_all().await;
+            });
+        }
+        Event::Incoming(Packet::SubAck(_)) => {
+            context.connected.send_replace(true);
+        }
+        Event::Incoming(Packet::Publish(publish)) => {
+            let Some(parsed) = topics::parse_device_topic(&context.prefix, &publish.topic) else {
+                return;
+            };
+            let (workspace, device) = (parsed.workspace.to_string(), parsed.device.to_string());
+            match parsed.leaf {
+                leaf::STATUS => match DeviceStatus::decode(publish.payload.as_ref()) {
+                    Ok(status) => context.fleet.record_status(&workspace, &device, status.online),
+                    Err(error) => tracing::warn!(%workspace, %device, %error, "malformed device status"),
+                },
+                leaf::STATE => context.fleet.record_state(&workspace, &device, &publish.payload),
+                leaf::BLOB_REQUEST => match BlobRequest::decode(publish.payload.as_ref()) {
+                    Ok(request) => {
+                        let context = context.clone();
+                        let slots = blob_slots.clone();
+                        tokio::spawn(async move {
+                            let Ok(_slot) = slots.acquire_owned().await else { return };
+                            serve_blob(&context, &workspace, &device, request).await;
+                        });
+                    }
+                    Err(error) => tracing::warn!(%workspace, %device, %error, "malformed blob request"),
+                },
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Answers one blob request with chunks, or with one chunk carrying an error.
+async fn serve_blob(context: &MqttContext, workspace: &str, device: &str, request: BlobRequest) {
+    let topic = DeviceTopics::new(&context.prefix, workspace, device).blob_response();
+    let chunks = match check_blob_request(context, workspace, device, &request) {
+        Ok(()) => read_chunks(&context.artifacts, &request).await,
+        Err(error) => Err(error),
+    };
+    let chunks = chunks.unwrap_or_else(|error| {
+        tracing::warn!(%workspace, %device, digest = %request.digest, %error, "blob request refused");
+        vec![BlobChunk { digest: request.digest.clone(), offset: request.offset, error, ..Default::default() }]
+    });
+    for chunk in chunks {
+        if let Err(error) = context.client.publish(&topic, QoS::AtLeastOnce, false, chunk.encode_to_vec()).await {
+            tracing::warn!(%error, "cannot publish a blob chunk");
+            return;
+        }
+    }
+}
+
+/// A device may fetch only the blob the hub wants on it.
+fn check_blob_request(context: &MqttContext, workspace: &str, device: &str, request: &BlobRequest) -> Result<(), String> {
+    if !is_valid_digest(&request.digest) {
+        return Err(format!("'{}' is not a sha256 digest", request.digest));
+    }
+    let record = context.fleet.get(workspace, device).map_err(|e| e.to_string())?;
+    let assigned = record.desired.as_ref().is_some_and(|d| d.digest == request.digest);
+    if !assigned {
+        return Err(format!("blob {} is not assigned to device '{device}'", request.digest));
+    }
+    Ok(())
+}
+
+async fn read_chunks(artifacts: &ArtifactStore, request: &BlobRequest) -> Result<Vec<BlobChunk>, String> {
+    let length = request.length.clamp(1, MAX_REQUEST_BYTES);
+    let (data, total) = artifacts
+        .read_range(&request.digest, request.offset, length)
+        .await
+        .map_err(|e| format!("cannot read blob {}: {e}", request.digest))?;
+    let mut chunks = Vec::with_capacity(data.len().div_ceil(CHUNK_BYTES as usize));
+    for (i, piece) in data.chunks(CHUNK_BYTES as usize).enumerate() {
+        chunks.push(BlobChunk {
+            digest: request.digest.clone(),
+            offset: request.offset + i as u64 * CHUNK_BYTES,
+            data: piece.to_vec(),
+            total_size: total,
+            error: String::new(),
+        });
+    }
+    Ok(chunks)
+}
