@@ -34,9 +34,9 @@ pub struct Cli {
     token: Option<String>,
     #[arg(long, short = 'w', global = true, env = "SHOAL_WORKSPACE", default_value = "default")]
     workspace: String,
-    /// Output format of listings and details.
-    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
-    output: Format,
+    /// Output format of listings and details (`-o json`); `--output` names files instead.
+    #[arg(long = "format", short = 'o', global = true, value_enum, default_value = "table")]
+    format: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,7 +180,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let mut hub = HubClient::connect(&cli.hub, cli.token.as_deref()).await?;
     let ws = cli.workspace.clone();
-    let out = cli.output;
+    let out = cli.format;
     let status = |s: tonic::Status| describe_status(&s);
     match cli.command {
         Command::Demo { .. } => unreachable!("handled above"),

@@ -1,0 +1,484 @@
+//! A harness for the agent's own end-to-end checks: a real broker (rumqttd on a free port), a
+//! scripted hub (a plain MQTT client that signs manifests and serves blobs), and agents on
+//! ephemeral HTTP ports with their own data directories.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use prost::Message;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sha2::{Digest, Sha256};
+use shoal_agent::{
+    AgentConfigFile, AgentError, AgentSection, DeviceSection, HubSection, Overrides,
+};
+use shoal_proto::device::{
+    BlobChunk, BlobRequest, DesiredState, DeviceStatus, Manifest, ReportedState, SignedManifest,
+    UpdatePhase,
+};
+use shoal_proto::topics::DeviceTopics;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub const WORKSPACE: &str = "default";
+pub const DEVICE: &str = "cam-01";
+pub const CHUNK_BYTES: usize = 16 * 1024;
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Binds :0, reads the port, and lets it go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts rumqttd on a free port, on its own named thread, and waits until it accepts.
+pub async fn start_broker() -> u16 {
+    let port = free_port();
+    let config = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 100
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 100
+dynamic_filters = true
+"#
+    );
+    let config: rumqttd::Config = toml::from_str(&config).unwrap();
+    std::thread::Builder::new()
+        .name(format!("rumqttd-{port}"))
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(error) = broker.start() {
+                eprintln!("broker on {port} stopped: {error}");
+            }
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker did not come up on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    port
+}
+
+/// How the scripted hub misbehaves.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Chunks at these offsets are dropped the first time they would be sent.
+    pub drop_once: HashSet<u64>,
+    /// Every served chunk has its first byte flipped.
+    pub corrupt: bool,
+}
+
+/// A hub stand-in: signs manifests, publishes desired states, serves blob requests.
+pub struct FakeHub {
+    client: AsyncClient,
+    pub prefix: String,
+    pub key: SigningKey,
+    blobs: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    pub faults: Arc<Mutex<Faults>>,
+    pub requests: Arc<Mutex<Vec<BlobRequest>>>,
+    pub states: watch::Receiver<Option<ReportedState>>,
+    pub statuses: watch::Receiver<Option<DeviceStatus>>,
+}
+
+impl FakeHub {
+    pub async fn start(port: u16, prefix: &str) -> FakeHub {
+        let mut options = MqttOptions::new(format!("fake-hub-{port}"), "127.0.0.1", port);
+        options
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let topics = DeviceTopics::new(prefix, WORKSPACE, DEVICE);
+        client
+            .subscribe(topics.blob_request(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .subscribe(topics.state(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .subscribe(topics.status(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+
+        let (states_tx, states) = watch::channel(None);
+        let (statuses_tx, statuses) = watch::channel(None);
+        let (requests_tx, mut requests_rx) = mpsc::unbounded_channel::<BlobRequest>();
+        let (connected_tx, mut connected_rx) = watch::channel(false);
+        let state_topic = topics.state();
+        let status_topic = topics.status();
+        let request_topic = topics.blob_request();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected_tx.send_replace(true);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if publish.topic == state_topic {
+                            states_tx.send_replace(Some(
+                                ReportedState::decode(publish.payload).unwrap(),
+                            ));
+                        } else if publish.topic == status_topic {
+                            statuses_tx
+                                .send_replace(Some(DeviceStatus::decode(publish.payload).unwrap()));
+                        } else if publish.topic == request_topic {
+                            let _ = requests_tx.send(BlobRequest::decode(publish.payload).unwrap());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        connected_rx.wait_for(|c| *c).await.unwrap();
+
+        let blobs: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let faults: Arc<Mutex<Faults>> = Arc::default();
+        let requests: Arc<Mutex<Vec<BlobRequest>>> = Arc::default();
+        let (serve_blobs, serve_faults, serve_requests, serve_client) = (
+            blobs.clone(),
+            faults.clone(),
+            requests.clone(),
+            client.clone(),
+        );
+        let response_topic = topics.blob_response();
+        tokio::spawn(async move {
+            while let Some(request) = requests_rx.recv().await {
+                serve_requests.lock().unwrap().push(request.clone());
+                let blob = serve_blobs.lock().unwrap().get(&request.digest).cloned();
+                let Some(blob) = blob else {
+                    let chunk = BlobChunk {
+                        digest: request.digest.clone(),
+                        offset: request.offset,
+                        error: format!("blob {} not found", request.digest),
+                        ..Default::default()
+                    };
+                    serve_client
+                        .publish(
+                            &response_topic,
+                            QoS::AtLeastOnce,
+                            false,
+                            chunk.encode_to_vec(),
+                        )
+                        .await
+                        .unwrap();
+                    continue;
+                };
+                let end = (request.offset + request.length).min(blob.len() as u64);
+                let mut offset = request.offset;
+                while offset < end {
+                    let next = (offset + CHUNK_BYTES as u64).min(end);
+                    let mut data = blob[offset as usize..next as usize].to_vec();
+                    let (drop, corrupt) = {
+                        let mut faults = serve_faults.lock().unwrap();
+                        (faults.drop_once.remove(&offset), faults.corrupt)
+                    };
+                    if corrupt {
+                        data[0] ^= 0xFF;
+                    }
+                    if !drop {
+                        let chunk = BlobChunk {
+                            digest: request.digest.clone(),
+                            offset,
+                            data,
+                            total_size: blob.len() as u64,
+                            error: String::new(),
+                        };
+                        serve_client
+                            .publish(
+                                &response_topic,
+                                QoS::AtLeastOnce,
+                                false,
+                                chunk.encode_to_vec(),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    offset = next;
+                }
+            }
+        });
+
+        FakeHub {
+            client,
+            prefix: prefix.to_string(),
+            key: SigningKey::from_bytes(&[42u8; 32]),
+            blobs,
+            faults,
+            requests,
+            states,
+            statuses,
+        }
+    }
+
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// Stores a blob and returns its digest.
+    pub fn add_blob(&self, bytes: &[u8]) -> String {
+        let digest = digest(bytes);
+        self.blobs
+            .lock()
+            .unwrap()
+            .insert(digest.clone(), bytes.to_vec());
+        digest
+    }
+
+    pub fn sign(&self, key: &SigningKey, name: &str, version: u32, bytes: &[u8]) -> SignedManifest {
+        let manifest = Manifest {
+            workspace: WORKSPACE.into(),
+            model: name.into(),
+            version,
+            digest: digest(bytes),
+            size_bytes: bytes.len() as u64,
+            signature: None,
+            created_at_ms: 1,
+        };
+        let manifest = manifest.encode_to_vec();
+        let signature = key.sign(&manifest).to_bytes().to_vec();
+        SignedManifest {
+            manifest,
+            signature,
+        }
+    }
+
+    pub async fn desire(&self, revision: u64, model: Option<SignedManifest>) {
+        let desired = DesiredState {
+            revision,
+            deployment: format!("dep-{revision}"),
+            model,
+        };
+        self.publish_desired(desired.encode_to_vec()).await;
+    }
+
+    pub async fn publish_desired(&self, payload: Vec<u8>) {
+        let topic = DeviceTopics::new(&self.prefix, WORKSPACE, DEVICE).desired();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .unwrap();
+    }
+
+    /// Waits for a reported state that satisfies `accept`.
+    pub async fn wait_for_state(
+        &self,
+        what: &str,
+        accept: impl Fn(&ReportedState) -> bool,
+    ) -> ReportedState {
+        let mut states = self.states.clone();
+        let waited =
+            tokio::time::timeout(WAIT, states.wait_for(|s| s.as_ref().is_some_and(&accept))).await;
+        match waited {
+            Ok(Ok(state)) => state.clone().unwrap(),
+            _ => panic!("no reported state {what}; last: {:?}", self.states.borrow()),
+        }
+    }
+
+    /// Waits for the update of `revision` to reach `phase`.
+    pub async fn wait_for_phase(&self, revision: u64, phase: UpdatePhase) -> ReportedState {
+        self.wait_for_state(&format!("with revision {revision} {phase:?}"), |s| {
+            s.update
+                .as_ref()
+                .is_some_and(|u| u.revision == revision && u.phase == phase as i32)
+        })
+        .await
+    }
+
+    pub fn requests_for(&self, digest: &str) -> Vec<BlobRequest> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.digest == digest)
+            .cloned()
+            .collect()
+    }
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn config_file(
+    mqtt_port: u16,
+    prefix: &str,
+    public_key: &str,
+    data_dir: &Path,
+) -> AgentConfigFile {
+    AgentConfigFile {
+        version: 1,
+        device: DeviceSection {
+            id: DEVICE.into(),
+            workspace: WORKSPACE.into(),
+        },
+        hub: HubSection {
+            mqtt_url: format!("mqtt://127.0.0.1:{mqtt_port}"),
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
+            topic_prefix: prefix.into(),
+            public_key: public_key.into(),
+        },
+        agent: AgentSection {
+            data_dir: Some(data_dir.to_path_buf()),
+            http_listen: Some("127.0.0.1:0".parse().unwrap()),
+            download_window_bytes: None,
+            chunk_timeout_ms: Some(300),
+            download_rate_limit_bytes_per_sec: None,
+        },
+    }
+}
+
+/// An agent running in this process.
+pub struct TestAgent {
+    pub http: SocketAddr,
+    pub boot_epoch: u64,
+    pub data_dir: PathBuf,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl TestAgent {
+    pub async fn start(file: AgentConfigFile) -> TestAgent {
+        let config = file.build_and_validate(&Overrides::default()).unwrap();
+        let data_dir = config.data_dir.clone();
+        let bound = shoal_agent::Agent::bind(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let http = bound.http_addr();
+        let boot_epoch = bound.boot_epoch();
+        let task = tokio::spawn(bound.run(async move {
+            let _ = stopped.await;
+        }));
+        TestAgent {
+            http,
+            boot_epoch,
+            data_dir,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent shut down in time")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+/// A TCP proxy in front of the broker whose connections can be cut, to simulate a flaky link.
+pub struct Proxy {
+    pub port: u16,
+    cuts: watch::Sender<u64>,
+    refusing: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cuts = watch::Sender::new(0u64);
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (accept_cuts, accept_refusing) = (cuts.clone(), refusing.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if accept_refusing.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = accept_cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            cuts,
+            refusing,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones for `outage`.
+    pub async fn cut(&self, outage: Duration) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+        tokio::time::sleep(outage).await;
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
