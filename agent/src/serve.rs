@@ -82,23 +82,6 @@ async fn infer_handler(
             return error_response(StatusCode::BAD_REQUEST, message);
         }
     };
-    for (name, tensor) in &request.inputs {
-        // shoal-model multiplies the dims unchecked; refuse what cannot even be counted.
-        if tensor
-            .shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_none()
-        {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "input '{name}': shape {:?} holds more values than can be counted",
-                    tensor.shape
-                ),
-            );
-        }
-    }
     let Some(served) = state.slot.current() else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet");
     };

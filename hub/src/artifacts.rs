@@ -17,7 +17,10 @@ pub struct ArtifactStore {
 
 /// Whether `digest` is a lowercase hex sha256, and so safe to use in a path.
 pub fn is_valid_digest(digest: &str) -> bool {
-    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ArtifactStore {
@@ -26,12 +29,17 @@ impl ArtifactStore {
     pub fn open(root: &Path) -> std::io::Result<ArtifactStore> {
         std::fs::create_dir_all(root.join("sha256"))?;
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(ArtifactStore { root: root.to_path_buf() })
+        Ok(ArtifactStore {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The path of a stored blob. Only call with a digest checked by [`is_valid_digest`].
     pub fn path(&self, digest: &str) -> PathBuf {
-        debug_assert!(is_valid_digest(digest), "digest {digest:?} must be checked first");
+        debug_assert!(
+            is_valid_digest(digest),
+            "digest {digest:?} must be checked first"
+        );
         self.root.join("sha256").join(&digest[..2]).join(digest)
     }
 
@@ -48,16 +56,30 @@ impl ArtifactStore {
         getrandom::getrandom(&mut random).map_err(std::io::Error::other)?;
         let temp = self.root.join("tmp").join(hex::encode(random));
         let file = tokio::fs::File::create(&temp).await?;
-        Ok(BlobWriter { store: self.clone(), temp, file, hasher: Sha256::new(), written: 0 })
+        Ok(BlobWriter {
+            store: self.clone(),
+            temp,
+            file,
+            hasher: Sha256::new(),
+            written: 0,
+        })
     }
 
     /// Reads up to `length` bytes at `offset` (fewer at the end of the blob).
     ///
     /// # Errors
     /// `NotFound` for an unknown or invalid digest; I/O errors otherwise.
-    pub async fn read_range(&self, digest: &str, offset: u64, length: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    pub async fn read_range(
+        &self,
+        digest: &str,
+        offset: u64,
+        length: u64,
+    ) -> std::io::Result<(Vec<u8>, u64)> {
         if !is_valid_digest(digest) {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "invalid digest"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "invalid digest",
+            ));
         }
         let path = self.path(digest);
         tokio::task::spawn_blocking(move || {
@@ -84,7 +106,10 @@ impl ArtifactStore {
     /// `NotFound` for an unknown digest.
     pub async fn read(&self, digest: &str) -> std::io::Result<Vec<u8>> {
         if !is_valid_digest(digest) {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "invalid digest"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "invalid digest",
+            ));
         }
         tokio::fs::read(self.path(digest)).await
     }
@@ -148,10 +173,16 @@ mod tests {
         writer.write(b"hello ").await.unwrap();
         writer.write(b"world").await.unwrap();
         let (digest, size) = writer.finish().await.unwrap();
-        assert_eq!(digest, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            digest,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
         assert_eq!(size, 11);
         assert!(store.contains(&digest));
-        assert_eq!(store.read_range(&digest, 6, 100).await.unwrap(), (b"world".to_vec(), 11));
+        assert_eq!(
+            store.read_range(&digest, 6, 100).await.unwrap(),
+            (b"world".to_vec(), 11)
+        );
         assert!(store.read_range(&digest, 12, 1).await.is_err());
         assert!(store.read_range("../../etc/passwd", 0, 1).await.is_err());
     }

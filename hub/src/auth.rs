@@ -42,7 +42,10 @@ impl HubKeys {
             Err(e) => return Err(e.into()),
         };
         if token.is_empty() {
-            return Err(HubError::Internal(format!("{} is empty", token_path.display())));
+            return Err(HubError::Internal(format!(
+                "{} is empty",
+                token_path.display()
+            )));
         }
         let key_path = data_dir.join(SIGNING_KEY_FILE);
         let signing = match std::fs::read_to_string(&key_path) {
@@ -51,7 +54,10 @@ impl HubKeys {
                     .ok()
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| {
-                        HubError::Internal(format!("{} is not a 32-byte hex key", key_path.display()))
+                        HubError::Internal(format!(
+                            "{} is not a 32-byte hex key",
+                            key_path.display()
+                        ))
                     })?;
                 SigningKey::from_bytes(&bytes)
             }
@@ -64,7 +70,10 @@ impl HubKeys {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(HubKeys { signing, admin_token_hash: sha256(token.as_bytes()) })
+        Ok(HubKeys {
+            signing,
+            admin_token_hash: sha256(token.as_bytes()),
+        })
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
@@ -84,7 +93,10 @@ impl HubKeys {
     pub fn sign_manifest(&self, manifest: &Manifest) -> SignedManifest {
         let bytes = manifest.encode_to_vec();
         let signature = self.signing.sign(&bytes);
-        SignedManifest { manifest: bytes, signature: signature.to_bytes().to_vec() }
+        SignedManifest {
+            manifest: bytes,
+            signature: signature.to_bytes().to_vec(),
+        }
     }
 }
 
@@ -102,7 +114,11 @@ impl DevicePassword {
         let password = random_hex(24)?;
         let salt = random_hex(8)?;
         let hash = password_hash(&salt, &password);
-        Ok(DevicePassword { password, salt, hash })
+        Ok(DevicePassword {
+            password,
+            salt,
+            hash,
+        })
     }
 }
 
@@ -122,7 +138,8 @@ pub fn verify_password(salt: &str, hash: &str, password: &str) -> bool {
 /// When the system's random source fails.
 pub fn random_hex(bytes: usize) -> HubResult<String> {
     let mut buf = vec![0u8; bytes];
-    getrandom::getrandom(&mut buf).map_err(|e| HubError::Internal(format!("random source: {e}")))?;
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| HubError::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(buf))
 }
 
@@ -164,14 +181,23 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let again = HubKeys::load_or_create(dir.path()).unwrap();
         assert_eq!(again.public_key_hex(), keys.public_key_hex());
-        let signed = keys.sign_manifest(&Manifest { model: "m".into(), ..Default::default() });
+        let signed = keys.sign_manifest(&Manifest {
+            model: "m".into(),
+            ..Default::default()
+        });
         let signature = ed25519_dalek::Signature::from_slice(&signed.signature).unwrap();
-        assert!(keys.verifying_key().verify_strict(&signed.manifest, &signature).is_ok());
+        assert!(keys
+            .verifying_key()
+            .verify_strict(&signed.manifest, &signature)
+            .is_ok());
     }
 
     #[test]

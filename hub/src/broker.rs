@@ -35,7 +35,10 @@ impl EmbeddedBroker {
     ///
     /// # Errors
     /// When the public address cannot be bound or rumqttd does not come up.
-    pub async fn start(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<EmbeddedBroker> {
+    pub async fn start(
+        listen: SocketAddr,
+        auth: Arc<DeviceAuth>,
+    ) -> std::io::Result<EmbeddedBroker> {
         let public = TcpListener::bind(listen).await?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -121,13 +124,15 @@ fn start_rumqttd(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<(
         external_auth: None,
         dynamic_filters: true,
     };
-    connections.set_auth_handler(move |_client_id: String, username: String, password: String| {
-        let allowed = auth.check(&username, &password);
-        if !allowed {
-            tracing::warn!(%username, "embedded broker refused a login");
-        }
-        async move { allowed }
-    });
+    connections.set_auth_handler(
+        move |_client_id: String, username: String, password: String| {
+            let allowed = auth.check(&username, &password);
+            if !allowed {
+                tracing::warn!(%username, "embedded broker refused a login");
+            }
+            async move { allowed }
+        },
+    );
     let server = rumqttd::ServerSettings {
         name: "shoal-v4".into(),
         listen,
@@ -147,11 +152,13 @@ fn start_rumqttd(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<(
         v4: Some(HashMap::from([("1".to_string(), server)])),
         ..Default::default()
     };
-    std::thread::Builder::new().name("shoal-broker".into()).spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(error) = broker.start() {
-            tracing::error!(%error, "embedded broker stopped");
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("shoal-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(error) = broker.start() {
+                tracing::error!(%error, "embedded broker stopped");
+            }
+        })?;
     Ok(())
 }

@@ -34,9 +34,14 @@ impl MqttUrl {
     /// # Errors
     /// `InvalidArgument` naming what is wrong with the URL.
     pub fn parse(url: &str) -> HubResult<MqttUrl> {
-        let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(|| {
-            HubError::invalid(format!("mqtt url '{url}' must start with mqtt:// (TLS comes later)"))
-        })?;
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                HubError::invalid(format!(
+                    "mqtt url '{url}' must start with mqtt:// (TLS comes later)"
+                ))
+            })?;
         let rest = rest.trim_end_matches('/');
         let (credentials, address) = match rest.rsplit_once('@') {
             Some((c, a)) => (Some(c), a),
@@ -44,7 +49,9 @@ impl MqttUrl {
         };
         let (host, port) = match address.rsplit_once(':') {
             Some((h, p)) => {
-                let port = p.parse::<u16>().map_err(|_| HubError::invalid(format!("mqtt url '{url}': bad port '{p}'")))?;
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| HubError::invalid(format!("mqtt url '{url}': bad port '{p}'")))?;
                 (h.to_string(), port)
             }
             None => (address.to_string(), 1883),
@@ -59,7 +66,12 @@ impl MqttUrl {
                 None => (Some(c.to_string()), None),
             },
         };
-        Ok(MqttUrl { host, port, username, password })
+        Ok(MqttUrl {
+            host,
+            port,
+            username,
+            password,
+        })
     }
 
     /// The URL without credentials, as devices are told it.
@@ -91,7 +103,9 @@ impl HubConfig {
             data_dir,
             grpc_listen: parse_default(DEFAULT_GRPC_LISTEN),
             http_listen: parse_default(DEFAULT_HTTP_LISTEN),
-            mqtt: MqttMode::Embedded { listen: parse_default(DEFAULT_MQTT_LISTEN) },
+            mqtt: MqttMode::Embedded {
+                listen: parse_default(DEFAULT_MQTT_LISTEN),
+            },
             topic_prefix: shoal_proto::topics::DEFAULT_PREFIX.into(),
             advertised_mqtt_url: None,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
@@ -132,7 +146,8 @@ impl HubConfig {
 }
 
 fn parse_default(addr: &str) -> SocketAddr {
-    addr.parse().expect("default listen addresses are valid socket addresses")
+    addr.parse()
+        .expect("default listen addresses are valid socket addresses")
 }
 
 #[cfg(test)]
@@ -142,11 +157,25 @@ mod tests {
     #[test]
     fn parses_mqtt_urls() {
         let url = MqttUrl::parse("mqtt://hub:secret@10.0.0.5:1884").unwrap();
-        assert_eq!(url, MqttUrl { host: "10.0.0.5".into(), port: 1884, username: Some("hub".into()), password: Some("secret".into()) });
+        assert_eq!(
+            url,
+            MqttUrl {
+                host: "10.0.0.5".into(),
+                port: 1884,
+                username: Some("hub".into()),
+                password: Some("secret".into())
+            }
+        );
         assert_eq!(url.without_credentials(), "mqtt://10.0.0.5:1884");
         assert_eq!(MqttUrl::parse("mqtt://broker").unwrap().port, 1883);
-        assert!(MqttUrl::parse("http://broker").unwrap_err().to_string().contains("mqtt://"));
-        assert!(MqttUrl::parse("mqtt://broker:x").unwrap_err().to_string().contains("bad port"));
+        assert!(MqttUrl::parse("http://broker")
+            .unwrap_err()
+            .to_string()
+            .contains("mqtt://"));
+        assert!(MqttUrl::parse("mqtt://broker:x")
+            .unwrap_err()
+            .to_string()
+            .contains("bad port"));
     }
 
     #[test]

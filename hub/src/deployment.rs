@@ -68,7 +68,14 @@ impl Deployments {
         keys: Arc<HubKeys>,
         publisher: MqttPublisher,
     ) -> Deployments {
-        Deployments { records, workspaces, registry, fleet, keys, publisher }
+        Deployments {
+            records,
+            workspaces,
+            registry,
+            fleet,
+            keys,
+            publisher,
+        }
     }
 
     /// Creates a deployment and publishes the signed desired state to every target device.
@@ -101,19 +108,32 @@ impl Deployments {
             workspace: workspace.into(),
             name: name.into(),
             model: model.into(),
-            model_reference: if reference.is_empty() { crate::registry::LATEST.into() } else { reference.into() },
+            model_reference: if reference.is_empty() {
+                crate::registry::LATEST.into()
+            } else {
+                reference.into()
+            },
             version: version.version,
             digest: version.digest.clone(),
             devices: targets.iter().map(|d| d.id.clone()).collect(),
             strategy: Strategy::AllAtOnce,
             created_at_ms: crate::now_ms(),
         };
-        if !self.records.insert_new(TREE, &format!("{workspace}/{name}"), &deployment)? {
+        if !self
+            .records
+            .insert_new(TREE, &format!("{workspace}/{name}"), &deployment)?
+        {
             return Err(HubError::already_exists("deployment", name));
         }
         for target in &targets {
-            let device =
-                self.fleet.set_desired(workspace, &target.id, name, model, version.version, &version.digest)?;
+            let device = self.fleet.set_desired(
+                workspace,
+                &target.id,
+                name,
+                model,
+                version.version,
+                &version.digest,
+            )?;
             self.publish_desired(&device).await?;
         }
         self.records.flush()?;
@@ -147,7 +167,11 @@ impl Deployments {
             let device = match self.fleet.get(&deployment.workspace, id) {
                 Ok(device) => device,
                 Err(HubError::NotFound { .. }) => {
-                    out.push(DeviceRollout { device: id.clone(), state: "failed", error: "device was removed".into() });
+                    out.push(DeviceRollout {
+                        device: id.clone(),
+                        state: "failed",
+                        error: "device was removed".into(),
+                    });
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -162,8 +186,14 @@ impl Deployments {
     /// # Errors
     /// `NotFound` when the desired version has disappeared.
     pub fn desired_state(&self, device: &Device) -> HubResult<Option<DesiredState>> {
-        let Some(desired) = &device.desired else { return Ok(None) };
-        let version = self.registry.resolve(&device.workspace, &desired.model, &desired.version.to_string())?;
+        let Some(desired) = &device.desired else {
+            return Ok(None);
+        };
+        let version = self.registry.resolve(
+            &device.workspace,
+            &desired.model,
+            &desired.version.to_string(),
+        )?;
         Ok(Some(DesiredState {
             revision: desired.revision,
             deployment: desired.deployment.clone(),
@@ -177,7 +207,9 @@ impl Deployments {
     /// When the state cannot be built or the MQTT client is gone.
     pub async fn publish_desired(&self, device: &Device) -> HubResult<()> {
         if let Some(state) = self.desired_state(device)? {
-            self.publisher.publish_desired(&device.workspace, &device.id, &state).await?;
+            self.publisher
+                .publish_desired(&device.workspace, &device.id, &state)
+                .await?;
         }
         Ok(())
     }
@@ -201,25 +233,39 @@ impl Deployments {
 }
 
 fn device_rollout(deployment: &Deployment, device: &Device) -> DeviceRollout {
-    let rollout = |state: &'static str, error: String| DeviceRollout { device: device.id.clone(), state, error };
-    let superseded = device.desired.as_ref().is_some_and(|d| d.deployment != deployment.name);
+    let rollout = |state: &'static str, error: String| DeviceRollout {
+        device: device.id.clone(),
+        state,
+        error,
+    };
+    let superseded = device
+        .desired
+        .as_ref()
+        .is_some_and(|d| d.deployment != deployment.name);
     let reported = device.reported_state();
-    let active = reported.as_ref().and_then(|r| r.active.as_ref()).is_some_and(|a| a.digest == deployment.digest);
+    let active = reported
+        .as_ref()
+        .and_then(|r| r.active.as_ref())
+        .is_some_and(|a| a.digest == deployment.digest);
     if superseded {
         return rollout("superseded", String::new());
     }
     if active {
         return rollout("active", String::new());
     }
-    let update = reported.and_then(|r| r.update).filter(|u| u.digest == deployment.digest);
+    let update = reported
+        .and_then(|r| r.update)
+        .filter(|u| u.digest == deployment.digest);
     match update {
         None => rollout("pending", String::new()),
-        Some(update) => match UpdatePhase::try_from(update.phase).unwrap_or(UpdatePhase::Unspecified) {
-            UpdatePhase::Downloading => rollout("downloading", String::new()),
-            UpdatePhase::Verifying => rollout("verifying", String::new()),
-            UpdatePhase::Active => rollout("active", String::new()),
-            UpdatePhase::Failed => rollout("failed", update.error),
-            UpdatePhase::Unspecified => rollout("pending", String::new()),
-        },
+        Some(update) => {
+            match UpdatePhase::try_from(update.phase).unwrap_or(UpdatePhase::Unspecified) {
+                UpdatePhase::Downloading => rollout("downloading", String::new()),
+                UpdatePhase::Verifying => rollout("verifying", String::new()),
+                UpdatePhase::Active => rollout("active", String::new()),
+                UpdatePhase::Failed => rollout("failed", update.error),
+                UpdatePhase::Unspecified => rollout("pending", String::new()),
+            }
+        }
     }
 }

@@ -39,11 +39,17 @@ pub enum ErrorCode {
 
 impl HubError {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> HubError {
-        HubError::NotFound { kind, name: name.into() }
+        HubError::NotFound {
+            kind,
+            name: name.into(),
+        }
     }
 
     pub fn already_exists(kind: &'static str, name: impl Into<String>) -> HubError {
-        HubError::AlreadyExists { kind, name: name.into() }
+        HubError::AlreadyExists {
+            kind,
+            name: name.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> HubError {

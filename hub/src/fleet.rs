@@ -48,7 +48,9 @@ pub struct Device {
 
 impl Device {
     pub fn reported_state(&self) -> Option<ReportedState> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(self.reported.as_ref()?).ok()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.reported.as_ref()?)
+            .ok()?;
         ReportedState::decode(bytes.as_slice()).ok()
     }
 
@@ -81,23 +83,31 @@ pub struct DeviceAuth {
 
 impl DeviceAuth {
     pub fn set_hub_login(&self, username: &str, password: &str) {
-        *self.hub.write().unwrap_or_else(|p| p.into_inner()) = Some((username.into(), password.into()));
+        *self.hub.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((username.into(), password.into()));
     }
 
     fn insert(&self, device: &Device) {
         self.devices
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(device.mqtt_username(), (device.password_salt.clone(), device.password_hash.clone()));
+            .insert(
+                device.mqtt_username(),
+                (device.password_salt.clone(), device.password_hash.clone()),
+            );
     }
 
     fn remove(&self, username: &str) {
-        self.devices.write().unwrap_or_else(|p| p.into_inner()).remove(username);
+        self.devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(username);
     }
 
     /// Whether a connection may log in.
     pub fn check(&self, username: &str, password: &str) -> bool {
-        if let Some((hub_user, hub_password)) = &*self.hub.read().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((hub_user, hub_password)) = &*self.hub.read().unwrap_or_else(|p| p.into_inner())
+        {
             if username == hub_user {
                 return password == hub_password;
             }
@@ -131,7 +141,11 @@ impl Fleet {
         for device in records.scan::<Device>(TREE, "")? {
             auth.insert(&device);
         }
-        Ok(Fleet { records, workspaces, auth })
+        Ok(Fleet {
+            records,
+            workspaces,
+            auth,
+        })
     }
 
     pub fn auth(&self) -> Arc<DeviceAuth> {
@@ -142,7 +156,12 @@ impl Fleet {
     ///
     /// # Errors
     /// `NotFound` for the workspace, `InvalidArgument` for the id, `AlreadyExists`.
-    pub fn add(&self, workspace: &str, id: &str, tags: BTreeMap<String, String>) -> HubResult<Enrollment> {
+    pub fn add(
+        &self,
+        workspace: &str,
+        id: &str,
+        tags: BTreeMap<String, String>,
+    ) -> HubResult<Enrollment> {
         self.workspaces.require(workspace)?;
         check_name("device id", id)?;
         let password = DevicePassword::generate()?;
@@ -158,19 +177,27 @@ impl Fleet {
             reported: None,
             desired: None,
         };
-        if !self.records.insert_new(TREE, &key(workspace, id), &device)? {
+        if !self
+            .records
+            .insert_new(TREE, &key(workspace, id), &device)?
+        {
             return Err(HubError::already_exists("device", id));
         }
         self.records.flush()?;
         self.auth.insert(&device);
         tracing::info!(%workspace, device = %id, "device enrolled");
-        Ok(Enrollment { device, password: password.password })
+        Ok(Enrollment {
+            device,
+            password: password.password,
+        })
     }
 
     /// # Errors
     /// `NotFound`.
     pub fn get(&self, workspace: &str, id: &str) -> HubResult<Device> {
-        self.records.get(TREE, &key(workspace, id))?.ok_or_else(|| HubError::not_found("device", id))
+        self.records
+            .get(TREE, &key(workspace, id))?
+            .ok_or_else(|| HubError::not_found("device", id))
     }
 
     /// # Errors
@@ -210,18 +237,19 @@ impl Fleet {
         version: u32,
         digest: &str,
     ) -> HubResult<Device> {
-        self.records.update::<Device, HubError>(TREE, &key(workspace, id), |current| {
-            let mut device = current.ok_or_else(|| HubError::not_found("device", id))?;
-            let revision = device.desired.as_ref().map_or(0, |d| d.revision) + 1;
-            device.desired = Some(Desired {
-                revision,
-                deployment: deployment.into(),
-                model: model.into(),
-                version,
-                digest: digest.into(),
-            });
-            Ok(device)
-        })
+        self.records
+            .update::<Device, HubError>(TREE, &key(workspace, id), |current| {
+                let mut device = current.ok_or_else(|| HubError::not_found("device", id))?;
+                let revision = device.desired.as_ref().map_or(0, |d| d.revision) + 1;
+                device.desired = Some(Desired {
+                    revision,
+                    deployment: deployment.into(),
+                    model: model.into(),
+                    version,
+                    digest: digest.into(),
+                });
+                Ok(device)
+            })
     }
 
     /// Records an online/offline report. Unknown devices are ignored (and logged).
@@ -240,12 +268,14 @@ impl Fleet {
 
     fn touch(&self, workspace: &str, id: &str, mut change: impl FnMut(&mut Device)) {
         let now = crate::now_ms();
-        let result = self.records.update::<Device, HubError>(TREE, &key(workspace, id), |current| {
-            let mut device = current.ok_or_else(|| HubError::not_found("device", id))?;
-            change(&mut device);
-            device.last_seen_ms = now;
-            Ok(device)
-        });
+        let result =
+            self.records
+                .update::<Device, HubError>(TREE, &key(workspace, id), |current| {
+                    let mut device = current.ok_or_else(|| HubError::not_found("device", id))?;
+                    change(&mut device);
+                    device.last_seen_ms = now;
+                    Ok(device)
+                });
         if let Err(error) = result {
             tracing::debug!(%workspace, device = %id, %error, "ignored a report");
         }

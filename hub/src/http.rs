@@ -14,7 +14,9 @@ struct HttpState {
 }
 
 pub fn router(mqtt_connected: watch::Receiver<bool>) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(HttpState { mqtt_connected })
+    Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(HttpState { mqtt_connected })
 }
 
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
@@ -24,5 +26,9 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "mqtt_connected": connected,
     });
-    (StatusCode::OK, [("content-type", "application/json")], body.to_string())
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
 }

@@ -117,10 +117,18 @@ impl Hub {
                     credentials: Some(("shoal-hub".into(), hub_password)),
                     topic_prefix: config.topic_prefix.clone(),
                 };
-                (Some(broker), Some(addr), target, format!("mqtt://{reachable}"))
+                (
+                    Some(broker),
+                    Some(addr),
+                    target,
+                    format!("mqtt://{reachable}"),
+                )
             }
             MqttMode::External { url } => {
-                let credentials = url.username.clone().map(|u| (u, url.password.clone().unwrap_or_default()));
+                let credentials = url
+                    .username
+                    .clone()
+                    .map(|u| (u, url.password.clone().unwrap_or_default()));
                 let target = mqtt::MqttTarget {
                     host: url.host.clone(),
                     port: url.port,
@@ -163,11 +171,15 @@ impl Hub {
 
 impl BoundHub {
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("a bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("a bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The embedded broker's address; `None` with an external broker.
@@ -232,13 +244,17 @@ impl BoundHub {
             .build_v1()
             .map_err(|e| HubError::Internal(format!("reflection: {e}")))?;
         let auth = api::BearerAuth::new(self.keys.clone());
-        use shoal_proto::{deployment::deployment_service_server::DeploymentServiceServer,
+        use shoal_proto::{
+            deployment::deployment_service_server::DeploymentServiceServer,
             fleet::fleet_service_server::FleetServiceServer,
             registry::registry_service_server::RegistryServiceServer,
-            workspace::workspace_service_server::WorkspaceServiceServer};
+            workspace::workspace_service_server::WorkspaceServiceServer,
+        };
         let max_message = 4 * 1024 * 1024;
         let workspace_api = WorkspaceServiceServer::with_interceptor(
-            api::WorkspaceApi { workspaces: self.workspaces.clone() },
+            api::WorkspaceApi {
+                workspaces: self.workspaces.clone(),
+            },
             auth.clone(),
         );
         let registry_api = tonic::service::interceptor::InterceptedService::new(
@@ -259,14 +275,24 @@ impl BoundHub {
             auth.clone(),
         );
         let deployment_api = DeploymentServiceServer::with_interceptor(
-            api::DeploymentApi { deployments: self.deployments.clone() },
+            api::DeploymentApi {
+                deployments: self.deployments.clone(),
+            },
             auth,
         );
         // Storage is open and the broker is up: tell probes the services are ready.
-        health_reporter.set_serving::<WorkspaceServiceServer<api::WorkspaceApi>>().await;
-        health_reporter.set_serving::<RegistryServiceServer<api::RegistryApi>>().await;
-        health_reporter.set_serving::<FleetServiceServer<api::FleetApi>>().await;
-        health_reporter.set_serving::<DeploymentServiceServer<api::DeploymentApi>>().await;
+        health_reporter
+            .set_serving::<WorkspaceServiceServer<api::WorkspaceApi>>()
+            .await;
+        health_reporter
+            .set_serving::<RegistryServiceServer<api::RegistryApi>>()
+            .await;
+        health_reporter
+            .set_serving::<FleetServiceServer<api::FleetApi>>()
+            .await;
+        health_reporter
+            .set_serving::<DeploymentServiceServer<api::DeploymentApi>>()
+            .await;
 
         tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
@@ -288,7 +314,10 @@ impl BoundHub {
 
         cancel.cancel();
         tasks.close();
-        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?self.config.shutdown_grace, "background tasks did not stop within the grace period");
         }
         // Every domain shares one store; flushing through any of them flushes it.

@@ -11,7 +11,11 @@ use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "shoal-hub", version, about = "Shoal hub: model registry, fleet, deployments, embedded MQTT broker")]
+#[command(
+    name = "shoal-hub",
+    version,
+    about = "Shoal hub: model registry, fleet, deployments, embedded MQTT broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,8 +58,12 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.grpc_listen = args.grpc_listen;
     config.http_listen = args.http_listen;
     config.mqtt = match args.mqtt_url {
-        Some(url) => MqttMode::External { url: MqttUrl::parse(&url)? },
-        None => MqttMode::Embedded { listen: args.mqtt_listen },
+        Some(url) => MqttMode::External {
+            url: MqttUrl::parse(&url)?,
+        },
+        None => MqttMode::Embedded {
+            listen: args.mqtt_listen,
+        },
     };
     config.advertised_mqtt_url = args.advertise_mqtt_url;
     config.topic_prefix = args.topic_prefix;
@@ -69,7 +77,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .init();
     let Command::Serve(args) = Cli::parse().command;

@@ -47,7 +47,12 @@ pub struct MqttPublisher {
 impl MqttPublisher {
     /// # Errors
     /// When the client's event loop is gone.
-    pub async fn publish_desired(&self, workspace: &str, device: &str, state: &DesiredState) -> HubResult<()> {
+    pub async fn publish_desired(
+        &self,
+        workspace: &str,
+        device: &str,
+        state: &DesiredState,
+    ) -> HubResult<()> {
         let topic = DeviceTopics::new(&self.prefix, workspace, device).desired();
         self.client
             .publish(topic, QoS::AtLeastOnce, true, state.encode_to_vec())
@@ -60,7 +65,11 @@ impl MqttPublisher {
 pub fn connect(target: &MqttTarget) -> (MqttPublisher, AsyncClient, EventLoop) {
     let mut suffix = [0u8; 6];
     let _ = getrandom::getrandom(&mut suffix);
-    let mut options = MqttOptions::new(format!("shoal-hub-{}", hex::encode(suffix)), &target.host, target.port);
+    let mut options = MqttOptions::new(
+        format!("shoal-hub-{}", hex::encode(suffix)),
+        &target.host,
+        target.port,
+    );
     options.set_keep_alive(Duration::from_secs(15));
     options.set_clean_session(true);
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
@@ -69,7 +78,10 @@ pub fn connect(target: &MqttTarget) -> (MqttPublisher, AsyncClient, EventLoop) {
         options.set_credentials(user, password);
     }
     let (client, eventloop) = AsyncClient::new(options, 1024);
-    let publisher = MqttPublisher { client: client.clone(), prefix: target.topic_prefix.clone() };
+    let publisher = MqttPublisher {
+        client: client.clone(),
+        prefix: target.topic_prefix.clone(),
+    };
     (publisher, client, eventloop)
 }
 
@@ -156,20 +168,30 @@ fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
             let (workspace, device) = (parsed.workspace.to_string(), parsed.device.to_string());
             match parsed.leaf {
                 leaf::STATUS => match DeviceStatus::decode(publish.payload.as_ref()) {
-                    Ok(status) => context.fleet.record_status(&workspace, &device, status.online),
-                    Err(error) => tracing::warn!(%workspace, %device, %error, "malformed device status"),
+                    Ok(status) => context
+                        .fleet
+                        .record_status(&workspace, &device, status.online),
+                    Err(error) => {
+                        tracing::warn!(%workspace, %device, %error, "malformed device status")
+                    }
                 },
-                leaf::STATE => context.fleet.record_state(&workspace, &device, &publish.payload),
+                leaf::STATE => context
+                    .fleet
+                    .record_state(&workspace, &device, &publish.payload),
                 leaf::BLOB_REQUEST => match BlobRequest::decode(publish.payload.as_ref()) {
                     Ok(request) => {
                         let context = context.clone();
                         let slots = blob_slots.clone();
                         tokio::spawn(async move {
-                            let Ok(_slot) = slots.acquire_owned().await else { return };
+                            let Ok(_slot) = slots.acquire_owned().await else {
+                                return;
+                            };
                             serve_blob(&context, &workspace, &device, request).await;
                         });
                     }
-                    Err(error) => tracing::warn!(%workspace, %device, %error, "malformed blob request"),
+                    Err(error) => {
+                        tracing::warn!(%workspace, %device, %error, "malformed blob request")
+                    }
                 },
                 _ => {}
             }
@@ -190,7 +212,11 @@ async fn serve_blob(context: &MqttContext, workspace: &str, device: &str, reques
         vec![BlobChunk { digest: request.digest.clone(), offset: request.offset, error, ..Default::default() }]
     });
     for chunk in chunks {
-        if let Err(error) = context.client.publish(&topic, QoS::AtLeastOnce, false, chunk.encode_to_vec()).await {
+        if let Err(error) = context
+            .client
+            .publish(&topic, QoS::AtLeastOnce, false, chunk.encode_to_vec())
+            .await
+        {
             tracing::warn!(%error, "cannot publish a blob chunk");
             return;
         }
@@ -198,19 +224,36 @@ async fn serve_blob(context: &MqttContext, workspace: &str, device: &str, reques
 }
 
 /// A device may fetch only the blob the hub wants on it.
-fn check_blob_request(context: &MqttContext, workspace: &str, device: &str, request: &BlobRequest) -> Result<(), String> {
+fn check_blob_request(
+    context: &MqttContext,
+    workspace: &str,
+    device: &str,
+    request: &BlobRequest,
+) -> Result<(), String> {
     if !is_valid_digest(&request.digest) {
         return Err(format!("'{}' is not a sha256 digest", request.digest));
     }
-    let record = context.fleet.get(workspace, device).map_err(|e| e.to_string())?;
-    let assigned = record.desired.as_ref().is_some_and(|d| d.digest == request.digest);
+    let record = context
+        .fleet
+        .get(workspace, device)
+        .map_err(|e| e.to_string())?;
+    let assigned = record
+        .desired
+        .as_ref()
+        .is_some_and(|d| d.digest == request.digest);
     if !assigned {
-        return Err(format!("blob {} is not assigned to device '{device}'", request.digest));
+        return Err(format!(
+            "blob {} is not assigned to device '{device}'",
+            request.digest
+        ));
     }
     Ok(())
 }
 
-async fn read_chunks(artifacts: &ArtifactStore, request: &BlobRequest) -> Result<Vec<BlobChunk>, String> {
+async fn read_chunks(
+    artifacts: &ArtifactStore,
+    request: &BlobRequest,
+) -> Result<Vec<BlobChunk>, String> {
     let length = request.length.clamp(1, MAX_REQUEST_BYTES);
     let (data, total) = artifacts
         .read_range(&request.digest, request.offset, length)

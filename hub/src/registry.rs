@@ -86,7 +86,11 @@ fn version_key(workspace: &str, name: &str, version: u32) -> String {
 
 impl Registry {
     pub fn new(records: Records, artifacts: ArtifactStore, workspaces: Workspaces) -> Registry {
-        Registry { records, artifacts, workspaces }
+        Registry {
+            records,
+            artifacts,
+            workspaces,
+        }
     }
 
     pub fn artifacts(&self) -> &ArtifactStore {
@@ -102,7 +106,9 @@ impl Registry {
         check_name("model name", &new.name)?;
         for key in new.tags.keys() {
             if key.is_empty() || key.len() > 128 {
-                return Err(HubError::invalid(format!("tag key '{key}' must be 1 to 128 characters")));
+                return Err(HubError::invalid(format!(
+                    "tag key '{key}' must be 1 to 128 characters"
+                )));
             }
         }
         Ok(())
@@ -112,7 +118,12 @@ impl Registry {
     ///
     /// # Errors
     /// `InvalidArgument` naming why tract refused the model; storage errors.
-    pub async fn register(&self, new: NewVersion, digest: String, size_bytes: u64) -> HubResult<ModelVersion> {
+    pub async fn register(
+        &self,
+        new: NewVersion,
+        digest: String,
+        size_bytes: u64,
+    ) -> HubResult<ModelVersion> {
         self.check_new_version(&new)?;
         let bytes = self.artifacts.read(&digest).await?;
         let loaded = tokio::task::spawn_blocking(move || LoadedModel::from_bytes(&bytes))
@@ -123,18 +134,20 @@ impl Registry {
 
         let key = model_key(&new.workspace, &new.name);
         let now = crate::now_ms();
-        let model = self.records.update::<Model, HubError>(MODELS_TREE, &key, |current| {
-            let mut model = current.unwrap_or_else(|| Model {
-                workspace: new.workspace.clone(),
-                name: new.name.clone(),
-                description: new.description.clone(),
-                latest_version: 0,
-                aliases: BTreeMap::new(),
-                created_at_ms: now,
-            });
-            model.latest_version += 1;
-            Ok(model)
-        })?;
+        let model = self
+            .records
+            .update::<Model, HubError>(MODELS_TREE, &key, |current| {
+                let mut model = current.unwrap_or_else(|| Model {
+                    workspace: new.workspace.clone(),
+                    name: new.name.clone(),
+                    description: new.description.clone(),
+                    latest_version: 0,
+                    aliases: BTreeMap::new(),
+                    created_at_ms: now,
+                });
+                model.latest_version += 1;
+                Ok(model)
+            })?;
         let version = ModelVersion {
             workspace: new.workspace,
             model: new.name,
@@ -148,7 +161,9 @@ impl Registry {
         };
         let vkey = version_key(&version.workspace, &version.model, version.version);
         if !self.records.insert_new(VERSIONS_TREE, &vkey, &version)? {
-            return Err(HubError::Internal(format!("version key {vkey} was already taken")));
+            return Err(HubError::Internal(format!(
+                "version key {vkey} was already taken"
+            )));
         }
         self.records.flush()?;
         tracing::info!(workspace = %version.workspace, model = %version.model, version = version.version, digest = %version.digest, "registered model version");
@@ -175,7 +190,9 @@ impl Registry {
     /// `NotFound` for the model.
     pub fn versions(&self, workspace: &str, name: &str) -> HubResult<Vec<ModelVersion>> {
         self.model(workspace, name)?;
-        Ok(self.records.scan(VERSIONS_TREE, &format!("{workspace}/{name}/"))?)
+        Ok(self
+            .records
+            .scan(VERSIONS_TREE, &format!("{workspace}/{name}/"))?)
     }
 
     /// Finds a version by number ("3"), alias ("production") or "latest" (also the empty
@@ -190,10 +207,9 @@ impl Registry {
         } else if let Ok(n) = reference.parse::<u32>() {
             n
         } else {
-            *model
-                .aliases
-                .get(reference)
-                .ok_or_else(|| HubError::not_found("model version", format!("{name}@{reference}")))?
+            *model.aliases.get(reference).ok_or_else(|| {
+                HubError::not_found("model version", format!("{name}@{reference}"))
+            })?
         };
         self.records
             .get(VERSIONS_TREE, &version_key(workspace, name, number))?
@@ -205,7 +221,13 @@ impl Registry {
     /// # Errors
     /// `InvalidArgument` for an alias that looks like a version number or "latest";
     /// `NotFound` for the model or version.
-    pub fn set_alias(&self, workspace: &str, name: &str, alias: &str, version: u32) -> HubResult<Model> {
+    pub fn set_alias(
+        &self,
+        workspace: &str,
+        name: &str,
+        alias: &str,
+        version: u32,
+    ) -> HubResult<Model> {
         check_name("alias", alias)?;
         if alias.parse::<u32>().is_ok() || alias == LATEST {
             return Err(HubError::invalid(format!(
@@ -213,11 +235,15 @@ impl Registry {
             )));
         }
         self.resolve(workspace, name, &version.to_string())?;
-        let model = self.records.update::<Model, HubError>(MODELS_TREE, &model_key(workspace, name), |current| {
-            let mut model = current.ok_or_else(|| HubError::not_found("model", name))?;
-            model.aliases.insert(alias.to_string(), version);
-            Ok(model)
-        })?;
+        let model = self.records.update::<Model, HubError>(
+            MODELS_TREE,
+            &model_key(workspace, name),
+            |current| {
+                let mut model = current.ok_or_else(|| HubError::not_found("model", name))?;
+                model.aliases.insert(alias.to_string(), version);
+                Ok(model)
+            },
+        )?;
         tracing::info!(%workspace, model = %name, %alias, version, "alias set");
         Ok(model)
     }
@@ -226,18 +252,27 @@ impl Registry {
     /// `NotFound` for the model or the alias.
     pub fn delete_alias(&self, workspace: &str, name: &str, alias: &str) -> HubResult<Model> {
         self.model(workspace, name)?;
-        self.records.update::<Model, HubError>(MODELS_TREE, &model_key(workspace, name), |current| {
-            let mut model = current.ok_or_else(|| HubError::not_found("model", name))?;
-            if model.aliases.remove(alias).is_none() {
-                return Err(HubError::not_found("alias", format!("{name}@{alias}")));
-            }
-            Ok(model)
-        })
+        self.records.update::<Model, HubError>(
+            MODELS_TREE,
+            &model_key(workspace, name),
+            |current| {
+                let mut model = current.ok_or_else(|| HubError::not_found("model", name))?;
+                if model.aliases.remove(alias).is_none() {
+                    return Err(HubError::not_found("alias", format!("{name}@{alias}")));
+                }
+                Ok(model)
+            },
+        )
     }
 
     /// Aliases that point at `version` now.
     pub fn aliases_of(model: &Model, version: u32) -> Vec<String> {
-        model.aliases.iter().filter(|(_, v)| **v == version).map(|(a, _)| a.clone()).collect()
+        model
+            .aliases
+            .iter()
+            .filter(|(_, v)| **v == version)
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 }
 

@@ -66,7 +66,9 @@ impl Workspaces {
     /// # Errors
     /// `NotFound`.
     pub fn get(&self, name: &str) -> HubResult<Workspace> {
-        self.records.get(TREE, name)?.ok_or_else(|| HubError::not_found("workspace", name))
+        self.records
+            .get(TREE, name)?
+            .ok_or_else(|| HubError::not_found("workspace", name))
     }
 
     /// Fails unless the workspace exists; every workspace-scoped call starts here.

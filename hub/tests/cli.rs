@@ -16,7 +16,11 @@ struct Shoal {
 impl Shoal {
     async fn run(&self, token: Option<&str>, args: &[&str]) -> Output {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"));
-        command.args(args).env("SHOAL_HUB", &self.hub).env_remove("SHOAL_TOKEN").env_remove("SHOAL_WORKSPACE");
+        command
+            .args(args)
+            .env("SHOAL_HUB", &self.hub)
+            .env_remove("SHOAL_TOKEN")
+            .env_remove("SHOAL_WORKSPACE");
         if let Some(token) = token {
             command.env("SHOAL_TOKEN", token);
         }
@@ -25,7 +29,11 @@ impl Shoal {
 
     async fn ok(&self, args: &[&str]) -> String {
         let output = self.run(Some(&self.token), args).await;
-        assert!(output.status.success(), "shoal {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "shoal {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).expect("utf-8")
     }
 
@@ -41,10 +49,15 @@ impl Shoal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_registers_enrolls_deploys_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::bind(HubConfig::for_test(dir.path().join("hub"))).await.unwrap();
+    let hub = Hub::bind(HubConfig::for_test(dir.path().join("hub")))
+        .await
+        .unwrap();
     let shoal = Shoal {
         hub: format!("http://{}", hub.grpc_addr()),
-        token: std::fs::read_to_string(hub.admin_token_path()).unwrap().trim().to_string(),
+        token: std::fs::read_to_string(hub.admin_token_path())
+            .unwrap()
+            .trim()
+            .to_string(),
     };
     let public_key = hub.public_key_hex();
     let cancel = CancellationToken::new();
@@ -52,37 +65,93 @@ async fn cli_registers_enrolls_deploys_and_reports() {
 
     let model = dir.path().join("mlp.onnx");
     std::fs::write(&model, Mlp::seeded(&[4, 8, 2], 1).to_onnx()).unwrap();
-    let registered = shoal.ok(&["model", "register", model.to_str().unwrap(), "--name", "occupancy"]).await;
+    let registered = shoal
+        .ok(&[
+            "model",
+            "register",
+            model.to_str().unwrap(),
+            "--name",
+            "occupancy",
+        ])
+        .await;
     assert_eq!(registered.trim(), "occupancy@1");
 
-    let shown: serde_json::Value = serde_json::from_str(&shoal.ok(&["model", "show", "occupancy@1", "-o", "json"]).await).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&["model", "show", "occupancy@1", "-o", "json"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(shown["version"], 1);
     assert_eq!(shown["inputs"], serde_json::json!(["x:f32[N,4]"]));
-    assert_eq!(shoal.ok(&["model", "alias", "set", "occupancy", "production", "1"]).await.trim(), "occupancy@production -> 1");
+    assert_eq!(
+        shoal
+            .ok(&["model", "alias", "set", "occupancy", "production", "1"])
+            .await
+            .trim(),
+        "occupancy@production -> 1"
+    );
     let table = shoal.ok(&["model", "list"]).await;
-    assert!(table.starts_with("NAME") && table.contains("production=1"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("production=1"),
+        "{table}"
+    );
 
     let config_path = dir.path().join("cam-01.toml");
-    shoal.ok(&["device", "add", "cam-01", "--output", config_path.to_str().unwrap()]).await;
+    shoal
+        .ok(&[
+            "device",
+            "add",
+            "cam-01",
+            "--output",
+            config_path.to_str().unwrap(),
+        ])
+        .await;
     check_agent_config(&config_path, &public_key);
 
-    let devices: serde_json::Value = serde_json::from_str(&shoal.ok(&["device", "list", "-o", "json"]).await).unwrap();
+    let devices: serde_json::Value =
+        serde_json::from_str(&shoal.ok(&["device", "list", "-o", "json"]).await).unwrap();
     assert_eq!(devices[0]["id"], "cam-01");
     assert_eq!(devices[0]["online"], false);
 
     let deployment: serde_json::Value = serde_json::from_str(
-        &shoal.ok(&["deployment", "create", "lobby", "--model", "occupancy@production", "--devices", "cam-01", "-o", "json"]).await,
+        &shoal
+            .ok(&[
+                "deployment",
+                "create",
+                "lobby",
+                "--model",
+                "occupancy@production",
+                "--devices",
+                "cam-01",
+                "-o",
+                "json",
+            ])
+            .await,
     )
     .unwrap();
     assert_eq!(deployment["version"], 1);
     assert_eq!(deployment["status"][0]["state"], "pending");
 
-    let missing = shoal.fails(Some(&shoal.token), &["model", "show", "nope@1"]).await;
+    let missing = shoal
+        .fails(Some(&shoal.token), &["model", "show", "nope@1"])
+        .await;
     assert_eq!(missing.trim(), "shoal: not found: model 'nope' not found");
     let unauthenticated = shoal.fails(None, &["model", "list"]).await;
-    assert!(unauthenticated.starts_with("shoal: unauthenticated:"), "{unauthenticated}");
-    let bad_file = shoal.fails(Some(&shoal.token), &["model", "register", "/nonexistent.onnx", "--name", "x"]).await;
-    assert!(bad_file.contains("cannot read /nonexistent.onnx"), "{bad_file}");
+    assert!(
+        unauthenticated.starts_with("shoal: unauthenticated:"),
+        "{unauthenticated}"
+    );
+    let bad_file = shoal
+        .fails(
+            Some(&shoal.token),
+            &["model", "register", "/nonexistent.onnx", "--name", "x"],
+        )
+        .await;
+    assert!(
+        bad_file.contains("cannot read /nonexistent.onnx"),
+        "{bad_file}"
+    );
 
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -92,7 +161,10 @@ fn check_agent_config(path: &Path, public_key: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let text = std::fs::read_to_string(path).unwrap();
     let config = shoal_agent::config::AgentConfigFile::parse(&text, "test").unwrap();
@@ -100,4 +172,27 @@ fn check_agent_config(path: &Path, public_key: &str) {
     assert_eq!(config.hub.public_key, public_key);
     assert_eq!(config.hub.mqtt_username, "cam-01@default");
     assert!(config.hub.mqtt_url.starts_with("mqtt://127.0.0.1:"));
+}
+
+/// The README's first command: the demo runs end to end and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("demo")
+        .output()
+        .await
+        .expect("run shoal demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("all 3 devices run occupancy@1"), "{stdout}");
+    for id in ["cam-01", "cam-02", "cam-03"] {
+        assert!(
+            stdout.contains(&format!("{id}  input")),
+            "{id} answered an inference: {stdout}"
+        );
+    }
 }

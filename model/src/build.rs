@@ -36,31 +36,60 @@ pub struct Mlp {
 impl Mlp {
     /// A single dense layer: `y = x · W + b`.
     pub fn linear(inputs: usize, outputs: usize, weights: Vec<f32>, bias: Vec<f32>) -> Mlp {
-        assert_eq!(weights.len(), inputs * outputs, "weights are inputs × outputs");
+        assert_eq!(
+            weights.len(),
+            inputs * outputs,
+            "weights are inputs × outputs"
+        );
         assert_eq!(bias.len(), outputs, "one bias per output");
         Mlp {
             input_name: "x".into(),
             output_name: "y".into(),
-            layers: vec![Dense { inputs, outputs, weights, bias, activation: Activation::None }],
+            layers: vec![Dense {
+                inputs,
+                outputs,
+                weights,
+                bias,
+                activation: Activation::None,
+            }],
         }
     }
 
     /// Layers of the given sizes (`[4, 16, 2]`: 4 inputs, one hidden layer of 16, 2 outputs)
     /// with deterministic pseudo-random weights; ReLU between layers, none on the last.
     pub fn seeded(sizes: &[usize], seed: u64) -> Mlp {
-        assert!(sizes.len() >= 2, "an MLP has at least an input and an output size");
+        assert!(
+            sizes.len() >= 2,
+            "an MLP has at least an input and an output size"
+        );
         let mut rng = SplitMix64(seed);
         let mut layers = Vec::new();
         for (i, pair) in sizes.windows(2).enumerate() {
             let (inputs, outputs) = (pair[0], pair[1]);
             let scale = 1.0 / (inputs as f64).sqrt();
-            let weights = (0..inputs * outputs).map(|_| (rng.unit() * scale) as f32).collect();
+            let weights = (0..inputs * outputs)
+                .map(|_| (rng.unit() * scale) as f32)
+                .collect();
             let bias = (0..outputs).map(|_| (rng.unit() * 0.1) as f32).collect();
             let last = i == sizes.len() - 2;
-            let activation = if last { Activation::None } else { Activation::Relu };
-            layers.push(Dense { inputs, outputs, weights, bias, activation });
+            let activation = if last {
+                Activation::None
+            } else {
+                Activation::Relu
+            };
+            layers.push(Dense {
+                inputs,
+                outputs,
+                weights,
+                bias,
+                activation,
+            });
         }
-        Mlp { input_name: "x".into(), output_name: "y".into(), layers }
+        Mlp {
+            input_name: "x".into(),
+            output_name: "y".into(),
+            layers,
+        }
     }
 
     /// Ends the network with a softmax, so outputs are class probabilities.
@@ -114,7 +143,11 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             let w = format!("layer{i}.weight");
             let b = format!("layer{i}.bias");
-            initializers.push(f32_tensor(&w, &[layer.inputs, layer.outputs], &layer.weights));
+            initializers.push(f32_tensor(
+                &w,
+                &[layer.inputs, layer.outputs],
+                &layer.weights,
+            ));
             initializers.push(f32_tensor(&b, &[layer.outputs], &layer.bias));
             let last = i == self.layers.len() - 1;
             let gemm_out = if last && layer.activation == Activation::None {
@@ -122,19 +155,40 @@ impl Mlp {
             } else {
                 format!("layer{i}.gemm")
             };
-            nodes.push(node("Gemm", &format!("layer{i}.Gemm"), &[&current, &w, &b], &gemm_out, vec![]));
+            nodes.push(node(
+                "Gemm",
+                &format!("layer{i}.Gemm"),
+                &[&current, &w, &b],
+                &gemm_out,
+                vec![],
+            ));
             current = gemm_out;
-            let activation_out =
-                if last { self.output_name.clone() } else { format!("layer{i}.act") };
+            let activation_out = if last {
+                self.output_name.clone()
+            } else {
+                format!("layer{i}.act")
+            };
             match layer.activation {
                 Activation::None => {}
                 Activation::Relu => {
-                    nodes.push(node("Relu", &format!("layer{i}.Relu"), &[&current], &activation_out, vec![]));
+                    nodes.push(node(
+                        "Relu",
+                        &format!("layer{i}.Relu"),
+                        &[&current],
+                        &activation_out,
+                        vec![],
+                    ));
                     current = activation_out;
                 }
                 Activation::Softmax => {
                     let axis = int_attribute("axis", 1);
-                    nodes.push(node("Softmax", &format!("layer{i}.Softmax"), &[&current], &activation_out, vec![axis]));
+                    nodes.push(node(
+                        "Softmax",
+                        &format!("layer{i}.Softmax"),
+                        &[&current],
+                        &activation_out,
+                        vec![axis],
+                    ));
                     current = activation_out;
                 }
             }
@@ -167,7 +221,10 @@ pub fn single_operator_model(op_type: &str) -> Vec<u8> {
 fn model(graph: pb::GraphProto) -> Vec<u8> {
     pb::ModelProto {
         ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         producer_name: "shoal".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
@@ -176,7 +233,13 @@ fn model(graph: pb::GraphProto) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn node(op_type: &str, name: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+fn node(
+    op_type: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op_type.into(),
         name: name.into(),
@@ -213,8 +276,14 @@ fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto {
 fn value_info(name: &str, width: usize) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dims = vec![
-        Dimension { value: Some(Value::DimParam("N".into())), ..Default::default() },
-        Dimension { value: Some(Value::DimValue(width as i64)), ..Default::default() },
+        Dimension {
+            value: Some(Value::DimParam("N".into())),
+            ..Default::default()
+        },
+        Dimension {
+            value: Some(Value::DimValue(width as i64)),
+            ..Default::default()
+        },
     ];
     pb::ValueInfoProto {
         name: name.into(),
@@ -263,7 +332,9 @@ mod tests {
         let rows = [[1.0f32, 2.0, 3.0, 4.0], [-0.5, 0.25, 8.0, -3.0]];
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         let out = model.run(vec![Tensor::f32(vec![2, 4], flat)]).unwrap();
-        let TensorData::F32(values) = &out[0].data else { panic!("f32 output") };
+        let TensorData::F32(values) = &out[0].data else {
+            panic!("f32 output")
+        };
         for (r, row) in rows.iter().enumerate() {
             let expected = mlp.forward(row);
             for (o, e) in expected.iter().enumerate() {
@@ -275,7 +346,8 @@ mod tests {
 
     #[test]
     fn refuses_garbage_truncation_and_unknown_operators() {
-        let garbage = LoadedModel::from_bytes(b"this is not a model at all, just some text").unwrap_err();
+        let garbage =
+            LoadedModel::from_bytes(b"this is not a model at all, just some text").unwrap_err();
         assert!(matches!(garbage, ModelError::NotOnnx(_)), "{garbage}");
         let bytes = Mlp::seeded(&[4, 8, 2], 1).to_onnx();
         let truncated = LoadedModel::from_bytes(&bytes[..bytes.len() / 2]).unwrap_err();

@@ -24,7 +24,9 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("signature", &self.signature).finish()
+        f.debug_struct("LoadedModel")
+            .field("signature", &self.signature)
+            .finish()
     }
 }
 
@@ -47,14 +49,20 @@ impl LoadedModel {
         let mut unknown = BTreeSet::new();
         collect_unknown_operators(graph, &onnx, &mut unknown);
         if !unknown.is_empty() {
-            return Err(ModelError::UnsupportedOperators(unknown.into_iter().collect()));
+            return Err(ModelError::UnsupportedOperators(
+                unknown.into_iter().collect(),
+            ));
         }
         let signature = IoSignature::from_onnx(&proto)?;
         let model = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| ModelError::Invalid(format!("{e:#}")))?;
-        let optimized = model.into_optimized().map_err(|e| ModelError::Invalid(format!("{e:#}")))?;
-        let plan = optimized.into_runnable().map_err(|e| ModelError::Invalid(format!("{e:#}")))?;
+        let optimized = model
+            .into_optimized()
+            .map_err(|e| ModelError::Invalid(format!("{e:#}")))?;
+        let plan = optimized
+            .into_runnable()
+            .map_err(|e| ModelError::Invalid(format!("{e:#}")))?;
         Ok(LoadedModel { plan, signature })
     }
 
@@ -86,7 +94,10 @@ impl LoadedModel {
             }
             values.push(to_tract(input)?.into());
         }
-        let outputs = self.plan.run(values).map_err(|e| ModelError::Inference(format!("{e:#}")))?;
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| ModelError::Inference(format!("{e:#}")))?;
         let mut result = Vec::with_capacity(outputs.len());
         for value in outputs {
             result.push(from_tract(value.into_tensor())?);
@@ -145,7 +156,12 @@ impl LoadedModel {
     }
 
     fn input_names(&self) -> String {
-        let names: Vec<&str> = self.signature.inputs.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .signature
+            .inputs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         names.join(", ")
     }
 }

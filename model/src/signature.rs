@@ -164,7 +164,10 @@ fn tensor_spec(value: &pb::ValueInfoProto) -> ModelResult<TensorSpec> {
     let Some(pb::type_proto::Value::TensorType(tensor)) =
         value.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
-        return Err(ModelError::Invalid(format!("'{}' is not a tensor", value.name)));
+        return Err(ModelError::Invalid(format!(
+            "'{}' is not a tensor",
+            value.name
+        )));
     };
     let dtype = DType::from_onnx(tensor.elem_type).ok_or_else(|| {
         ModelError::Invalid(format!(
@@ -187,5 +190,9 @@ fn tensor_spec(value: &pb::ValueInfoProto) -> ModelResult<TensorSpec> {
             });
         }
     }
-    Ok(TensorSpec { name: value.name.clone(), dtype, shape })
+    Ok(TensorSpec {
+        name: value.name.clone(),
+        dtype,
+        shape,
+    })
 }

@@ -39,7 +39,10 @@ pub struct JsonTensor {
 impl JsonTensor {
     /// The data as f64 numbers (non-numbers, such as a NaN sent back as null, become NaN).
     pub fn numbers(&self) -> Vec<f64> {
-        self.data.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()
+        self.data
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect()
     }
 }
 
@@ -103,7 +106,10 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
-        Tensor { shape, data: TensorData::F32(data) }
+        Tensor {
+            shape,
+            data: TensorData::F32(data),
+        }
     }
 
     /// Zeros of the spec's dtype in the given shape.
@@ -151,7 +157,16 @@ impl Tensor {
                 json.shape
             )));
         }
-        let expected: usize = json.shape.iter().product();
+        let expected = json
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "input '{name}': shape {:?} is too large",
+                    json.shape
+                ))
+            })?;
         if expected != json.data.len() {
             return Err(ModelError::BadInput(format!(
                 "input '{name}': shape {:?} holds {expected} values, got {}",
@@ -160,7 +175,10 @@ impl Tensor {
             )));
         }
         let data = convert(spec, &json.data)?;
-        Ok(Tensor { shape: json.shape.clone(), data })
+        Ok(Tensor {
+            shape: json.shape.clone(),
+            data,
+        })
     }
 
     pub fn to_json(&self) -> JsonTensor {
@@ -229,29 +247,65 @@ mod tests {
     }
 
     fn json(shape: Vec<usize>, data: serde_json::Value) -> JsonTensor {
-        JsonTensor { shape, dtype: None, data: data.as_array().unwrap().clone() }
+        JsonTensor {
+            shape,
+            dtype: None,
+            data: data.as_array().unwrap().clone(),
+        }
     }
 
     #[test]
     fn accepts_a_batch_of_rows() {
-        let t = Tensor::from_json(&spec(), &json(vec![2, 4], serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8])))
-            .unwrap();
+        let t = Tensor::from_json(
+            &spec(),
+            &json(vec![2, 4], serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8])),
+        )
+        .unwrap();
         assert_eq!(t.shape, vec![2, 4]);
-        assert_eq!(t.data, TensorData::F32(vec![1., 2., 3., 4., 5., 6., 7., 8.]));
+        assert_eq!(
+            t.data,
+            TensorData::F32(vec![1., 2., 3., 4., 5., 6., 7., 8.])
+        );
     }
 
     #[test]
     fn refuses_with_a_message_naming_the_problem() {
-        let wrong_shape =
-            Tensor::from_json(&spec(), &json(vec![1, 5], serde_json::json!([1, 2, 3, 4, 5]))).unwrap_err();
-        assert_eq!(wrong_shape.to_string(), "input 'x': the model takes shape [N,4], got [1, 5]");
-        let short = Tensor::from_json(&spec(), &json(vec![1, 4], serde_json::json!([1, 2]))).unwrap_err();
-        assert_eq!(short.to_string(), "input 'x': shape [1, 4] holds 4 values, got 2");
-        let text = Tensor::from_json(&spec(), &json(vec![1, 4], serde_json::json!([1, "a", 3, 4]))).unwrap_err();
-        assert_eq!(text.to_string(), "input 'x': element 1 is \"a\", which is not a f32 value");
+        let wrong_shape = Tensor::from_json(
+            &spec(),
+            &json(vec![1, 5], serde_json::json!([1, 2, 3, 4, 5])),
+        )
+        .unwrap_err();
+        assert_eq!(
+            wrong_shape.to_string(),
+            "input 'x': the model takes shape [N,4], got [1, 5]"
+        );
+        let short =
+            Tensor::from_json(&spec(), &json(vec![1, 4], serde_json::json!([1, 2]))).unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "input 'x': shape [1, 4] holds 4 values, got 2"
+        );
+        let text = Tensor::from_json(
+            &spec(),
+            &json(vec![1, 4], serde_json::json!([1, "a", 3, 4])),
+        )
+        .unwrap_err();
+        assert_eq!(
+            text.to_string(),
+            "input 'x': element 1 is \"a\", which is not a f32 value"
+        );
         let mut typed = json(vec![1, 4], serde_json::json!([1, 2, 3, 4]));
         typed.dtype = Some("i64".into());
         let dtype = Tensor::from_json(&spec(), &typed).unwrap_err();
-        assert_eq!(dtype.to_string(), "input 'x': the model takes f32, got dtype i64");
+        assert_eq!(
+            dtype.to_string(),
+            "input 'x': the model takes f32, got dtype i64"
+        );
+        let huge = Tensor::from_json(
+            &spec(),
+            &json(vec![usize::MAX / 2, 4], serde_json::json!([1])),
+        )
+        .unwrap_err();
+        assert!(huge.to_string().contains("too large"), "{huge}");
     }
 }

@@ -29,7 +29,9 @@ pub struct DeviceTopics {
 
 impl DeviceTopics {
     pub fn new(prefix: &str, workspace: &str, device: &str) -> Self {
-        Self { base: format!("{prefix}/{workspace}/dev/{device}") }
+        Self {
+            base: format!("{prefix}/{workspace}/dev/{device}"),
+        }
     }
 
     pub fn status(&self) -> String {
@@ -79,7 +81,11 @@ pub fn parse_device_topic<'a>(prefix: &str, topic: &'a str) -> Option<ParsedDevi
     if workspace.is_empty() || device.is_empty() || leaf.is_empty() {
         return None;
     }
-    Some(ParsedDeviceTopic { workspace, device, leaf })
+    Some(ParsedDeviceTopic {
+        workspace,
+        device,
+        leaf,
+    })
 }
 
 /// Whether `name` may be used as a workspace or device id: it becomes one topic level, so no
@@ -99,10 +105,20 @@ mod tests {
     #[test]
     fn topics_round_trip() {
         let topics = DeviceTopics::new("t1/shoal/v1", "default", "cam-01");
-        assert_eq!(topics.blob_request(), "t1/shoal/v1/default/dev/cam-01/blob/req");
+        assert_eq!(
+            topics.blob_request(),
+            "t1/shoal/v1/default/dev/cam-01/blob/req"
+        );
         let topic = topics.blob_request();
         let parsed = parse_device_topic("t1/shoal/v1", &topic).unwrap();
-        assert_eq!(parsed, ParsedDeviceTopic { workspace: "default", device: "cam-01", leaf: "blob/req" });
+        assert_eq!(
+            parsed,
+            ParsedDeviceTopic {
+                workspace: "default",
+                device: "cam-01",
+                leaf: "blob/req"
+            }
+        );
         assert!(parse_device_topic("other", &topics.state()).is_none());
         assert!(parse_device_topic("t1/shoal/v1", "t1/shoal/v1/default/x/cam").is_none());
     }

@@ -23,14 +23,19 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// Installs a test log subscriber once (RUST_LOG controls it).
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
+        )
         .with_test_writer()
         .try_init();
 }
 
 /// The external broker to test against, if the environment names one.
 pub fn external_broker() -> Option<String> {
-    std::env::var("SHOAL_TEST_MQTT_URL").ok().filter(|s| !s.is_empty())
+    std::env::var("SHOAL_TEST_MQTT_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// A random hex string, for unique names and prefixes.
@@ -51,7 +56,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -79,7 +87,11 @@ pub struct TestHubBuilder {
 impl TestHub {
     /// A hub on the embedded broker, or on `SHOAL_TEST_MQTT_URL` when set.
     pub fn builder() -> TestHubBuilder {
-        TestHubBuilder { external: external_broker(), data_dir: None, max_model_bytes: None }
+        TestHubBuilder {
+            external: external_broker(),
+            data_dir: None,
+            max_model_bytes: None,
+        }
     }
 
     pub async fn start() -> TestHub {
@@ -87,12 +99,16 @@ impl TestHub {
     }
 
     pub async fn client(&self) -> HubClient {
-        HubClient::connect(&format!("http://{}", self.grpc_addr), Some(&self.token)).await.expect("connect to the test hub")
+        HubClient::connect(&format!("http://{}", self.grpc_addr), Some(&self.token))
+            .await
+            .expect("connect to the test hub")
     }
 
     /// A client that sends `token` (or none).
     pub async fn client_with_token(&self, token: Option<&str>) -> HubClient {
-        HubClient::connect(&format!("http://{}", self.grpc_addr), token).await.expect("connect to the test hub")
+        HubClient::connect(&format!("http://{}", self.grpc_addr), token)
+            .await
+            .expect("connect to the test hub")
     }
 
     /// Registers ONNX bytes as the next version of `name` in the default workspace.
@@ -101,7 +117,16 @@ impl TestHub {
         let path = dir.path().join("model.onnx");
         std::fs::write(&path, onnx).expect("write model");
         let mut client = self.client().await;
-        shoal_hub::cli::register_model(&mut client, "default", &path, name, "", Default::default(), false).await
+        shoal_hub::cli::register_model(
+            &mut client,
+            "default",
+            &path,
+            name,
+            "",
+            Default::default(),
+            false,
+        )
+        .await
     }
 
     /// Enrolls a device and returns its agent config.
@@ -110,14 +135,24 @@ impl TestHub {
             .client()
             .await
             .fleet
-            .add_device(fpb::AddDeviceRequest { workspace: "default".into(), id: id.into(), tags: Default::default() })
+            .add_device(fpb::AddDeviceRequest {
+                workspace: "default".into(),
+                id: id.into(),
+                tags: Default::default(),
+            })
             .await
             .expect("add device")
             .into_inner();
         shoal_hub::cli::agent_config(&creds)
     }
 
-    pub async fn deploy(&self, name: &str, model: &str, reference: &str, devices: &[&str]) -> dpb::Deployment {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        model: &str,
+        reference: &str,
+        devices: &[&str],
+    ) -> dpb::Deployment {
         self.client()
             .await
             .deployments
@@ -138,7 +173,10 @@ impl TestHub {
         self.client()
             .await
             .fleet
-            .get_device(fpb::GetDeviceRequest { workspace: "default".into(), id: id.into() })
+            .get_device(fpb::GetDeviceRequest {
+                workspace: "default".into(),
+                id: id.into(),
+            })
             .await
             .expect("get device")
             .into_inner()
@@ -148,7 +186,11 @@ impl TestHub {
     pub async fn wait_for_active(&self, id: &str, digest: &str) -> fpb::Device {
         wait_for(&format!("{id} to report {digest} active"), || async {
             let device = self.device(id).await;
-            let active = device.reported.as_ref().and_then(|r| r.active.as_ref()).is_some_and(|a| a.digest == digest);
+            let active = device
+                .reported
+                .as_ref()
+                .and_then(|r| r.active.as_ref())
+                .is_some_and(|a| a.digest == digest);
             active.then_some(device)
         })
         .await
@@ -200,18 +242,37 @@ impl TestHubBuilder {
         let mut config = HubConfig::for_test(data_dir.clone());
         config.topic_prefix = format!("{}/shoal/v1", unique("shoal-test-"));
         if let Some(url) = &self.external {
-            config.mqtt = MqttMode::External { url: MqttUrl::parse(url).expect("SHOAL_TEST_MQTT_URL is an mqtt:// url") };
+            config.mqtt = MqttMode::External {
+                url: MqttUrl::parse(url).expect("SHOAL_TEST_MQTT_URL is an mqtt:// url"),
+            };
         }
         if let Some(max) = self.max_model_bytes {
             config.max_model_bytes = max;
         }
         let topic_prefix = config.topic_prefix.clone();
         let hub = Hub::bind(config).await.expect("bind the test hub");
-        let token = std::fs::read_to_string(hub.admin_token_path()).expect("admin token").trim().to_string();
-        let (grpc_addr, http_addr, mqtt_url) = (hub.grpc_addr(), hub.http_addr(), hub.advertised_mqtt_url().to_string());
+        let token = std::fs::read_to_string(hub.admin_token_path())
+            .expect("admin token")
+            .trim()
+            .to_string();
+        let (grpc_addr, http_addr, mqtt_url) = (
+            hub.grpc_addr(),
+            hub.http_addr(),
+            hub.advertised_mqtt_url().to_string(),
+        );
         let cancel = CancellationToken::new();
         let task = tokio::spawn(hub.run(cancel.clone().cancelled_owned()));
-        TestHub { grpc_addr, http_addr, mqtt_url, token, topic_prefix, data_dir, cancel, task: Some(task), _temp: temp }
+        TestHub {
+            grpc_addr,
+            http_addr,
+            mqtt_url,
+            token,
+            topic_prefix,
+            data_dir,
+            cancel,
+            task: Some(task),
+            _temp: temp,
+        }
     }
 }
 
@@ -240,7 +301,10 @@ impl TestAgent {
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             mqtt_url: None,
         };
-        let checked = config.clone().build_and_validate(&overrides).expect("valid agent config");
+        let checked = config
+            .clone()
+            .build_and_validate(&overrides)
+            .expect("valid agent config");
         let bound = runtime
             .spawn(shoal_agent::Agent::bind(checked))
             .await
@@ -249,7 +313,14 @@ impl TestAgent {
         let http_addr = bound.http_addr();
         let cancel = CancellationToken::new();
         let task = runtime.spawn(bound.run(cancel.clone().cancelled_owned()));
-        TestAgent { http_addr, data_dir: data_dir.to_path_buf(), config, runtime: Some(runtime), cancel, task: Some(task) }
+        TestAgent {
+            http_addr,
+            data_dir: data_dir.to_path_buf(),
+            config,
+            runtime: Some(runtime),
+            cancel,
+            task: Some(task),
+        }
     }
 
     /// Stops every task of the agent at once, with no goodbye: no flush, no MQTT disconnect.
@@ -286,11 +357,18 @@ impl TestAgent {
             .expect("agent answers");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::Client::new().get(format!("http://{}{path}", self.http_addr)).send().await.expect("agent answers");
+        let response = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.http_addr))
+            .send()
+            .await
+            .expect("agent answers");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -8,10 +8,22 @@ async fn calls_without_or_with_a_wrong_token_are_unauthenticated() {
     let hub = TestHub::builder().embedded().start().await;
     for token in [None, Some("shoal_not_the_token")] {
         let mut client = hub.client_with_token(token).await;
-        let error = client.workspaces.list_workspaces(ListWorkspacesRequest {}).await.unwrap_err();
-        assert_eq!(error.code(), tonic::Code::Unauthenticated, "token {token:?}: {error}");
+        let error = client
+            .workspaces
+            .list_workspaces(ListWorkspacesRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            tonic::Code::Unauthenticated,
+            "token {token:?}: {error}"
+        );
     }
     let mut client = hub.client().await;
-    assert!(client.workspaces.list_workspaces(ListWorkspacesRequest {}).await.is_ok());
+    assert!(client
+        .workspaces
+        .list_workspaces(ListWorkspacesRequest {})
+        .await
+        .is_ok());
     hub.shutdown().await;
 }

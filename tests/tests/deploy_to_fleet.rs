@@ -11,7 +11,10 @@ async fn deployed_model_serves_on_targets_and_leaves_others_alone() {
     let hub = TestHub::start().await;
     let dirs = tempfile::tempdir().unwrap();
     let mlp = Mlp::seeded(&[4, 16, 3], 11).with_softmax();
-    let version = hub.register("occupancy", &mlp.to_onnx()).await.expect("register");
+    let version = hub
+        .register("occupancy", &mlp.to_onnx())
+        .await
+        .expect("register");
     assert_eq!(version.version, 1);
 
     let mut agents = Vec::new();
@@ -20,10 +23,14 @@ async fn deployed_model_serves_on_targets_and_leaves_others_alone() {
         agents.push(TestAgent::start(config, &dirs.path().join(id)).await);
     }
     for id in ["cam-01", "cam-02", "cam-03"] {
-        wait_for(&format!("{id} online"), || async { hub.device(id).await.online.then_some(()) }).await;
+        wait_for(&format!("{id} online"), || async {
+            hub.device(id).await.online.then_some(())
+        })
+        .await;
     }
 
-    hub.deploy("lobby", "occupancy", "1", &["cam-01", "cam-02"]).await;
+    hub.deploy("lobby", "occupancy", "1", &["cam-01", "cam-02"])
+        .await;
     for id in ["cam-01", "cam-02"] {
         let device = hub.wait_for_active(id, &version.digest).await;
         let active = device.reported.unwrap().active.unwrap();
@@ -41,7 +48,11 @@ async fn deployed_model_serves_on_targets_and_leaves_others_alone() {
         for (r, row) in rows.iter().enumerate() {
             let expected = mlp.forward(row);
             for (o, e) in expected.iter().enumerate() {
-                assert!((got[r * 3 + o] - e).abs() < 1e-5, "row {r} output {o}: {} vs {e}", got[r * 3 + o]);
+                assert!(
+                    (got[r * 3 + o] - e).abs() < 1e-5,
+                    "row {r} output {o}: {} vs {e}",
+                    got[r * 3 + o]
+                );
             }
         }
     }
@@ -59,7 +70,10 @@ async fn deployed_model_serves_on_targets_and_leaves_others_alone() {
         .client()
         .await
         .deployments
-        .get_deployment(shoal_proto::deployment::GetDeploymentRequest { workspace: "default".into(), name: "lobby".into() })
+        .get_deployment(shoal_proto::deployment::GetDeploymentRequest {
+            workspace: "default".into(),
+            name: "lobby".into(),
+        })
         .await
         .unwrap()
         .into_inner();

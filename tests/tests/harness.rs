@@ -21,6 +21,9 @@ async fn test_hub_happy_path() {
         .expect("list workspaces")
         .into_inner()
         .workspaces;
-    assert!(workspaces.iter().any(|w| w.name == "default"), "a default workspace exists");
+    assert!(
+        workspaces.iter().any(|w| w.name == "default"),
+        "a default workspace exists"
+    );
     hub.shutdown().await;
 }

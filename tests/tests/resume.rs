@@ -5,8 +5,15 @@ use shoal_integration_tests::{wait_for, TestAgent, TestHub};
 use shoal_model::build::Mlp;
 
 fn part_file_len(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir.join("downloads")) else { return 0 };
-    entries.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).map(|m| m.len()).max().unwrap_or(0)
+    let Ok(entries) = std::fs::read_dir(dir.join("downloads")) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +48,10 @@ async fn killed_download_resumes_where_it_stopped() {
     let agent = TestAgent::start(fast, &data_dir).await;
     let device = hub.wait_for_active("cam-01", &version.digest).await;
     let update = device.reported.unwrap().update.unwrap();
-    assert_eq!(update.resumed_from, on_disk, "resumed from the bytes on disk, not from zero");
+    assert_eq!(
+        update.resumed_from, on_disk,
+        "resumed from the bytes on disk, not from zero"
+    );
     let (_, model) = agent.get("/v1/model").await;
     assert_eq!(model["digest"], version.digest.as_str());
     agent.stop().await;

@@ -11,7 +11,8 @@ use shoal_proto::topics::DeviceTopics;
 async fn wait_for_failed_update(hub: &TestHub, id: &str, digest: &str) -> String {
     wait_for(&format!("{id} to refuse {digest}"), || async {
         let update = hub.device(id).await.reported.and_then(|r| r.update)?;
-        (update.digest == digest && update.phase == UpdatePhase::Failed as i32).then_some(update.error)
+        (update.digest == digest && update.phase == UpdatePhase::Failed as i32)
+            .then_some(update.error)
     })
     .await
 }
@@ -20,15 +21,25 @@ async fn wait_for_failed_update(hub: &TestHub, id: &str, digest: &str) -> String
 async fn altered_model_bytes_are_refused_and_the_old_model_serves() {
     let hub = TestHub::start().await;
     let dirs = tempfile::tempdir().unwrap();
-    let v1 = hub.register("occupancy", &Mlp::seeded(&[4, 8, 2], 1).to_onnx()).await.unwrap();
+    let v1 = hub
+        .register("occupancy", &Mlp::seeded(&[4, 8, 2], 1).to_onnx())
+        .await
+        .unwrap();
     let agent = TestAgent::start(hub.add_device("cam-01").await, &dirs.path().join("cam-01")).await;
     hub.deploy("first", "occupancy", "1", &["cam-01"]).await;
     agent.wait_for_model(&v1.digest).await;
 
     // Version 2 is registered, then one byte of its stored blob changes: every chunk the
     // device receives after that offset differs from what the hub signed.
-    let v2 = hub.register("occupancy", &Mlp::seeded(&[4, 64, 2], 2).to_onnx()).await.unwrap();
-    let blob = hub.data_dir.join("artifacts/sha256").join(&v2.digest[..2]).join(&v2.digest);
+    let v2 = hub
+        .register("occupancy", &Mlp::seeded(&[4, 64, 2], 2).to_onnx())
+        .await
+        .unwrap();
+    let blob = hub
+        .data_dir
+        .join("artifacts/sha256")
+        .join(&v2.digest[..2])
+        .join(&v2.digest);
     let mut bytes = std::fs::read(&blob).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -39,7 +50,11 @@ async fn altered_model_bytes_are_refused_and_the_old_model_serves() {
     assert!(error.contains("digest mismatch"), "{error}");
     let (status, model) = agent.get("/v1/model").await;
     assert_eq!(status, 200);
-    assert_eq!(model["digest"], v1.digest.as_str(), "the old model still serves");
+    assert_eq!(
+        model["digest"],
+        v1.digest.as_str(),
+        "the old model still serves"
+    );
     let (status, _) = agent.infer(&infer_body(&[[1.0, 2.0, 3.0, 4.0]])).await;
     assert_eq!(status, 200);
     agent.stop().await;
@@ -50,7 +65,10 @@ async fn altered_model_bytes_are_refused_and_the_old_model_serves() {
 async fn manifest_signed_by_another_key_is_refused() {
     let hub = TestHub::start().await;
     let dirs = tempfile::tempdir().unwrap();
-    let v1 = hub.register("occupancy", &Mlp::seeded(&[4, 8, 2], 1).to_onnx()).await.unwrap();
+    let v1 = hub
+        .register("occupancy", &Mlp::seeded(&[4, 8, 2], 1).to_onnx())
+        .await
+        .unwrap();
     let agent = TestAgent::start(hub.add_device("cam-01").await, &dirs.path().join("cam-01")).await;
     hub.deploy("first", "occupancy", "1", &["cam-01"]).await;
     agent.wait_for_model(&v1.digest).await;
@@ -58,8 +76,17 @@ async fn manifest_signed_by_another_key_is_refused() {
     // Another enrolled device (credentials that pass the broker) publishes a desired state
     // for cam-01 whose manifest is signed with a key of its own.
     let mallory = hub.add_device("mallory").await;
-    let (host, port) = mallory.hub.mqtt_url.trim_start_matches("mqtt://").rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(shoal_integration_tests::unique("mallory-"), host, port.parse().unwrap());
+    let (host, port) = mallory
+        .hub
+        .mqtt_url
+        .trim_start_matches("mqtt://")
+        .rsplit_once(':')
+        .unwrap();
+    let mut options = MqttOptions::new(
+        shoal_integration_tests::unique("mallory-"),
+        host,
+        port.parse().unwrap(),
+    );
     options.set_credentials(&mallory.hub.mqtt_username, &mallory.hub.mqtt_password);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
@@ -76,13 +103,24 @@ async fn manifest_signed_by_another_key_is_refused() {
     use ed25519_dalek::Signer;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let signature = key.sign(&forged).to_bytes().to_vec();
-    let desired = DesiredState { revision: 1000, deployment: "forged".into(), model: Some(SignedManifest { manifest: forged, signature }) };
+    let desired = DesiredState {
+        revision: 1000,
+        deployment: "forged".into(),
+        model: Some(SignedManifest {
+            manifest: forged,
+            signature,
+        }),
+    };
     let topic = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01").desired();
-    client.publish(topic, QoS::AtLeastOnce, false, desired.encode_to_vec()).await.unwrap();
+    client
+        .publish(topic, QoS::AtLeastOnce, false, desired.encode_to_vec())
+        .await
+        .unwrap();
 
-    let error = wait_for(&"cam-01 to refuse the forged manifest".to_string(), || async {
+    let error = wait_for("cam-01 to refuse the forged manifest", || async {
         let update = hub.device("cam-01").await.reported.and_then(|r| r.update)?;
-        (update.phase == UpdatePhase::Failed as i32 && update.deployment == "forged").then_some(update.error)
+        (update.phase == UpdatePhase::Failed as i32 && update.deployment == "forged")
+            .then_some(update.error)
     })
     .await;
     assert!(error.contains("signature"), "{error}");

@@ -26,7 +26,11 @@ impl DeploymentApi {
             created_at_ms: d.created_at_ms,
             status: rollout
                 .into_iter()
-                .map(|r| pb::DeviceRolloutStatus { device_id: r.device, state: r.state.into(), error: r.error })
+                .map(|r| pb::DeviceRolloutStatus {
+                    device_id: r.device,
+                    state: r.state.into(),
+                    error: r.error,
+                })
                 .collect(),
         })
     }
@@ -34,29 +38,55 @@ impl DeploymentApi {
 
 #[tonic::async_trait]
 impl DeploymentService for DeploymentApi {
-    async fn create_deployment(&self, request: Request<pb::CreateDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn create_deployment(
+        &self,
+        request: Request<pb::CreateDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         let r = request.into_inner();
         match pb::Strategy::try_from(r.strategy) {
             Ok(pb::Strategy::Unspecified) | Ok(pb::Strategy::AllAtOnce) => {}
-            Err(_) => return Err(Status::invalid_argument(format!("unknown strategy {}", r.strategy))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown strategy {}",
+                    r.strategy
+                )))
+            }
         }
         let created = self
             .deployments
-            .create(workspace_or_default(&r.workspace), &r.name, &r.model, &r.model_reference, r.devices)
+            .create(
+                workspace_or_default(&r.workspace),
+                &r.name,
+                &r.model,
+                &r.model_reference,
+                r.devices,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(self.to_wire(created).map_err(status)?))
     }
 
-    async fn get_deployment(&self, request: Request<pb::GetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn get_deployment(
+        &self,
+        request: Request<pb::GetDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         let r = request.into_inner();
-        let d = self.deployments.get(workspace_or_default(&r.workspace), &r.name).map_err(status)?;
+        let d = self
+            .deployments
+            .get(workspace_or_default(&r.workspace), &r.name)
+            .map_err(status)?;
         Ok(Response::new(self.to_wire(d).map_err(status)?))
     }
 
-    async fn list_deployments(&self, request: Request<pb::ListDeploymentsRequest>) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+    async fn list_deployments(
+        &self,
+        request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
         let r = request.into_inner();
-        let list = self.deployments.list(workspace_or_default(&r.workspace)).map_err(status)?;
+        let list = self
+            .deployments
+            .list(workspace_or_default(&r.workspace))
+            .map_err(status)?;
         let mut deployments = Vec::with_capacity(list.len());
         for d in list {
             deployments.push(self.to_wire(d).map_err(status)?);

@@ -16,7 +16,11 @@ pub struct FleetApi {
 pub(crate) fn device_to_wire(d: Device) -> pb::Device {
     let reported: Option<ReportedState> = d.reported_state();
     pb::Device {
-        desired_model: d.desired.as_ref().map(|x| format!("{}@{}", x.model, x.version)).unwrap_or_default(),
+        desired_model: d
+            .desired
+            .as_ref()
+            .map(|x| format!("{}@{}", x.model, x.version))
+            .unwrap_or_default(),
         desired_revision: d.desired.as_ref().map_or(0, |x| x.revision),
         workspace: d.workspace,
         id: d.id,
@@ -30,11 +34,18 @@ pub(crate) fn device_to_wire(d: Device) -> pb::Device {
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
-    async fn add_device(&self, request: Request<pb::AddDeviceRequest>) -> Result<Response<pb::DeviceCredentials>, Status> {
+    async fn add_device(
+        &self,
+        request: Request<pb::AddDeviceRequest>,
+    ) -> Result<Response<pb::DeviceCredentials>, Status> {
         let r = request.into_inner();
         let enrollment = self
             .fleet
-            .add(workspace_or_default(&r.workspace), &r.id, r.tags.into_iter().collect())
+            .add(
+                workspace_or_default(&r.workspace),
+                &r.id,
+                r.tags.into_iter().collect(),
+            )
             .map_err(status)?;
         let username = enrollment.device.mqtt_username();
         Ok(Response::new(pb::DeviceCredentials {
@@ -47,21 +58,40 @@ impl FleetService for FleetApi {
         }))
     }
 
-    async fn get_device(&self, request: Request<pb::GetDeviceRequest>) -> Result<Response<pb::Device>, Status> {
+    async fn get_device(
+        &self,
+        request: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
         let r = request.into_inner();
-        let device = self.fleet.get(workspace_or_default(&r.workspace), &r.id).map_err(status)?;
+        let device = self
+            .fleet
+            .get(workspace_or_default(&r.workspace), &r.id)
+            .map_err(status)?;
         Ok(Response::new(device_to_wire(device)))
     }
 
-    async fn list_devices(&self, request: Request<pb::ListDevicesRequest>) -> Result<Response<pb::ListDevicesResponse>, Status> {
+    async fn list_devices(
+        &self,
+        request: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         let r = request.into_inner();
-        let devices = self.fleet.list(workspace_or_default(&r.workspace)).map_err(status)?;
-        Ok(Response::new(pb::ListDevicesResponse { devices: devices.into_iter().map(device_to_wire).collect() }))
+        let devices = self
+            .fleet
+            .list(workspace_or_default(&r.workspace))
+            .map_err(status)?;
+        Ok(Response::new(pb::ListDevicesResponse {
+            devices: devices.into_iter().map(device_to_wire).collect(),
+        }))
     }
 
-    async fn remove_device(&self, request: Request<pb::RemoveDeviceRequest>) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+    async fn remove_device(
+        &self,
+        request: Request<pb::RemoveDeviceRequest>,
+    ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let r = request.into_inner();
-        self.fleet.remove(workspace_or_default(&r.workspace), &r.id).map_err(status)?;
+        self.fleet
+            .remove(workspace_or_default(&r.workspace), &r.id)
+            .map_err(status)?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 }

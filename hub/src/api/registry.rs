@@ -29,7 +29,9 @@ fn model_to_wire(m: Model) -> pb::Model {
 }
 
 fn version_to_wire(v: ModelVersion, model: Option<&Model>) -> pb::ModelVersion {
-    let aliases = model.map(|m| Registry::aliases_of(m, v.version)).unwrap_or_default();
+    let aliases = model
+        .map(|m| Registry::aliases_of(m, v.version))
+        .unwrap_or_default();
     pb::ModelVersion {
         signature: Some(signature_to_wire(&v.signature)),
         workspace: v.workspace,
@@ -51,16 +53,26 @@ impl RegistryApi {
     }
 }
 
-type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadModelVersionResponse, Status>> + Send>>;
+type DownloadStream =
+    Pin<Box<dyn Stream<Item = Result<pb::DownloadModelVersionResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RegistryService for RegistryApi {
-    async fn upload_model(&self, request: Request<Streaming<pb::UploadModelRequest>>) -> Result<Response<pb::ModelVersion>, Status> {
+    async fn upload_model(
+        &self,
+        request: Request<Streaming<pb::UploadModelRequest>>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
         let mut stream = request.into_inner();
         let header = match stream.next().await {
-            Some(Ok(pb::UploadModelRequest { part: Some(pb::upload_model_request::Part::Header(h)) })) => h,
+            Some(Ok(pb::UploadModelRequest {
+                part: Some(pb::upload_model_request::Part::Header(h)),
+            })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("an upload starts with a header naming the model")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload starts with a header naming the model",
+                ))
+            }
         };
         let new = NewVersion {
             workspace: workspace_or_default(&header.workspace).to_string(),
@@ -72,13 +84,22 @@ impl RegistryService for RegistryApi {
         if header.size_bytes > self.max_model_bytes {
             return Err(status(too_large(header.size_bytes, self.max_model_bytes)));
         }
-        let mut writer = self.registry.artifacts().writer().await.map_err(|e| status(e.into()))?;
+        let mut writer = self
+            .registry
+            .artifacts()
+            .writer()
+            .await
+            .map_err(|e| status(e.into()))?;
         while let Some(message) = stream.next().await {
             let chunk = match message {
-                Ok(pb::UploadModelRequest { part: Some(pb::upload_model_request::Part::Chunk(c)) }) => c,
+                Ok(pb::UploadModelRequest {
+                    part: Some(pb::upload_model_request::Part::Chunk(c)),
+                }) => c,
                 Ok(_) => {
                     writer.abort().await;
-                    return Err(Status::invalid_argument("only the first upload message may be a header"));
+                    return Err(Status::invalid_argument(
+                        "only the first upload message may be a header",
+                    ));
                 }
                 Err(e) => {
                     writer.abort().await;
@@ -96,71 +117,133 @@ impl RegistryService for RegistryApi {
             }
         }
         let (digest, size) = writer.finish().await.map_err(|e| status(e.into()))?;
-        let version = self.registry.register(new, digest, size).await.map_err(status)?;
+        let version = self
+            .registry
+            .register(new, digest, size)
+            .await
+            .map_err(status)?;
         Ok(Response::new(self.version_with_aliases(version)))
     }
 
-    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
-        let model = self.registry.model(workspace_or_default(&r.workspace), &r.name).map_err(status)?;
+        let model = self
+            .registry
+            .model(workspace_or_default(&r.workspace), &r.name)
+            .map_err(status)?;
         Ok(Response::new(model_to_wire(model)))
     }
 
-    async fn list_models(&self, request: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let r = request.into_inner();
-        let models = self.registry.models(workspace_or_default(&r.workspace)).map_err(status)?;
-        Ok(Response::new(pb::ListModelsResponse { models: models.into_iter().map(model_to_wire).collect() }))
+        let models = self
+            .registry
+            .models(workspace_or_default(&r.workspace))
+            .map_err(status)?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: models.into_iter().map(model_to_wire).collect(),
+        }))
     }
 
-    async fn get_model_version(&self, request: Request<pb::GetModelVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+    async fn get_model_version(
+        &self,
+        request: Request<pb::GetModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
         let r = request.into_inner();
-        let v = self.registry.resolve(workspace_or_default(&r.workspace), &r.name, &r.reference).map_err(status)?;
+        let v = self
+            .registry
+            .resolve(workspace_or_default(&r.workspace), &r.name, &r.reference)
+            .map_err(status)?;
         Ok(Response::new(self.version_with_aliases(v)))
     }
 
-    async fn list_model_versions(&self, request: Request<pb::ListModelVersionsRequest>) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
+    async fn list_model_versions(
+        &self,
+        request: Request<pb::ListModelVersionsRequest>,
+    ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         let model = self.registry.model(workspace, &r.name).map_err(status)?;
         let versions = self.registry.versions(workspace, &r.name).map_err(status)?;
         Ok(Response::new(pb::ListModelVersionsResponse {
-            versions: versions.into_iter().map(|v| version_to_wire(v, Some(&model))).collect(),
+            versions: versions
+                .into_iter()
+                .map(|v| version_to_wire(v, Some(&model)))
+                .collect(),
         }))
     }
 
-    async fn set_alias(&self, request: Request<pb::SetAliasRequest>) -> Result<Response<pb::Model>, Status> {
+    async fn set_alias(
+        &self,
+        request: Request<pb::SetAliasRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
         let model = self
             .registry
-            .set_alias(workspace_or_default(&r.workspace), &r.name, &r.alias, r.version)
+            .set_alias(
+                workspace_or_default(&r.workspace),
+                &r.name,
+                &r.alias,
+                r.version,
+            )
             .map_err(status)?;
         Ok(Response::new(model_to_wire(model)))
     }
 
-    async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> Result<Response<pb::Model>, Status> {
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
-        let model = self.registry.delete_alias(workspace_or_default(&r.workspace), &r.name, &r.alias).map_err(status)?;
+        let model = self
+            .registry
+            .delete_alias(workspace_or_default(&r.workspace), &r.name, &r.alias)
+            .map_err(status)?;
         Ok(Response::new(model_to_wire(model)))
     }
 
     type DownloadModelVersionStream = DownloadStream;
 
-    async fn download_model_version(&self, request: Request<pb::GetModelVersionRequest>) -> Result<Response<DownloadStream>, Status> {
+    async fn download_model_version(
+        &self,
+        request: Request<pb::GetModelVersionRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
         let r = request.into_inner();
-        let version = self.registry.resolve(workspace_or_default(&r.workspace), &r.name, &r.reference).map_err(status)?;
-        let bytes = self.registry.artifacts().read(&version.digest).await.map_err(|e| status(e.into()))?;
+        let version = self
+            .registry
+            .resolve(workspace_or_default(&r.workspace), &r.name, &r.reference)
+            .map_err(status)?;
+        let bytes = self
+            .registry
+            .artifacts()
+            .read(&version.digest)
+            .await
+            .map_err(|e| status(e.into()))?;
         let header = pb::DownloadModelVersionResponse {
-            part: Some(pb::download_model_version_response::Part::Version(self.version_with_aliases(version))),
+            part: Some(pb::download_model_version_response::Part::Version(
+                self.version_with_aliases(version),
+            )),
         };
-        let chunks: Vec<Result<pb::DownloadModelVersionResponse, Status>> = std::iter::once(Ok(header))
-            .chain(bytes.chunks(DOWNLOAD_CHUNK_BYTES).map(|c| {
-                Ok(pb::DownloadModelVersionResponse { part: Some(pb::download_model_version_response::Part::Chunk(c.to_vec())) })
-            }))
-            .collect();
+        let chunks: Vec<Result<pb::DownloadModelVersionResponse, Status>> =
+            std::iter::once(Ok(header))
+                .chain(bytes.chunks(DOWNLOAD_CHUNK_BYTES).map(|c| {
+                    Ok(pb::DownloadModelVersionResponse {
+                        part: Some(pb::download_model_version_response::Part::Chunk(c.to_vec())),
+                    })
+                }))
+                .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }
 
 fn too_large(size: u64, limit: u64) -> HubError {
-    HubError::ResourceExhausted(format!("model is {size} bytes, over the hub's limit of {limit} bytes (--max-model-bytes)"))
+    HubError::ResourceExhausted(format!(
+        "model is {size} bytes, over the hub's limit of {limit} bytes (--max-model-bytes)"
+    ))
 }

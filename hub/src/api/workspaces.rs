@@ -9,28 +9,56 @@ pub struct WorkspaceApi {
 }
 
 fn to_wire(w: Workspace) -> pb::Workspace {
-    pb::Workspace { name: w.name, description: w.description, created_at_ms: w.created_at_ms }
+    pb::Workspace {
+        name: w.name,
+        description: w.description,
+        created_at_ms: w.created_at_ms,
+    }
 }
 
 #[tonic::async_trait]
 impl WorkspaceService for WorkspaceApi {
-    async fn create_workspace(&self, request: Request<pb::CreateWorkspaceRequest>) -> Result<Response<pb::Workspace>, Status> {
+    async fn create_workspace(
+        &self,
+        request: Request<pb::CreateWorkspaceRequest>,
+    ) -> Result<Response<pb::Workspace>, Status> {
         let r = request.into_inner();
-        let created = self.workspaces.create(&r.name, &r.description).map_err(status)?;
+        let created = self
+            .workspaces
+            .create(&r.name, &r.description)
+            .map_err(status)?;
         Ok(Response::new(to_wire(created)))
     }
 
-    async fn get_workspace(&self, request: Request<pb::GetWorkspaceRequest>) -> Result<Response<pb::Workspace>, Status> {
-        let w = self.workspaces.get(&request.into_inner().name).map_err(status)?;
+    async fn get_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::Workspace>, Status> {
+        let w = self
+            .workspaces
+            .get(&request.into_inner().name)
+            .map_err(status)?;
         Ok(Response::new(to_wire(w)))
     }
 
-    async fn list_workspaces(&self, _: Request<pb::ListWorkspacesRequest>) -> Result<Response<pb::ListWorkspacesResponse>, Status> {
-        let workspaces = self.workspaces.list().map_err(status)?.into_iter().map(to_wire).collect();
+    async fn list_workspaces(
+        &self,
+        _: Request<pb::ListWorkspacesRequest>,
+    ) -> Result<Response<pb::ListWorkspacesResponse>, Status> {
+        let workspaces = self
+            .workspaces
+            .list()
+            .map_err(status)?
+            .into_iter()
+            .map(to_wire)
+            .collect();
         Ok(Response::new(pb::ListWorkspacesResponse { workspaces }))
     }
 
-    async fn delete_workspace(&self, request: Request<pb::DeleteWorkspaceRequest>) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
+    async fn delete_workspace(
+        &self,
+        request: Request<pb::DeleteWorkspaceRequest>,
+    ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
         let r = request.into_inner();
         self.workspaces.delete(&r.name, r.force).map_err(status)?;
         Ok(Response::new(pb::DeleteWorkspaceResponse {}))

@@ -18,7 +18,9 @@ pub struct TokenInterceptor {
 impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(header) = &self.header {
-            request.metadata_mut().insert("authorization", header.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
         }
         Ok(request)
     }
@@ -41,7 +43,8 @@ impl HubClient {
     /// # Errors
     /// A message naming the URL when it is malformed or nothing answers there.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<HubClient, String> {
-        let endpoint = Channel::from_shared(url.to_string()).map_err(|e| format!("hub url '{url}' is not valid: {e}"))?;
+        let endpoint = Channel::from_shared(url.to_string())
+            .map_err(|e| format!("hub url '{url}' is not valid: {e}"))?;
         let channel = endpoint
             .connect()
             .await
@@ -57,7 +60,10 @@ impl HubClient {
         let interceptor = TokenInterceptor { header };
         let max = 64 * 1024 * 1024;
         Ok(HubClient {
-            workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            workspaces: WorkspaceServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
             registry: RegistryServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max),
             fleet: FleetServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
@@ -82,7 +88,9 @@ pub fn describe_status(status: &Status) -> String {
     use tonic::Code;
     let message = status.message();
     match status.code() {
-        Code::Unauthenticated => format!("unauthenticated: {message} (set SHOAL_TOKEN or pass --token)"),
+        Code::Unauthenticated => {
+            format!("unauthenticated: {message} (set SHOAL_TOKEN or pass --token)")
+        }
         Code::Unavailable => format!("hub unavailable: {message}"),
         Code::NotFound => format!("not found: {message}"),
         Code::AlreadyExists => format!("already exists: {message}"),

@@ -14,23 +14,38 @@ use crate::{Hub, HubConfig};
 
 const DEVICES: [&str; 3] = ["cam-01", "cam-02", "cam-03"];
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(120);
-/// Sample sensor rows: temperature, humidity, light, CO₂.
-const SAMPLES: [[f32; 4]; 3] = [[21.5, 38.0, 420.0, 610.0], [23.0, 27.5, 0.0, 450.0], [22.1, 31.0, 510.0, 890.0]];
+/// Sample sensor rows (temperature, humidity, light, CO₂), standardized as a trained model's
+/// first layer would expect them.
+const SAMPLES: [[f32; 4]; 3] = [
+    [0.4, 1.2, 0.8, 0.3],
+    [1.1, -0.6, -1.4, -0.5],
+    [0.2, -0.1, 1.3, 1.9],
+];
 
 pub async fn run(keep: bool) -> Result<(), String> {
     let started = Instant::now();
-    let folder = tempfile::Builder::new().prefix("shoal-demo-").tempdir().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    let folder = tempfile::Builder::new()
+        .prefix("shoal-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary folder: {e}"))?;
     let root = folder.path().to_path_buf();
-    println!("Shoal demo — a hub, three agents and a model, all in {}", root.display());
+    println!(
+        "Shoal demo — a hub, three agents and a model, all in {}",
+        root.display()
+    );
 
     // 1. The hub, on ephemeral ports, with its embedded broker.
-    let hub = Hub::bind(HubConfig::for_test(root.join("hub"))).await.map_err(|e| format!("hub: {e}"))?;
+    let hub = Hub::bind(HubConfig::for_test(root.join("hub")))
+        .await
+        .map_err(|e| format!("hub: {e}"))?;
     let grpc = hub.grpc_addr();
     let mqtt = hub.advertised_mqtt_url().to_string();
     let token_path = hub.admin_token_path();
-    let token = std::fs::read_to_string(&token_path).map_err(|e| format!("cannot read {}: {e}", token_path.display()))?;
-    let cancel = CancellationToken::new();
-    let hub_task = tokio::spawn(hub.run(cancel.clone().cancelled_owned()));
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(|e| format!("cannot read {}: {e}", token_path.display()))?;
+    let stop_hub = CancellationToken::new();
+    let stop_agents = CancellationToken::new();
+    let hub_task = tokio::spawn(hub.run(stop_hub.clone().cancelled_owned()));
     let hub_url = format!("http://{grpc}");
     let mut client = HubClient::connect(&hub_url, Some(token.trim())).await?;
     println!("  hub      gRPC {grpc}, MQTT {mqtt}");
@@ -38,16 +53,35 @@ pub async fn run(keep: bool) -> Result<(), String> {
     // 2. A model written in Rust: a small MLP with a softmax over two classes.
     let mlp = Mlp::seeded(&[4, 16, 2], 2026).with_softmax();
     let model_path = root.join("occupancy.onnx");
-    std::fs::write(&model_path, mlp.to_onnx()).map_err(|e| format!("cannot write the model: {e}"))?;
-    let version = register_model(&mut client, "default", &model_path, "occupancy", "demo MLP: 4 sensors -> occupied?", Default::default(), false).await?;
-    println!("  model    registered occupancy@{} ({} bytes, sha256 {}…)", version.version, version.size_bytes, &version.digest[..12]);
+    std::fs::write(&model_path, mlp.to_onnx())
+        .map_err(|e| format!("cannot write the model: {e}"))?;
+    let version = register_model(
+        &mut client,
+        "default",
+        &model_path,
+        "occupancy",
+        "demo MLP: 4 sensors -> occupied?",
+        Default::default(),
+        false,
+    )
+    .await?;
+    println!(
+        "  model    registered occupancy@{} ({} bytes, sha256 {}…)",
+        version.version,
+        version.size_bytes,
+        &version.digest[..12]
+    );
 
     // 3. Three devices, each with its own credentials and agent.
     let mut agents = Vec::new();
     for id in DEVICES {
         let creds = client
             .fleet
-            .add_device(fpb::AddDeviceRequest { workspace: "default".into(), id: id.into(), tags: Default::default() })
+            .add_device(fpb::AddDeviceRequest {
+                workspace: "default".into(),
+                id: id.into(),
+                tags: Default::default(),
+            })
             .await
             .map_err(|s| describe_status(&s))?
             .into_inner();
@@ -56,10 +90,14 @@ pub async fn run(keep: bool) -> Result<(), String> {
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             mqtt_url: None,
         };
-        let config = agent_config(&creds).build_and_validate(&overrides).map_err(|e| format!("agent config: {e}"))?;
-        let agent = shoal_agent::Agent::bind(config).await.map_err(|e| format!("agent {id}: {e}"))?;
+        let config = agent_config(&creds)
+            .build_and_validate(&overrides)
+            .map_err(|e| format!("agent config: {e}"))?;
+        let agent = shoal_agent::Agent::bind(config)
+            .await
+            .map_err(|e| format!("agent {id}: {e}"))?;
         let http = agent.http_addr();
-        let task = tokio::spawn(agent.run(cancel.clone().cancelled_owned()));
+        let task = tokio::spawn(agent.run(stop_agents.clone().cancelled_owned()));
         println!("  agent    {id} serving http://{http}");
         agents.push((id, http, task));
     }
@@ -77,29 +115,48 @@ pub async fn run(keep: bool) -> Result<(), String> {
         })
         .await
         .map_err(|s| describe_status(&s))?;
-    println!("  deploy   lobby: occupancy@{} -> {}", version.version, DEVICES.join(", "));
+    println!(
+        "  deploy   lobby: occupancy@{} -> {}",
+        version.version,
+        DEVICES.join(", ")
+    );
     let deadline = Instant::now() + ROLLOUT_DEADLINE;
     let devices = loop {
         let list = client
             .fleet
-            .list_devices(fpb::ListDevicesRequest { workspace: "default".into() })
+            .list_devices(fpb::ListDevicesRequest {
+                workspace: "default".into(),
+            })
             .await
             .map_err(|s| describe_status(&s))?
             .into_inner()
             .devices;
         let active = list
             .iter()
-            .filter(|d| d.reported.as_ref().and_then(|r| r.active.as_ref()).is_some_and(|a| a.digest == version.digest))
+            .filter(|d| {
+                d.reported
+                    .as_ref()
+                    .and_then(|r| r.active.as_ref())
+                    .is_some_and(|a| a.digest == version.digest)
+            })
             .count();
         if active == DEVICES.len() {
             break list;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {active} of {} devices activated the model within {ROLLOUT_DEADLINE:?}", DEVICES.len()));
+            return Err(format!(
+                "only {active} of {} devices activated the model within {ROLLOUT_DEADLINE:?}",
+                DEVICES.len()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("  rollout  all {} devices run occupancy@{} ({:.1}s since start)", DEVICES.len(), version.version, started.elapsed().as_secs_f64());
+    println!(
+        "  rollout  all {} devices run occupancy@{} ({:.1}s since start)",
+        DEVICES.len(),
+        version.version,
+        started.elapsed().as_secs_f64()
+    );
 
     // 5. Inference through each agent's local API.
     let http = reqwest::Client::new();
@@ -107,18 +164,41 @@ pub async fn run(keep: bool) -> Result<(), String> {
     for ((id, addr, _), row) in agents.iter().zip(SAMPLES) {
         let body = serde_json::json!({"inputs": {"x": {"shape": [1, 4], "data": row}}});
         let begin = Instant::now();
-        let response = http.post(format!("http://{addr}/v1/infer")).json(&body).send().await.map_err(|e| format!("{id}: {e}"))?;
+        let response = http
+            .post(format!("http://{addr}/v1/infer"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
         let elapsed = begin.elapsed();
         let answer: serde_json::Value = response.json().await.map_err(|e| format!("{id}: {e}"))?;
-        let p = answer["outputs"]["y"]["data"].as_array().cloned().unwrap_or_default();
+        let p = answer["outputs"]["y"]["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let occupied = p.get(1).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        println!("  {id}  input {row:?} -> p(occupied) = {occupied:.4}  ({:.2} ms round trip)", elapsed.as_secs_f64() * 1000.0);
+        println!(
+            "  {id}  input {row:?} -> p(occupied) = {occupied:.4}  ({:.2} ms round trip)",
+            elapsed.as_secs_f64() * 1000.0
+        );
     }
 
     // 6. The fleet as `shoal device list` shows it.
     println!("\nFleet (shoal device list):");
     let rows: Vec<serde_json::Value> = devices.iter().map(device_json).collect();
-    print!("{}", output::table(&[("ID", "id"), ("ONLINE", "online"), ("ACTIVE", "active_model"), ("UPDATE", "update.phase"), ("ARCH", "arch")], &rows));
+    print!(
+        "{}",
+        output::table(
+            &[
+                ("ID", "id"),
+                ("ONLINE", "online"),
+                ("ACTIVE", "active_model"),
+                ("UPDATE", "update.phase"),
+                ("ARCH", "arch")
+            ],
+            &rows
+        )
+    );
 
     if keep {
         println!("\nStill running. In another terminal:");
@@ -130,10 +210,12 @@ pub async fn run(keep: bool) -> Result<(), String> {
         println!("Ctrl-C stops everything and removes {}.", root.display());
         crate::shutdown::signal().await;
     }
-    cancel.cancel();
+    // Agents first, so they say goodbye to a broker that is still there.
+    stop_agents.cancel();
     for (_, _, task) in agents {
         let _ = task.await;
     }
+    stop_hub.cancel();
     let _ = hub_task.await;
     println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
     Ok(())

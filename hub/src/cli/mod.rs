@@ -24,18 +24,39 @@ use shoal_proto::{deployment as dpb, fleet as fpb, registry as rpb, workspace as
 use output::{age, print_list, print_one};
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: train, ship and watch ML models on fleets of edge devices")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: train, ship and watch ML models on fleets of edge devices"
+)]
 pub struct Cli {
     /// The hub's gRPC address.
-    #[arg(long, global = true, env = "SHOAL_HUB", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_HUB",
+        default_value = "http://127.0.0.1:7070"
+    )]
     hub: String,
     /// API token (the hub writes its admin token to DATA_DIR/admin.token).
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    #[arg(long, short = 'w', global = true, env = "SHOAL_WORKSPACE", default_value = "default")]
+    #[arg(
+        long,
+        short = 'w',
+        global = true,
+        env = "SHOAL_WORKSPACE",
+        default_value = "default"
+    )]
     workspace: String,
     /// Output format of listings and details (`-o json`); `--output` names files instead.
-    #[arg(long = "format", short = 'o', global = true, value_enum, default_value = "table")]
+    #[arg(
+        long = "format",
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
     format: Format,
     #[command(subcommand)]
     command: Command,
@@ -71,7 +92,9 @@ enum WorkspaceCommand {
         description: String,
     },
     List,
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// Deletes a workspace; one that still holds anything needs --force.
     Delete {
         name: String,
@@ -86,9 +109,13 @@ enum ModelCommand {
     Register(RegisterArgs),
     List,
     /// Shows a model (NAME) or one version (NAME@VERSION or NAME@ALIAS).
-    Show { reference: String },
+    Show {
+        reference: String,
+    },
     /// Lists the versions of a model.
-    Versions { name: String },
+    Versions {
+        name: String,
+    },
     #[command(subcommand)]
     Alias(AliasCommand),
     /// Downloads a version's ONNX file.
@@ -114,8 +141,15 @@ struct RegisterArgs {
 #[derive(Subcommand)]
 enum AliasCommand {
     /// Points ALIAS at VERSION (moving it if it pointed elsewhere).
-    Set { name: String, alias: String, version: u32 },
-    Delete { name: String, alias: String },
+    Set {
+        name: String,
+        alias: String,
+        version: u32,
+    },
+    Delete {
+        name: String,
+        alias: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,8 +164,12 @@ enum DeviceCommand {
         tags: Vec<(String, String)>,
     },
     List,
-    Show { id: String },
-    Remove { id: String },
+    Show {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,11 +185,15 @@ enum DeploymentCommand {
         devices: Vec<String>,
     },
     List,
-    Show { name: String },
+    Show {
+        name: String,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 /// Splits `name@reference`; no `@` means the latest version.
@@ -186,73 +228,197 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Demo { .. } => unreachable!("handled above"),
         Command::Workspace(command) => match command {
             WorkspaceCommand::Create { name, description } => {
-                let w = hub.workspaces.create_workspace(wpb::CreateWorkspaceRequest { name, description }).await.map_err(status)?;
+                let w = hub
+                    .workspaces
+                    .create_workspace(wpb::CreateWorkspaceRequest { name, description })
+                    .await
+                    .map_err(status)?;
                 print_one(out, &workspace_json(&w.into_inner()));
             }
             WorkspaceCommand::List => {
-                let list = hub.workspaces.list_workspaces(wpb::ListWorkspacesRequest {}).await.map_err(status)?;
-                let rows: Vec<Value> = list.into_inner().workspaces.iter().map(workspace_json).collect();
-                print_list(out, &[("NAME", "name"), ("DESCRIPTION", "description")], &rows);
+                let list = hub
+                    .workspaces
+                    .list_workspaces(wpb::ListWorkspacesRequest {})
+                    .await
+                    .map_err(status)?;
+                let rows: Vec<Value> = list
+                    .into_inner()
+                    .workspaces
+                    .iter()
+                    .map(workspace_json)
+                    .collect();
+                print_list(
+                    out,
+                    &[("NAME", "name"), ("DESCRIPTION", "description")],
+                    &rows,
+                );
             }
             WorkspaceCommand::Show { name } => {
-                let w = hub.workspaces.get_workspace(wpb::GetWorkspaceRequest { name }).await.map_err(status)?;
+                let w = hub
+                    .workspaces
+                    .get_workspace(wpb::GetWorkspaceRequest { name })
+                    .await
+                    .map_err(status)?;
                 print_one(out, &workspace_json(&w.into_inner()));
             }
             WorkspaceCommand::Delete { name, force } => {
-                hub.workspaces.delete_workspace(wpb::DeleteWorkspaceRequest { name: name.clone(), force }).await.map_err(status)?;
+                hub.workspaces
+                    .delete_workspace(wpb::DeleteWorkspaceRequest {
+                        name: name.clone(),
+                        force,
+                    })
+                    .await
+                    .map_err(status)?;
                 eprintln!("deleted workspace {name}");
             }
         },
         Command::Model(command) => match command {
             ModelCommand::Register(args) => {
-                let version = register_model(&mut hub, &ws, &args.file, &args.name, &args.description, args.tags.into_iter().collect(), std::io::stderr().is_terminal()).await?;
+                let version = register_model(
+                    &mut hub,
+                    &ws,
+                    &args.file,
+                    &args.name,
+                    &args.description,
+                    args.tags.into_iter().collect(),
+                    std::io::stderr().is_terminal(),
+                )
+                .await?;
                 match out {
                     Format::Json => print_one(out, &version_json(&version)),
                     Format::Table => println!("{}@{}", version.model, version.version),
                 }
             }
             ModelCommand::List => {
-                let list = hub.registry.list_models(rpb::ListModelsRequest { workspace: ws }).await.map_err(status)?;
+                let list = hub
+                    .registry
+                    .list_models(rpb::ListModelsRequest { workspace: ws })
+                    .await
+                    .map_err(status)?;
                 let rows: Vec<Value> = list.into_inner().models.iter().map(model_json).collect();
-                print_list(out, &[("NAME", "name"), ("LATEST", "latest_version"), ("ALIASES", "aliases"), ("DESCRIPTION", "description")], &rows);
+                print_list(
+                    out,
+                    &[
+                        ("NAME", "name"),
+                        ("LATEST", "latest_version"),
+                        ("ALIASES", "aliases"),
+                        ("DESCRIPTION", "description"),
+                    ],
+                    &rows,
+                );
             }
             ModelCommand::Show { reference } => {
                 let (name, version) = split_reference(&reference);
                 if reference.contains('@') {
-                    let v = hub.registry.get_model_version(rpb::GetModelVersionRequest { workspace: ws, name: name.into(), reference: version.into() }).await.map_err(status)?;
+                    let v = hub
+                        .registry
+                        .get_model_version(rpb::GetModelVersionRequest {
+                            workspace: ws,
+                            name: name.into(),
+                            reference: version.into(),
+                        })
+                        .await
+                        .map_err(status)?;
                     print_one(out, &version_json(&v.into_inner()));
                 } else {
-                    let m = hub.registry.get_model(rpb::GetModelRequest { workspace: ws, name: name.into() }).await.map_err(status)?;
+                    let m = hub
+                        .registry
+                        .get_model(rpb::GetModelRequest {
+                            workspace: ws,
+                            name: name.into(),
+                        })
+                        .await
+                        .map_err(status)?;
                     print_one(out, &model_json(&m.into_inner()));
                 }
             }
             ModelCommand::Versions { name } => {
-                let list = hub.registry.list_model_versions(rpb::ListModelVersionsRequest { workspace: ws, name }).await.map_err(status)?;
-                let rows: Vec<Value> = list.into_inner().versions.iter().map(version_json).collect();
-                print_list(out, &[("VERSION", "version"), ("ALIASES", "aliases"), ("SIZE", "size_bytes"), ("INPUTS", "inputs"), ("OUTPUTS", "outputs"), ("DIGEST", "digest")], &rows);
+                let list = hub
+                    .registry
+                    .list_model_versions(rpb::ListModelVersionsRequest {
+                        workspace: ws,
+                        name,
+                    })
+                    .await
+                    .map_err(status)?;
+                let rows: Vec<Value> = list
+                    .into_inner()
+                    .versions
+                    .iter()
+                    .map(version_json)
+                    .collect();
+                print_list(
+                    out,
+                    &[
+                        ("VERSION", "version"),
+                        ("ALIASES", "aliases"),
+                        ("SIZE", "size_bytes"),
+                        ("INPUTS", "inputs"),
+                        ("OUTPUTS", "outputs"),
+                        ("DIGEST", "digest"),
+                    ],
+                    &rows,
+                );
             }
-            ModelCommand::Alias(AliasCommand::Set { name, alias, version }) => {
-                let m = hub.registry.set_alias(rpb::SetAliasRequest { workspace: ws, name: name.clone(), alias: alias.clone(), version }).await.map_err(status)?;
+            ModelCommand::Alias(AliasCommand::Set {
+                name,
+                alias,
+                version,
+            }) => {
+                let m = hub
+                    .registry
+                    .set_alias(rpb::SetAliasRequest {
+                        workspace: ws,
+                        name: name.clone(),
+                        alias: alias.clone(),
+                        version,
+                    })
+                    .await
+                    .map_err(status)?;
                 match out {
                     Format::Json => print_one(out, &model_json(&m.into_inner())),
                     Format::Table => println!("{name}@{alias} -> {version}"),
                 }
             }
             ModelCommand::Alias(AliasCommand::Delete { name, alias }) => {
-                hub.registry.delete_alias(rpb::DeleteAliasRequest { workspace: ws, name: name.clone(), alias: alias.clone() }).await.map_err(status)?;
+                hub.registry
+                    .delete_alias(rpb::DeleteAliasRequest {
+                        workspace: ws,
+                        name: name.clone(),
+                        alias: alias.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
                 eprintln!("deleted alias {name}@{alias}");
             }
             ModelCommand::Download { reference, output } => {
                 let (name, version) = split_reference(&reference);
                 let (info, bytes) = download_model(&mut hub, &ws, name, version).await?;
-                let path = output.unwrap_or_else(|| PathBuf::from(format!("{}-{}.onnx", info.model, info.version)));
-                std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                eprintln!("wrote {} ({} bytes, sha256 {})", path.display(), bytes.len(), info.digest);
+                let path = output.unwrap_or_else(|| {
+                    PathBuf::from(format!("{}-{}.onnx", info.model, info.version))
+                });
+                std::fs::write(&path, &bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                eprintln!(
+                    "wrote {} ({} bytes, sha256 {})",
+                    path.display(),
+                    bytes.len(),
+                    info.digest
+                );
             }
         },
         Command::Device(command) => match command {
             DeviceCommand::Add { id, output, tags } => {
-                let creds = hub.fleet.add_device(fpb::AddDeviceRequest { workspace: ws, id: id.clone(), tags: tags.into_iter().collect() }).await.map_err(status)?.into_inner();
+                let creds = hub
+                    .fleet
+                    .add_device(fpb::AddDeviceRequest {
+                        workspace: ws,
+                        id: id.clone(),
+                        tags: tags.into_iter().collect(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
                 let text = agent_config_toml(&creds)?;
                 match output {
                     Some(path) => {
@@ -263,34 +429,98 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
             DeviceCommand::List => {
-                let list = hub.fleet.list_devices(fpb::ListDevicesRequest { workspace: ws }).await.map_err(status)?;
+                let list = hub
+                    .fleet
+                    .list_devices(fpb::ListDevicesRequest { workspace: ws })
+                    .await
+                    .map_err(status)?;
                 let rows: Vec<Value> = list.into_inner().devices.iter().map(device_json).collect();
-                print_list(out, &[("ID", "id"), ("ONLINE", "online"), ("ACTIVE", "active_model"), ("DESIRED", "desired_model"), ("UPDATE", "update.phase"), ("LAST SEEN", "last_seen"), ("ERROR", "update.error")], &rows);
+                print_list(
+                    out,
+                    &[
+                        ("ID", "id"),
+                        ("ONLINE", "online"),
+                        ("ACTIVE", "active_model"),
+                        ("DESIRED", "desired_model"),
+                        ("UPDATE", "update.phase"),
+                        ("LAST SEEN", "last_seen"),
+                        ("ERROR", "update.error"),
+                    ],
+                    &rows,
+                );
             }
             DeviceCommand::Show { id } => {
-                let d = hub.fleet.get_device(fpb::GetDeviceRequest { workspace: ws, id }).await.map_err(status)?;
+                let d = hub
+                    .fleet
+                    .get_device(fpb::GetDeviceRequest { workspace: ws, id })
+                    .await
+                    .map_err(status)?;
                 print_one(out, &device_json(&d.into_inner()));
             }
             DeviceCommand::Remove { id } => {
-                hub.fleet.remove_device(fpb::RemoveDeviceRequest { workspace: ws, id: id.clone() }).await.map_err(status)?;
+                hub.fleet
+                    .remove_device(fpb::RemoveDeviceRequest {
+                        workspace: ws,
+                        id: id.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
                 eprintln!("removed device {id}");
             }
         },
         Command::Deployment(command) => match command {
-            DeploymentCommand::Create { name, model, devices } => {
+            DeploymentCommand::Create {
+                name,
+                model,
+                devices,
+            } => {
                 let (model, reference) = split_reference(&model);
-                let d = hub.deployments.create_deployment(dpb::CreateDeploymentRequest {
-                    workspace: ws, name, model: model.into(), model_reference: reference.into(), devices, strategy: dpb::Strategy::AllAtOnce as i32,
-                }).await.map_err(status)?;
+                let d = hub
+                    .deployments
+                    .create_deployment(dpb::CreateDeploymentRequest {
+                        workspace: ws,
+                        name,
+                        model: model.into(),
+                        model_reference: reference.into(),
+                        devices,
+                        strategy: dpb::Strategy::AllAtOnce as i32,
+                    })
+                    .await
+                    .map_err(status)?;
                 print_one(out, &deployment_json(&d.into_inner()));
             }
             DeploymentCommand::List => {
-                let list = hub.deployments.list_deployments(dpb::ListDeploymentsRequest { workspace: ws }).await.map_err(status)?;
-                let rows: Vec<Value> = list.into_inner().deployments.iter().map(deployment_json).collect();
-                print_list(out, &[("NAME", "name"), ("MODEL", "model_version"), ("DEVICES", "devices"), ("PROGRESS", "progress")], &rows);
+                let list = hub
+                    .deployments
+                    .list_deployments(dpb::ListDeploymentsRequest { workspace: ws })
+                    .await
+                    .map_err(status)?;
+                let rows: Vec<Value> = list
+                    .into_inner()
+                    .deployments
+                    .iter()
+                    .map(deployment_json)
+                    .collect();
+                print_list(
+                    out,
+                    &[
+                        ("NAME", "name"),
+                        ("MODEL", "model_version"),
+                        ("DEVICES", "devices"),
+                        ("PROGRESS", "progress"),
+                    ],
+                    &rows,
+                );
             }
             DeploymentCommand::Show { name } => {
-                let d = hub.deployments.get_deployment(dpb::GetDeploymentRequest { workspace: ws, name }).await.map_err(status)?;
+                let d = hub
+                    .deployments
+                    .get_deployment(dpb::GetDeploymentRequest {
+                        workspace: ws,
+                        name,
+                    })
+                    .await
+                    .map_err(status)?;
                 print_one(out, &deployment_json(&d.into_inner()));
             }
         },
@@ -312,17 +542,25 @@ pub async fn register_model(
     progress: bool,
 ) -> Result<rpb::ModelVersion, String> {
     use tokio::io::AsyncReadExt;
-    let mut reader = tokio::fs::File::open(file).await.map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let size = reader.metadata().await.map_err(|e| format!("cannot read {}: {e}", file.display()))?.len();
+    let mut reader = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let size = reader
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .len();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = rpb::UploadModelRequest {
-        part: Some(rpb::upload_model_request::Part::Header(rpb::UploadModelHeader {
-            workspace: workspace.into(),
-            name: name.into(),
-            description: description.into(),
-            tags,
-            size_bytes: size,
-        })),
+        part: Some(rpb::upload_model_request::Part::Header(
+            rpb::UploadModelHeader {
+                workspace: workspace.into(),
+                name: name.into(),
+                description: description.into(),
+                tags,
+                size_bytes: size,
+            },
+        )),
     };
     let path = file.display().to_string();
     let sender = tokio::spawn(async move {
@@ -332,17 +570,25 @@ pub async fn register_model(
         let mut sent = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = reader.read(&mut buf).await.map_err(|e| format!("cannot read {path}: {e}"))?;
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
             if n == 0 {
                 break;
             }
             sent += n as u64;
-            let chunk = rpb::UploadModelRequest { part: Some(rpb::upload_model_request::Part::Chunk(buf[..n].to_vec())) };
+            let chunk = rpb::UploadModelRequest {
+                part: Some(rpb::upload_model_request::Part::Chunk(buf[..n].to_vec())),
+            };
             if tx.send(chunk).await.is_err() {
                 break;
             }
             if progress {
-                eprint!("\ruploading {path}: {:>3}% ({sent}/{size} bytes)", sent * 100 / size.max(1));
+                eprint!(
+                    "\ruploading {path}: {:>3}% ({sent}/{size} bytes)",
+                    sent * 100 / size.max(1)
+                );
             }
         }
         if progress {
@@ -350,7 +596,10 @@ pub async fn register_model(
         }
         Ok::<(), String>(())
     });
-    let result = hub.registry.upload_model(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let result = hub
+        .registry
+        .upload_model(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
     let read = sender.await.map_err(|e| format!("upload task: {e}"))?;
     let version = result.map_err(|s| describe_status(&s))?.into_inner();
     read?;
@@ -361,11 +610,20 @@ pub async fn register_model(
 ///
 /// # Errors
 /// A one-line message when the hub refuses or the stream breaks.
-pub async fn download_model(hub: &mut HubClient, workspace: &str, name: &str, reference: &str) -> Result<(rpb::ModelVersion, Vec<u8>), String> {
+pub async fn download_model(
+    hub: &mut HubClient,
+    workspace: &str,
+    name: &str,
+    reference: &str,
+) -> Result<(rpb::ModelVersion, Vec<u8>), String> {
     use futures::StreamExt;
     let mut stream = hub
         .registry
-        .download_model_version(rpb::GetModelVersionRequest { workspace: workspace.into(), name: name.into(), reference: reference.into() })
+        .download_model_version(rpb::GetModelVersionRequest {
+            workspace: workspace.into(),
+            name: name.into(),
+            reference: reference.into(),
+        })
         .await
         .map_err(|s| describe_status(&s))?
         .into_inner();
@@ -374,7 +632,9 @@ pub async fn download_model(hub: &mut HubClient, workspace: &str, name: &str, re
     while let Some(message) = stream.next().await {
         match message.map_err(|s| describe_status(&s))?.part {
             Some(rpb::download_model_version_response::Part::Version(v)) => info = Some(v),
-            Some(rpb::download_model_version_response::Part::Chunk(c)) => bytes.extend_from_slice(&c),
+            Some(rpb::download_model_version_response::Part::Chunk(c)) => {
+                bytes.extend_from_slice(&c)
+            }
             None => {}
         }
     }
@@ -388,7 +648,10 @@ pub fn agent_config(creds: &fpb::DeviceCredentials) -> shoal_agent::config::Agen
     let device = creds.device.clone().unwrap_or_default();
     AgentConfigFile {
         version: 1,
-        device: DeviceSection { id: device.id, workspace: device.workspace },
+        device: DeviceSection {
+            id: device.id,
+            workspace: device.workspace,
+        },
         hub: HubSection {
             mqtt_url: creds.mqtt_url.clone(),
             mqtt_username: creds.mqtt_username.clone(),
@@ -401,7 +664,8 @@ pub fn agent_config(creds: &fpb::DeviceCredentials) -> shoal_agent::config::Agen
 }
 
 fn agent_config_toml(creds: &fpb::DeviceCredentials) -> Result<String, String> {
-    let body = toml::to_string(&agent_config(creds)).map_err(|e| format!("cannot write the agent config: {e}"))?;
+    let body = toml::to_string(&agent_config(creds))
+        .map_err(|e| format!("cannot write the agent config: {e}"))?;
     Ok(format!("# Shoal agent config, written by `shoal device add`. Run: shoal-agent run --config THIS_FILE\n{body}"))
 }
 
@@ -415,8 +679,11 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn workspace_json(w: &wpb::Workspace) -> Value {
@@ -442,7 +709,13 @@ fn specs_text(specs: &[shoal_proto::device::TensorSpec]) -> Vec<String> {
                     None => "?".into(),
                 })
                 .collect();
-            let dtype = DataType::try_from(s.dtype).map(|d| d.as_str_name().trim_start_matches("DATA_TYPE_").to_lowercase()).unwrap_or_default();
+            let dtype = DataType::try_from(s.dtype)
+                .map(|d| {
+                    d.as_str_name()
+                        .trim_start_matches("DATA_TYPE_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
             format!("{}:{}[{}]", s.name, dtype, dims.join(","))
         })
         .collect()
@@ -471,7 +744,9 @@ fn phase_name(phase: i32) -> &'static str {
 /// A device as the CLI shows it.
 pub fn device_json(d: &fpb::Device) -> Value {
     let reported: ReportedState = d.reported.clone().unwrap_or_default();
-    let model_ref = |m: &Option<shoal_proto::device::ActiveModel>| m.as_ref().map(|m| format!("{}@{}", m.model, m.version));
+    let model_ref = |m: &Option<shoal_proto::device::ActiveModel>| {
+        m.as_ref().map(|m| format!("{}@{}", m.model, m.version))
+    };
     let update = reported.update.as_ref().map(|u| {
         json!({"revision": u.revision, "deployment": u.deployment, "model": format!("{}@{}", u.model, u.version), "phase": phase_name(u.phase),
                "error": u.error, "received_bytes": u.received_bytes, "total_bytes": u.total_bytes, "resumed_from": u.resumed_from})
@@ -488,7 +763,11 @@ pub fn device_json(d: &fpb::Device) -> Value {
 fn deployment_json(d: &dpb::Deployment) -> Value {
     let active = d.status.iter().filter(|s| s.state == "active").count();
     let failed = d.status.iter().filter(|s| s.state == "failed").count();
-    let status: Vec<Value> = d.status.iter().map(|s| json!({"device": s.device_id, "state": s.state, "error": s.error})).collect();
+    let status: Vec<Value> = d
+        .status
+        .iter()
+        .map(|s| json!({"device": s.device_id, "state": s.state, "error": s.error}))
+        .collect();
     json!({
         "workspace": d.workspace, "name": d.name, "model": d.model, "version": d.version, "model_version": format!("{}@{}", d.model, d.version),
         "model_reference": d.model_reference, "digest": d.digest, "devices": d.devices, "strategy": "all_at_once",

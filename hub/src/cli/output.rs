@@ -23,7 +23,10 @@ pub fn print_list(format: Format, columns: &[Column], rows: &[Value]) {
 /// Prints one object: as `key: value` lines, or as JSON.
 pub fn print_one(format: Format, value: &Value) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
         Format::Table => {
             if let Value::Object(map) = value {
                 let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
@@ -38,7 +41,12 @@ pub fn print_one(format: Format, value: &Value) {
 pub fn table(columns: &[Column], rows: &[Value]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| columns.iter().map(|(_, key)| cell(lookup(row, key))).collect())
+        .map(|row| {
+            columns
+                .iter()
+                .map(|(_, key)| cell(lookup(row, key)))
+                .collect()
+        })
         .collect();
     let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
     for row in &cells {
@@ -48,8 +56,11 @@ pub fn table(columns: &[Column], rows: &[Value]) -> String {
     }
     let mut out = String::new();
     let line = |values: Vec<&str>, out: &mut String| {
-        let padded: Vec<String> =
-            values.iter().zip(&widths).map(|(v, w)| format!("{v:w$}")).collect();
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:w$}"))
+            .collect();
         out.push_str(padded.join("  ").trim_end());
         out.push('\n');
     };
@@ -74,7 +85,11 @@ fn cell(value: &Value) -> String {
         Value::String(s) if s.is_empty() => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
-        Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(","),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     }
 }

@@ -16,7 +16,10 @@ impl MemoryStore {
     }
 
     fn with_tree<R>(&self, tree: &str, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> R) -> R {
-        let mut trees = self.trees.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut trees = self
+            .trees
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(trees.entry(tree.to_string()).or_default())
     }
 }

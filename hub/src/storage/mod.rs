@@ -22,7 +22,11 @@ pub enum StoreError {
     #[error("backend: {0}")]
     Backend(String),
     #[error("record {tree}/{key} is corrupt: {reason}")]
-    Corrupt { tree: String, key: String, reason: String },
+    Corrupt {
+        tree: String,
+        key: String,
+        reason: String,
+    },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -71,7 +75,8 @@ impl Records {
 
     /// Stores `value` only if `key` is absent. Returns whether it was stored.
     pub fn insert_new<T: Serialize>(&self, tree: &str, key: &str, value: &T) -> StoreResult<bool> {
-        self.store.compare_and_swap(tree, key, None, Some(&encode(value)?))
+        self.store
+            .compare_and_swap(tree, key, None, Some(&encode(value)?))
     }
 
     pub fn delete(&self, tree: &str, key: &str) -> StoreResult<bool> {
@@ -87,7 +92,12 @@ impl Records {
     }
 
     pub fn keys(&self, tree: &str, prefix: &str) -> StoreResult<Vec<String>> {
-        Ok(self.store.scan_prefix(tree, prefix)?.into_iter().map(|(k, _)| k).collect())
+        Ok(self
+            .store
+            .scan_prefix(tree, prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     pub fn count(&self, tree: &str, prefix: &str) -> StoreResult<usize> {
@@ -114,7 +124,10 @@ impl Records {
             };
             let next = change(decoded)?;
             let encoded = encode(&next)?;
-            if self.store.compare_and_swap(tree, key, current.as_deref(), Some(&encoded))? {
+            if self
+                .store
+                .compare_and_swap(tree, key, current.as_deref(), Some(&encoded))?
+            {
                 return Ok(next);
             }
         }
@@ -165,8 +178,12 @@ macro_rules! store_test_suite {
                 for key in ["ws1/b", "ws1/a", "ws2/a", "ws10/a"] {
                     store.put("t", key, key.as_bytes()).unwrap();
                 }
-                let keys: Vec<String> =
-                    store.scan_prefix("t", "ws1/").unwrap().into_iter().map(|(k, _)| k).collect();
+                let keys: Vec<String> = store
+                    .scan_prefix("t", "ws1/")
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
                 assert_eq!(keys, vec!["ws1/a".to_string(), "ws1/b".to_string()]);
                 assert_eq!(store.scan_prefix("t", "").unwrap().len(), 4);
             }
@@ -176,8 +193,12 @@ macro_rules! store_test_suite {
                 let (store, _guard) = $make;
                 assert!(store.compare_and_swap("t", "k", None, Some(b"1")).unwrap());
                 assert!(!store.compare_and_swap("t", "k", None, Some(b"2")).unwrap());
-                assert!(!store.compare_and_swap("t", "k", Some(b"9"), Some(b"2")).unwrap());
-                assert!(store.compare_and_swap("t", "k", Some(b"1"), Some(b"2")).unwrap());
+                assert!(!store
+                    .compare_and_swap("t", "k", Some(b"9"), Some(b"2"))
+                    .unwrap());
+                assert!(store
+                    .compare_and_swap("t", "k", Some(b"1"), Some(b"2"))
+                    .unwrap());
                 assert_eq!(store.get("t", "k").unwrap(), Some(b"2".to_vec()));
                 assert!(store.compare_and_swap("t", "k", Some(b"2"), None).unwrap());
                 assert_eq!(store.get("t", "k").unwrap(), None);
@@ -200,13 +221,16 @@ mod tests {
     #[test]
     fn update_retries_and_aborts() {
         let records = Records::new(Arc::new(MemoryStore::new()));
-        let n: u32 = records.update::<u32, StoreError>("t", "n", |v| Ok(v.unwrap_or(0) + 1)).unwrap();
+        let n: u32 = records
+            .update::<u32, StoreError>("t", "n", |v| Ok(v.unwrap_or(0) + 1))
+            .unwrap();
         assert_eq!(n, 1);
-        let n: u32 = records.update::<u32, StoreError>("t", "n", |v| Ok(v.unwrap_or(0) + 1)).unwrap();
+        let n: u32 = records
+            .update::<u32, StoreError>("t", "n", |v| Ok(v.unwrap_or(0) + 1))
+            .unwrap();
         assert_eq!(n, 2);
-        let aborted = records.update::<u32, StoreError>("t", "n", |_| {
-            Err(StoreError::Backend("no".into()))
-        });
+        let aborted =
+            records.update::<u32, StoreError>("t", "n", |_| Err(StoreError::Backend("no".into())));
         assert!(aborted.is_err());
         assert_eq!(records.get::<u32>("t", "n").unwrap(), Some(2));
     }

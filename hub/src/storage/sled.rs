@@ -45,7 +45,11 @@ fn key_string(tree: &str, key: &[u8]) -> StoreResult<String> {
 
 impl Store for SledStore {
     fn get(&self, tree: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.tree(tree)?.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn put(&self, tree: &str, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -73,7 +77,10 @@ impl Store for SledStore {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> StoreResult<bool> {
-        let result = self.tree(tree)?.compare_and_swap(key, expected, new).map_err(backend)?;
+        let result = self
+            .tree(tree)?
+            .compare_and_swap(key, expected, new)
+            .map_err(backend)?;
         Ok(result.is_ok())
     }
 

@@ -17,9 +17,19 @@ const AGENTS: usize = 20;
 const INFER_ROUNDS: usize = 3000;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        println!("# Shoal benchmark ({} cores, {})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH);
+        println!(
+            "# Shoal benchmark ({} cores, {})",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            std::env::consts::ARCH
+        );
         delivery().await;
         inference_overhead().await;
         footprint().await;
@@ -52,7 +62,10 @@ async fn delivery() {
             ids.push(id);
         }
         for id in &ids {
-            wait_for("online", || async { hub.device(id).await.online.then_some(()) }).await;
+            wait_for("online", || async {
+                hub.device(id).await.online.then_some(())
+            })
+            .await;
         }
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let start = Instant::now();
@@ -76,13 +89,26 @@ async fn delivery() {
 
 fn reachable(url: &str) -> bool {
     let address = url.trim_start_matches("mqtt://");
-    std::net::TcpStream::connect_timeout(&address.parse().expect("host:port"), Duration::from_secs(1)).is_ok()
+    std::net::TcpStream::connect_timeout(
+        &address.parse().expect("host:port"),
+        Duration::from_secs(1),
+    )
+    .is_ok()
 }
 
 struct Stats {
     mean_us: f64,
     p50_us: f64,
     p99_us: f64,
+}
+
+impl Stats {
+    fn show(&self) -> String {
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            self.mean_us, self.p50_us, self.p99_us
+        )
+    }
 }
 
 fn stats(mut samples: Vec<Duration>) -> Stats {
@@ -95,15 +121,42 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
-/// `/v1/infer` against calling tract directly on the same model and input.
+/// `/v1/infer` against calling tract directly on the same model and input, with two
+/// baselines that split the difference: the agent's JSON checks and conversion in-process
+/// (`run_json`), and a bare HTTP round trip to the same agent (`GET /healthz`).
 async fn inference_overhead() {
-    println!("\n## Inference: agent /v1/infer against tract called directly ({INFER_ROUNDS} sequential calls, batch 1)");
+    println!("\n## Inference: agent /v1/infer against tract called directly ({INFER_ROUNDS} sequential calls, batch 1, times in µs as mean / p50 / p99)");
     let hub = TestHub::builder().embedded().start().await;
     let dirs = tempfile::tempdir().expect("temp");
     let agent = TestAgent::start(hub.add_device("bench").await, &dirs.path().join("bench")).await;
-    println!("| model | direct tract mean / p50 / p99 (µs) | agent HTTP mean / p50 / p99 (µs) | overhead |");
-    println!("|---|---|---|---|");
-    for (i, sizes) in [vec![4, 16, 2], vec![4, 256, 256, 2], vec![4, 1024, 1024, 2]].into_iter().enumerate() {
+    let client = reqwest::Client::new();
+    let health_url = format!("http://{}/healthz", agent.http_addr);
+    let mut samples = Vec::with_capacity(INFER_ROUNDS);
+    for _ in 0..INFER_ROUNDS {
+        let start = Instant::now();
+        let bytes = client
+            .get(&health_url)
+            .send()
+            .await
+            .expect("healthz")
+            .bytes()
+            .await
+            .expect("body");
+        samples.push(start.elapsed());
+        std::hint::black_box(bytes);
+    }
+    let http_floor = stats(samples);
+    println!(
+        "bare HTTP round trip (GET /healthz, same client): {}",
+        http_floor.show()
+    );
+    println!();
+    println!("| model | tract direct | + JSON checks (run_json) | agent POST /v1/infer | agent overhead |");
+    println!("|---|---|---|---|---|");
+    for (i, sizes) in [vec![4, 16, 2], vec![4, 256, 256, 2], vec![4, 1024, 1024, 2]]
+        .into_iter()
+        .enumerate()
+    {
         let mlp = Mlp::seeded(&sizes, 3);
         let bytes = mlp.to_onnx();
         let name = format!("m{i}");
@@ -113,43 +166,61 @@ async fn inference_overhead() {
 
         let direct = LoadedModel::from_bytes(&bytes).expect("load");
         let row = [0.5f32, -1.0, 2.0, 4.0];
-        let mut samples = Vec::with_capacity(INFER_ROUNDS);
-        for _ in 0..INFER_ROUNDS {
-            let start = Instant::now();
-            let out = direct.run(vec![Tensor::f32(vec![1, 4], row.to_vec())]).expect("run");
-            samples.push(start.elapsed());
-            std::hint::black_box(out);
-        }
-        let direct_stats = stats(samples);
+        let direct_stats = time(|| {
+            std::hint::black_box(
+                direct
+                    .run(vec![Tensor::f32(vec![1, 4], row.to_vec())])
+                    .expect("run"),
+            );
+        });
+        let request: shoal_model::InferRequest =
+            serde_json::from_value(infer_body(&[row])).expect("request");
+        let json_stats = time(|| {
+            std::hint::black_box(direct.run_json(&request.inputs).expect("run_json"));
+        });
 
-        let client = reqwest::Client::new();
         let url = format!("http://{}/v1/infer", agent.http_addr);
         let body = infer_body(&[row]).to_string();
         let mut samples = Vec::with_capacity(INFER_ROUNDS);
         for _ in 0..INFER_ROUNDS {
             let start = Instant::now();
-            let response = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await.expect("infer");
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("infer");
             let bytes = response.bytes().await.expect("body");
             samples.push(start.elapsed());
             std::hint::black_box(bytes);
         }
         let http_stats = stats(samples);
+        let overhead = http_stats.mean_us - direct_stats.mean_us;
         println!(
-            "| MLP {:?} ({} KB) | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | +{:.1} µs ({:+.0}%) |",
+            "| MLP {:?} ({} KB) | {} | {} | {} | +{:.1} µs ({:+.0}%), of which {:.1} µs is the bare HTTP round trip |",
             sizes,
             bytes.len() / 1000,
-            direct_stats.mean_us,
-            direct_stats.p50_us,
-            direct_stats.p99_us,
-            http_stats.mean_us,
-            http_stats.p50_us,
-            http_stats.p99_us,
-            http_stats.mean_us - direct_stats.mean_us,
-            (http_stats.mean_us - direct_stats.mean_us) / direct_stats.mean_us * 100.0
+            direct_stats.show(),
+            json_stats.show(),
+            http_stats.show(),
+            overhead,
+            overhead / direct_stats.mean_us * 100.0,
+            http_floor.mean_us,
         );
     }
     agent.stop().await;
     hub.shutdown().await;
+}
+
+fn time(mut f: impl FnMut()) -> Stats {
+    let mut samples = Vec::with_capacity(INFER_ROUNDS);
+    for _ in 0..INFER_ROUNDS {
+        let start = Instant::now();
+        f();
+        samples.push(start.elapsed());
+    }
+    stats(samples)
 }
 
 /// The release `shoal-agent` binary: its size, and its resident memory serving a small model.
@@ -157,10 +228,17 @@ async fn footprint() {
     println!("\n## Agent footprint");
     let binary = agent_binary();
     let Ok(meta) = std::fs::metadata(&binary) else {
-        println!("{} not found: run `cargo build --release -p shoal-agent` first", binary.display());
+        println!(
+            "{} not found: run `cargo build --release -p shoal-agent` first",
+            binary.display()
+        );
         return;
     };
-    println!("shoal-agent binary (release, stripped): {:.2} MiB ({} bytes)", meta.len() as f64 / 1048576.0, meta.len());
+    println!(
+        "shoal-agent binary (release, stripped): {:.2} MiB ({} bytes)",
+        meta.len() as f64 / 1048576.0,
+        meta.len()
+    );
 
     let hub = TestHub::builder().embedded().start().await;
     let dirs = tempfile::tempdir().expect("temp");
@@ -169,7 +247,12 @@ async fn footprint() {
     std::fs::write(&config_path, toml_string(&config)).expect("write config");
     let port = free_port();
     let mut child = tokio::process::Command::new(&binary)
-        .args(["run", "--config", config_path.to_str().expect("utf-8 path"), "--data-dir"])
+        .args([
+            "run",
+            "--config",
+            config_path.to_str().expect("utf-8 path"),
+            "--data-dir",
+        ])
         .arg(dirs.path().join("rss-data"))
         .args(["--http-listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
@@ -177,10 +260,16 @@ async fn footprint() {
         .spawn()
         .expect("spawn shoal-agent");
     let pid = child.id().expect("pid");
-    wait_for("agent online", || async { hub.device("rss").await.online.then_some(()) }).await;
+    wait_for("agent online", || async {
+        hub.device("rss").await.online.then_some(())
+    })
+    .await;
     let idle = rss_kib(pid);
     let mlp = Mlp::seeded(&[4, 16, 2], 1);
-    let version = hub.register("small", &mlp.to_onnx()).await.expect("register");
+    let version = hub
+        .register("small", &mlp.to_onnx())
+        .await
+        .expect("register");
     hub.deploy("small", "small", "1", &["rss"]).await;
     hub.wait_for_active("rss", &version.digest).await;
     let client = reqwest::Client::new();
@@ -214,7 +303,11 @@ fn toml_string(config: &shoal_agent::config::AgentConfigFile) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// (VmRSS, VmHWM) in KiB.
