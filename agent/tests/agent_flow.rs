@@ -398,7 +398,6 @@ async fn reconnects_resubscribes_and_resumes_under_a_rate_limit() {
 
     let big = Mlp::seeded(&[64, 256, 256, 2], 3).to_onnx();
     let big_digest = hub.add_blob(&big);
-    let started = tokio::time::Instant::now();
     hub.desire(1, Some(hub.sign(&hub.key, "big", 1, &big)))
         .await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -412,15 +411,11 @@ async fn reconnects_resubscribes_and_resumes_under_a_rate_limit() {
     proxy.cut(Duration::from_millis(300)).await;
 
     let state = hub.wait_for_phase(1, UpdatePhase::Active).await;
-    let elapsed = started.elapsed();
     let update = state.update.unwrap();
     assert!(update.resumed_from > 0, "{update:?}");
     assert_eq!(state.active.unwrap().digest, big_digest);
-    let floor = Duration::from_secs_f64((big.len() as u64 - 32 * 1024) as f64 / rate as f64);
-    assert!(
-        elapsed >= floor,
-        "{elapsed:?} < {floor:?}: the rate limit was not honoured"
-    );
+    // The pacing itself is checked without a clock in download.rs's unit tests: a test
+    // never asserts wall-clock time.
     let mut statuses = hub.statuses.clone();
     tokio::time::timeout(
         WAIT,
