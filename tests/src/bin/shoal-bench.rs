@@ -15,6 +15,8 @@ use shoal_model::{LoadedModel, Tensor};
 
 const AGENTS: usize = 20;
 const INFER_ROUNDS: usize = 3000;
+/// Untimed calls before each timed series: connections, pools and caches warm.
+const WARMUP_ROUNDS: usize = 300;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,7 +134,7 @@ async fn inference_overhead() {
     let client = reqwest::Client::new();
     let health_url = format!("http://{}/healthz", agent.http_addr);
     let mut samples = Vec::with_capacity(INFER_ROUNDS);
-    for _ in 0..INFER_ROUNDS {
+    for round in 0..WARMUP_ROUNDS + INFER_ROUNDS {
         let start = Instant::now();
         let bytes = client
             .get(&health_url)
@@ -142,7 +144,9 @@ async fn inference_overhead() {
             .bytes()
             .await
             .expect("body");
-        samples.push(start.elapsed());
+        if round >= WARMUP_ROUNDS {
+            samples.push(start.elapsed());
+        }
         std::hint::black_box(bytes);
     }
     let http_floor = stats(samples);
@@ -182,7 +186,7 @@ async fn inference_overhead() {
         let url = format!("http://{}/v1/infer", agent.http_addr);
         let body = infer_body(&[row]).to_string();
         let mut samples = Vec::with_capacity(INFER_ROUNDS);
-        for _ in 0..INFER_ROUNDS {
+        for round in 0..WARMUP_ROUNDS + INFER_ROUNDS {
             let start = Instant::now();
             let response = client
                 .post(&url)
@@ -192,7 +196,9 @@ async fn inference_overhead() {
                 .await
                 .expect("infer");
             let bytes = response.bytes().await.expect("body");
-            samples.push(start.elapsed());
+            if round >= WARMUP_ROUNDS {
+                samples.push(start.elapsed());
+            }
             std::hint::black_box(bytes);
         }
         let http_stats = stats(samples);
@@ -215,10 +221,12 @@ async fn inference_overhead() {
 
 fn time(mut f: impl FnMut()) -> Stats {
     let mut samples = Vec::with_capacity(INFER_ROUNDS);
-    for _ in 0..INFER_ROUNDS {
+    for round in 0..WARMUP_ROUNDS + INFER_ROUNDS {
         let start = Instant::now();
         f();
-        samples.push(start.elapsed());
+        if round >= WARMUP_ROUNDS {
+            samples.push(start.elapsed());
+        }
     }
     stats(samples)
 }
