@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
+use shoal_proto::mqtt_url::MqttUrl;
 use thiserror::Error;
 
 /// The commented example configuration, printed by `shoal-agent print-default-config`.
@@ -39,7 +40,7 @@ pub const MAX_DOWNLOAD_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 /// How long the agent waits for the next chunk before asking again.
 pub const DEFAULT_CHUNK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The port of `mqtt://host` without one.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
+pub const DEFAULT_MQTT_PORT: u16 = shoal_proto::mqtt_url::DEFAULT_PORT;
 
 /// Why a configuration cannot be used. Every message names the field and the problem.
 #[derive(Debug, Error)]
@@ -313,73 +314,18 @@ fn check_topic_prefix(prefix: &str) -> ConfigResult<()> {
     Ok(())
 }
 
-/// Splits `mqtt://host[:port]` (or `tcp://`) into host and port.
+/// Splits `mqtt://host[:port]` (or `tcp://`) into host and port. Credentials belong in
+/// `hub.mqtt_username` and `hub.mqtt_password`, not in the URL.
 fn parse_mqtt_url(url: &str) -> ConfigResult<(String, u16)> {
     const FIELD: &str = "hub.mqtt_url";
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let parsed = MqttUrl::parse(url).map_err(|e| invalid(FIELD, e.0))?;
+    if parsed.username.is_some() {
         return Err(invalid(
             FIELD,
-            format!("expected mqtt://host:port, got '{url}'"),
-        ));
-    };
-    match scheme {
-        "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" | "ws" | "wss" => {
-            return Err(invalid(
-                FIELD,
-                format!("scheme '{scheme}' is not supported by this build; use mqtt://"),
-            ))
-        }
-        other => {
-            return Err(invalid(
-                FIELD,
-                format!("unknown scheme '{other}'; expected mqtt://host:port"),
-            ))
-        }
-    }
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains(['/', '?', '#', '@']) {
-        return Err(invalid(
-            FIELD,
-            format!("expected mqtt://host:port with no path, query or user, got '{url}'"),
+            "put credentials in hub.mqtt_username and hub.mqtt_password, not in the url",
         ));
     }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        // An IPv6 literal: [::1]:1883.
-        let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(invalid(FIELD, format!("unclosed '[' in '{url}'")));
-        };
-        match after {
-            "" => (host, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None => {
-                    return Err(invalid(
-                        FIELD,
-                        format!("unexpected '{after}' after the host in '{url}'"),
-                    ))
-                }
-            },
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(invalid(FIELD, format!("no host in '{url}'")));
-    }
-    let port = match port {
-        None => DEFAULT_MQTT_PORT,
-        Some(text) => match text.parse::<u16>() {
-            Ok(0) | Err(_) => {
-                return Err(invalid(FIELD, format!("'{text}' is not a port (1-65535)")))
-            }
-            Ok(port) => port,
-        },
-    };
-    Ok((host.to_string(), port))
+    Ok((parsed.host, parsed.port))
 }
 
 fn parse_public_key(text: &str) -> ConfigResult<VerifyingKey> {

@@ -21,63 +21,14 @@ pub enum MqttMode {
     External { url: MqttUrl },
 }
 
-/// `mqtt://[user:password@]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    pub host: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
+pub use shoal_proto::mqtt_url::MqttUrl;
 
-impl MqttUrl {
-    /// # Errors
-    /// `InvalidArgument` naming what is wrong with the URL.
-    pub fn parse(url: &str) -> HubResult<MqttUrl> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                HubError::invalid(format!(
-                    "mqtt url '{url}' must start with mqtt:// (TLS comes later)"
-                ))
-            })?;
-        let rest = rest.trim_end_matches('/');
-        let (credentials, address) = match rest.rsplit_once('@') {
-            Some((c, a)) => (Some(c), a),
-            None => (None, rest),
-        };
-        let (host, port) = match address.rsplit_once(':') {
-            Some((h, p)) => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| HubError::invalid(format!("mqtt url '{url}': bad port '{p}'")))?;
-                (h.to_string(), port)
-            }
-            None => (address.to_string(), 1883),
-        };
-        if host.is_empty() {
-            return Err(HubError::invalid(format!("mqtt url '{url}' has no host")));
-        }
-        let (username, password) = match credentials {
-            None => (None, None),
-            Some(c) => match c.split_once(':') {
-                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                None => (Some(c.to_string()), None),
-            },
-        };
-        Ok(MqttUrl {
-            host,
-            port,
-            username,
-            password,
-        })
-    }
-
-    /// The URL without credentials, as devices are told it.
-    pub fn without_credentials(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
-    }
+/// Parses a broker URL for the hub.
+///
+/// # Errors
+/// `InvalidArgument` naming the URL and the problem.
+pub fn parse_mqtt_url(url: &str) -> HubResult<MqttUrl> {
+    MqttUrl::parse(url).map_err(|e| HubError::invalid(format!("mqtt url '{url}': {e}")))
 }
 
 /// Everything `shoal-hub serve` needs.
@@ -153,30 +104,6 @@ fn parse_default(addr: &str) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_mqtt_urls() {
-        let url = MqttUrl::parse("mqtt://hub:secret@10.0.0.5:1884").unwrap();
-        assert_eq!(
-            url,
-            MqttUrl {
-                host: "10.0.0.5".into(),
-                port: 1884,
-                username: Some("hub".into()),
-                password: Some("secret".into())
-            }
-        );
-        assert_eq!(url.without_credentials(), "mqtt://10.0.0.5:1884");
-        assert_eq!(MqttUrl::parse("mqtt://broker").unwrap().port, 1883);
-        assert!(MqttUrl::parse("http://broker")
-            .unwrap_err()
-            .to_string()
-            .contains("mqtt://"));
-        assert!(MqttUrl::parse("mqtt://broker:x")
-            .unwrap_err()
-            .to_string()
-            .contains("bad port"));
-    }
 
     #[test]
     fn refuses_wildcard_prefixes() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
+use shoal_hub::{Hub, HubConfig, MqttMode};
 
 /// EX_USAGE: the configuration was wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -59,7 +59,7 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.http_listen = args.http_listen;
     config.mqtt = match args.mqtt_url {
         Some(url) => MqttMode::External {
-            url: MqttUrl::parse(&url)?,
+            url: shoal_hub::config::parse_mqtt_url(&url)?,
         },
         None => MqttMode::Embedded {
             listen: args.mqtt_listen,

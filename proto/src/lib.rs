@@ -7,8 +7,9 @@
 //! # Layout
 //! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
 //! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the hub's gRPC services.
-//! - [`topics`]: the MQTT topic layout.
+//! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs.
 
+pub mod mqtt_url;
 pub mod topics;
 
 /// MQTT payloads between the hub and devices.
