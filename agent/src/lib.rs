@@ -9,6 +9,7 @@
 //! - [`config`]: the TOML file (`AgentConfigFile`), command-line overrides, the checked `AgentConfig`.
 //! - [`agent`]: `Agent::bind` → `BoundAgent::run(shutdown)`, the task layout and shutdown order.
 //! - [`boot`]: booting into the last good model from `state.json`.
+//! - [`buffer`]: the sled store-and-forward buffer of telemetry windows, with drop accounting.
 //! - [`store`]: the data directory: models, partial downloads, atomic `state.json`.
 //! - [`manifest`]: verifying signed manifests with the hub key.
 //! - [`download`]: window and offset bookkeeping of one blob download (no I/O).
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod buffer;
 pub mod config;
 pub mod download;
 pub mod error;
