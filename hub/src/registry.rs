@@ -55,6 +55,8 @@ impl ModelVersion {
             size_bytes: self.size_bytes,
             signature: Some(signature_to_wire(&self.signature)),
             created_at_ms: self.created_at_ms,
+            // Baselines arrive with drift monitoring; until then devices summarise nothing.
+            features: Vec::new(),
         }
     }
 }

@@ -19,6 +19,8 @@ pub mod leaf {
     pub const BLOB_REQUEST: &str = "blob/req";
     /// Blob chunks from the hub.
     pub const BLOB_RESPONSE: &str = "blob/res";
+    /// Closed telemetry windows from the agent.
+    pub const TELEMETRY: &str = "telemetry";
 }
 
 /// The topics of one device.
@@ -52,6 +54,10 @@ impl DeviceTopics {
 
     pub fn blob_response(&self) -> String {
         self.leaf(leaf::BLOB_RESPONSE)
+    }
+
+    pub fn telemetry(&self) -> String {
+        self.leaf(leaf::TELEMETRY)
     }
 
     fn leaf(&self, leaf: &str) -> String {

@@ -56,6 +56,54 @@ pub struct Manifest {
     /// Unix milliseconds at which the version was registered.
     #[prost(int64, tag = "7")]
     pub created_at_ms: i64,
+    /// The drift baseline's features, so the device bins its inputs exactly as the baseline did.
+    /// Empty: the model has no baseline and the device summarises no features.
+    #[prost(message, repeated, tag = "8")]
+    pub features: ::prost::alloc::vec::Vec<FeatureSpec>,
+}
+/// One monitored feature: where it comes from in the model's inputs, and how to summarise it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeatureSpec {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The model input the feature is read from, and its position along the last axis.
+    #[prost(string, tag = "2")]
+    pub input: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub column: u32,
+    #[prost(oneof = "feature_spec::Kind", tags = "4, 5")]
+    pub kind: ::core::option::Option<feature_spec::Kind>,
+}
+/// Nested message and enum types in `FeatureSpec`.
+pub mod feature_spec {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "4")]
+        Numeric(super::NumericBins),
+        #[prost(message, tag = "5")]
+        Categorical(super::CategoricalVocabulary),
+    }
+}
+/// Interior cut points (the baseline's deciles); the first and last bins are open. `min` and
+/// `max` are the baseline's observed range, for the below/above counters.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NumericBins {
+    #[prost(double, repeated, tag = "1")]
+    pub edges: ::prost::alloc::vec::Vec<f64>,
+    #[prost(double, tag = "2")]
+    pub min: f64,
+    #[prost(double, tag = "3")]
+    pub max: f64,
+}
+/// The baseline's top values; anything else counts as OTHER.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CategoricalVocabulary {
+    #[prost(string, repeated, tag = "1")]
+    pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// A manifest as the exact bytes the hub signed, plus the ed25519 signature over them.
 #[allow(clippy::all)]
@@ -177,6 +225,149 @@ pub struct BlobChunk {
     pub total_size: u64,
     #[prost(string, tag = "5")]
     pub error: ::prost::alloc::string::String,
+}
+/// Mergeable moments (count, mean, sum of squared deviations, range).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Moments {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+    #[prost(double, tag = "2")]
+    pub mean: f64,
+    #[prost(double, tag = "3")]
+    pub m2: f64,
+    #[prost(double, tag = "4")]
+    pub min: f64,
+    #[prost(double, tag = "5")]
+    pub max: f64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NumericCounts {
+    /// One count per bin: edges.len() + 1.
+    #[prost(uint64, repeated, tag = "1")]
+    pub bins: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "2")]
+    pub below_min: u64,
+    #[prost(uint64, tag = "3")]
+    pub above_max: u64,
+    #[prost(uint64, tag = "4")]
+    pub nulls: u64,
+    #[prost(uint64, tag = "5")]
+    pub nans: u64,
+    #[prost(message, optional, tag = "6")]
+    pub moments: ::core::option::Option<Moments>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CategoricalCounts {
+    /// One count per vocabulary value, then OTHER.
+    #[prost(uint64, repeated, tag = "1")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "2")]
+    pub nulls: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FeatureWindow {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(oneof = "feature_window::Kind", tags = "2, 3")]
+    pub kind: ::core::option::Option<feature_window::Kind>,
+}
+/// Nested message and enum types in `FeatureWindow`.
+pub mod feature_window {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "2")]
+        Numeric(super::NumericCounts),
+        #[prost(message, tag = "3")]
+        Categorical(super::CategoricalCounts),
+    }
+}
+/// Latency in fixed base-2 buckets of microseconds: bucket i counts \[2^(i-1), 2^i) µs, bucket 0
+/// counts under 1 µs. Fixed buckets make windows from any device add up exactly.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LatencyHistogram {
+    #[prost(uint64, repeated, tag = "1")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
+}
+/// The model's outputs: argmax class counts (classification) and how many had more classes
+/// than are counted.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OutputWindow {
+    #[prost(uint64, repeated, tag = "1")]
+    pub class_counts: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "2")]
+    pub other: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct DeviceHealth {
+    #[prost(float, tag = "1")]
+    pub cpu_percent: f32,
+    #[prost(uint64, tag = "2")]
+    pub rss_bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub disk_free_bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub buffer_records: u64,
+    #[prost(uint64, tag = "5")]
+    pub buffer_bytes: u64,
+}
+/// Everything the device's telemetry buffer ever dropped, cumulative, by reason.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DropCounts {
+    #[prost(uint64, tag = "1")]
+    pub cap_records: u64,
+    #[prost(uint64, tag = "2")]
+    pub age_records: u64,
+    #[prost(uint64, tag = "3")]
+    pub corrupt_records: u64,
+    /// Inferences summarised by the dropped windows.
+    #[prost(uint64, tag = "4")]
+    pub items: u64,
+    #[prost(uint64, tag = "5")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "6")]
+    pub store_resets: u64,
+}
+/// One closed telemetry window of one device and model version (on `.../telemetry`). The hub
+/// removes duplicates by (device, boot_epoch, seq).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TelemetryWindow {
+    #[prost(string, tag = "1")]
+    pub device_id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub boot_epoch: u64,
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    #[prost(int64, tag = "4")]
+    pub start_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub end_ms: i64,
+    #[prost(message, optional, tag = "6")]
+    pub model: ::core::option::Option<ActiveModel>,
+    #[prost(uint64, tag = "7")]
+    pub inferences: u64,
+    /// Errors by kind (bad_input, inference, …).
+    #[prost(map = "string, uint64", tag = "8")]
+    pub errors: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
+    #[prost(message, optional, tag = "9")]
+    pub latency: ::core::option::Option<LatencyHistogram>,
+    #[prost(message, repeated, tag = "10")]
+    pub features: ::prost::alloc::vec::Vec<FeatureWindow>,
+    #[prost(message, optional, tag = "11")]
+    pub outputs: ::core::option::Option<OutputWindow>,
+    #[prost(message, optional, tag = "12")]
+    pub health: ::core::option::Option<DeviceHealth>,
+    #[prost(message, optional, tag = "13")]
+    pub dropped: ::core::option::Option<DropCounts>,
 }
 /// Element type of a tensor, as ONNX names them.
 #[allow(clippy::all)]
