@@ -77,6 +77,7 @@ pub struct BoundHub {
     registry: Registry,
     fleet: Fleet,
     deployments: Deployments,
+    publisher: mqtt::MqttPublisher,
     mqtt_client: rumqttc::AsyncClient,
     mqtt_eventloop: rumqttc::EventLoop,
     artifacts: ArtifactStore,
@@ -146,7 +147,7 @@ impl Hub {
             registry.clone(),
             fleet.clone(),
             keys.clone(),
-            publisher,
+            publisher.clone(),
         );
         let grpc = TcpListener::bind(config.grpc_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
@@ -162,6 +163,7 @@ impl Hub {
             registry,
             fleet,
             deployments,
+            publisher,
             mqtt_client,
             mqtt_eventloop,
             artifacts,
@@ -271,6 +273,7 @@ impl BoundHub {
                 advertised_mqtt_url: self.advertised_mqtt_url.clone(),
                 topic_prefix: self.config.topic_prefix.clone(),
                 hub_public_key: self.keys.public_key_hex(),
+                publisher: self.publisher.clone(),
             },
             auth.clone(),
         );

@@ -61,6 +61,24 @@ impl MqttPublisher {
     }
 }
 
+impl MqttPublisher {
+    /// Clears a removed device's retained topics, so nothing stale greets a device that is
+    /// enrolled again under the same id.
+    ///
+    /// # Errors
+    /// When the client's event loop is gone.
+    pub async fn clear_retained(&self, workspace: &str, device: &str) -> HubResult<()> {
+        let topics = DeviceTopics::new(&self.prefix, workspace, device);
+        for topic in [topics.desired(), topics.state(), topics.status()] {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, true, Vec::new())
+                .await
+                .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// Creates the client; nothing is sent until [`run`] polls the event loop.
 pub fn connect(target: &MqttTarget) -> (MqttPublisher, AsyncClient, EventLoop) {
     let mut suffix = [0u8; 6];

@@ -11,6 +11,8 @@ pub struct FleetApi {
     pub advertised_mqtt_url: String,
     pub topic_prefix: String,
     pub hub_public_key: String,
+    /// Clears a removed device's retained topics.
+    pub publisher: crate::mqtt::MqttPublisher,
 }
 
 pub(crate) fn device_to_wire(d: Device) -> pb::Device {
@@ -89,8 +91,11 @@ impl FleetService for FleetApi {
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let r = request.into_inner();
-        self.fleet
-            .remove(workspace_or_default(&r.workspace), &r.id)
+        let workspace = workspace_or_default(&r.workspace);
+        self.fleet.remove(workspace, &r.id).map_err(status)?;
+        self.publisher
+            .clear_retained(workspace, &r.id)
+            .await
             .map_err(status)?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
