@@ -113,7 +113,7 @@ pub(crate) mod tests {
             size_bytes: size,
             signature: None,
             created_at_ms: 1,
-            features: Vec::new(),
+            ..Default::default()
         }
     }
 

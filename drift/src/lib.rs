@@ -10,7 +10,8 @@
 //! chi-square per categorical feature and per classifier output, and a [`DriftStatus`] read
 //! from PSI and JS bands, or "not enough data" below a minimum number of values.
 //!
-//! The crate is pure computation: no async runtime, no network, no file system.
+//! The crate is pure computation: no async runtime, no network, no file system. Its only
+//! dependency on the rest of Shoal is the protobuf messages that carry its types ([`wire`]).
 //!
 //! # Layout
 //! - [`moments`]: count, mean, variance, min and max that merge exactly.
@@ -20,6 +21,7 @@
 //!   the hub.
 //! - [`metrics`]: PSI, Jensen–Shannon, KS, Wasserstein and chi-square over count vectors.
 //! - [`report`]: drift status bands and the evaluation of a window against its baseline.
+//! - [`wire`]: conversions to and from the protobuf forms in manifests and telemetry.
 
 pub mod baseline;
 pub mod metrics;
@@ -27,6 +29,7 @@ pub mod moments;
 pub mod profile;
 pub mod report;
 pub mod summary;
+pub mod wire;
 
 pub use baseline::{
     decile_edges, Baseline, BaselineError, CategoricalBaseline, ClassBaseline, DistributionError,

@@ -56,7 +56,7 @@ impl ModelVersion {
             signature: Some(signature_to_wire(&self.signature)),
             created_at_ms: self.created_at_ms,
             // Baselines arrive with drift monitoring; until then devices summarise nothing.
-            features: Vec::new(),
+            ..Default::default()
         }
     }
 }

@@ -272,7 +272,7 @@ impl FakeHub {
             size_bytes: bytes.len() as u64,
             signature: None,
             created_at_ms: 1,
-            features: Vec::new(),
+            ..Default::default()
         };
         let manifest = manifest.encode_to_vec();
         let signature = key.sign(&manifest).to_bytes().to_vec();

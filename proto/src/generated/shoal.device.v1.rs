@@ -60,8 +60,13 @@ pub struct Manifest {
     /// Empty: the model has no baseline and the device summarises no features.
     #[prost(message, repeated, tag = "8")]
     pub features: ::prost::alloc::vec::Vec<FeatureSpec>,
+    #[prost(message, repeated, tag = "9")]
+    pub outputs: ::prost::alloc::vec::Vec<OutputSpec>,
+    /// Rows in the baseline data set.
+    #[prost(uint64, tag = "10")]
+    pub baseline_rows: u64,
 }
-/// One monitored feature: where it comes from in the model's inputs, and how to summarise it.
+/// One monitored feature: where it comes from in the model's inputs, and its baseline.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FeatureSpec {
@@ -81,29 +86,62 @@ pub mod feature_spec {
     #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         #[prost(message, tag = "4")]
-        Numeric(super::NumericBins),
+        Numeric(super::NumericBaseline),
         #[prost(message, tag = "5")]
-        Categorical(super::CategoricalVocabulary),
+        Categorical(super::CategoricalBaseline),
     }
 }
-/// Interior cut points (the baseline's deciles); the first and last bins are open. `min` and
-/// `max` are the baseline's observed range, for the below/above counters.
+/// A numeric feature's baseline: interior cut points (the deciles; the first and last bins
+/// are open), the count per bin, the moments (whose min and max define out of range) and nulls.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct NumericBins {
+pub struct NumericBaseline {
     #[prost(double, repeated, tag = "1")]
     pub edges: ::prost::alloc::vec::Vec<f64>,
-    #[prost(double, tag = "2")]
-    pub min: f64,
-    #[prost(double, tag = "3")]
-    pub max: f64,
+    #[prost(uint64, repeated, tag = "2")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
+    #[prost(message, optional, tag = "3")]
+    pub moments: ::core::option::Option<Moments>,
+    #[prost(uint64, tag = "4")]
+    pub nulls: u64,
 }
-/// The baseline's top values; anything else counts as OTHER.
+/// A categorical feature's baseline: its top values, the count of each and then of OTHER.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct CategoricalVocabulary {
+pub struct CategoricalBaseline {
     #[prost(string, repeated, tag = "1")]
-    pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    pub vocabulary: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "3")]
+    pub nulls: u64,
+}
+/// The baseline of a model output, for prediction drift: argmax classes (counts per class,
+/// then one overflow bin) or a numeric histogram.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OutputSpec {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(oneof = "output_spec::Kind", tags = "2, 3")]
+    pub kind: ::core::option::Option<output_spec::Kind>,
+}
+/// Nested message and enum types in `OutputSpec`.
+pub mod output_spec {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "2")]
+        Classes(super::ClassBaseline),
+        #[prost(message, tag = "3")]
+        Numeric(super::NumericBaseline),
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClassBaseline {
+    #[prost(uint64, repeated, tag = "1")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
 }
 /// A manifest as the exact bytes the hub signed, plus the ed25519 signature over them.
 #[allow(clippy::all)]
@@ -294,15 +332,32 @@ pub struct LatencyHistogram {
     #[prost(uint64, repeated, tag = "1")]
     pub counts: ::prost::alloc::vec::Vec<u64>,
 }
-/// The model's outputs: argmax class counts (classification) and how many had more classes
-/// than are counted.
+/// One model output's summary in a window, shaped like its `OutputSpec`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OutputWindow {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(oneof = "output_window::Kind", tags = "2, 3")]
+    pub kind: ::core::option::Option<output_window::Kind>,
+}
+/// Nested message and enum types in `OutputWindow`.
+pub mod output_window {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        /// Argmax class counts, then the overflow bin.
+        #[prost(message, tag = "2")]
+        Classes(super::ClassCounts),
+        #[prost(message, tag = "3")]
+        Numeric(super::NumericCounts),
+    }
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct OutputWindow {
+pub struct ClassCounts {
     #[prost(uint64, repeated, tag = "1")]
-    pub class_counts: ::prost::alloc::vec::Vec<u64>,
-    #[prost(uint64, tag = "2")]
-    pub other: u64,
+    pub counts: ::prost::alloc::vec::Vec<u64>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -362,8 +417,8 @@ pub struct TelemetryWindow {
     pub latency: ::core::option::Option<LatencyHistogram>,
     #[prost(message, repeated, tag = "10")]
     pub features: ::prost::alloc::vec::Vec<FeatureWindow>,
-    #[prost(message, optional, tag = "11")]
-    pub outputs: ::core::option::Option<OutputWindow>,
+    #[prost(message, repeated, tag = "11")]
+    pub outputs: ::prost::alloc::vec::Vec<OutputWindow>,
     #[prost(message, optional, tag = "12")]
     pub health: ::core::option::Option<DeviceHealth>,
     #[prost(message, optional, tag = "13")]
