@@ -21,6 +21,8 @@ pub mod leaf {
     pub const BLOB_RESPONSE: &str = "blob/res";
     /// Closed telemetry windows from the agent.
     pub const TELEMETRY: &str = "telemetry";
+    /// The hub's acknowledgements of stored windows.
+    pub const TELEMETRY_ACK: &str = "telemetry/ack";
 }
 
 /// The topics of one device.
@@ -58,6 +60,10 @@ impl DeviceTopics {
 
     pub fn telemetry(&self) -> String {
         self.leaf(leaf::TELEMETRY)
+    }
+
+    pub fn telemetry_ack(&self) -> String {
+        self.leaf(leaf::TELEMETRY_ACK)
     }
 
     fn leaf(&self, leaf: &str) -> String {

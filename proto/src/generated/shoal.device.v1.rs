@@ -424,6 +424,15 @@ pub struct TelemetryWindow {
     #[prost(message, optional, tag = "13")]
     pub dropped: ::core::option::Option<DropCounts>,
 }
+/// The hub's acknowledgement of telemetry windows it has stored (on `.../telemetry/ack`). The
+/// agent keeps a window in its buffer until this arrives: an end-to-end acknowledgement, which
+/// a broker's PUBACK is not when the hub was offline.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TelemetryAck {
+    #[prost(uint64, repeated, tag = "1")]
+    pub seqs: ::prost::alloc::vec::Vec<u64>,
+}
 /// Element type of a tensor, as ONNX names them.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
