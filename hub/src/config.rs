@@ -45,6 +45,8 @@ pub struct HubConfig {
     pub advertised_mqtt_url: Option<String>,
     pub max_model_bytes: u64,
     pub shutdown_grace: std::time::Duration,
+    /// How long raw telemetry windows are kept; hourly roll-ups stay longer.
+    pub telemetry_retention: std::time::Duration,
 }
 
 impl HubConfig {
@@ -61,6 +63,7 @@ impl HubConfig {
             advertised_mqtt_url: None,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            telemetry_retention: crate::telemetry::DEFAULT_RAW_RETENTION,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`artifacts`]: content-addressed blobs (sha256) on disk.
 //! - [`auth`]: admin token, manifest signing key, device passwords.
 //! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the domain.
+//! - [`telemetry`]: windows from devices, stored once, rolled up hourly, merged into drift reports.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
 //! - [`mqtt`]: the hub's MQTT client: device status and state in, desired state and chunks out.
 //! - [`api`]: tonic services (wire ↔ domain only); [`http`]: health over HTTP.
@@ -31,6 +32,7 @@ pub mod mqtt;
 pub mod registry;
 pub mod shutdown;
 pub mod storage;
+pub mod telemetry;
 pub mod workspace;
 
 use std::future::Future;
@@ -62,6 +64,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How often raw telemetry past its retention is deleted.
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub struct Hub;
 
 /// A hub whose storage is open and whose sockets are bound, ready to [`run`](BoundHub::run).
@@ -77,6 +82,7 @@ pub struct BoundHub {
     registry: Registry,
     fleet: Fleet,
     deployments: Deployments,
+    telemetry: telemetry::Telemetry,
     publisher: mqtt::MqttPublisher,
     mqtt_client: rumqttc::AsyncClient,
     mqtt_eventloop: rumqttc::EventLoop,
@@ -149,6 +155,7 @@ impl Hub {
             keys.clone(),
             publisher.clone(),
         );
+        let telemetry = telemetry::Telemetry::new(records.clone(), registry.clone(), fleet.clone());
         let grpc = TcpListener::bind(config.grpc_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         Ok(BoundHub {
@@ -163,6 +170,7 @@ impl Hub {
             registry,
             fleet,
             deployments,
+            telemetry,
             publisher,
             mqtt_client,
             mqtt_eventloop,
@@ -225,10 +233,36 @@ impl BoundHub {
             fleet: self.fleet.clone(),
             deployments: self.deployments.clone(),
             artifacts: self.artifacts.clone(),
+            telemetry: self.telemetry.clone(),
             client: self.mqtt_client.clone(),
             connected: Arc::new(connected_tx),
         };
         tasks.spawn(mqtt::run(mqtt_context, self.mqtt_eventloop, cancel.clone()));
+
+        let retention_cancel = cancel.clone();
+        let (retained, retention) = (self.telemetry.clone(), self.config.telemetry_retention);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = retention_cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let telemetry = retained.clone();
+                match tokio::task::spawn_blocking(move || {
+                    telemetry.enforce_retention(now_ms(), retention)
+                })
+                .await
+                {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(deleted)) => {
+                        tracing::info!(deleted, "raw telemetry windows past retention deleted")
+                    }
+                    Ok(Err(error)) => tracing::warn!(%error, "telemetry retention failed"),
+                    Err(error) => tracing::warn!(%error, "telemetry retention task failed"),
+                }
+            }
+        });
 
         let http_cancel = cancel.clone();
         let http = self.http;
@@ -250,6 +284,7 @@ impl BoundHub {
             deployment::deployment_service_server::DeploymentServiceServer,
             fleet::fleet_service_server::FleetServiceServer,
             registry::registry_service_server::RegistryServiceServer,
+            telemetry::telemetry_service_server::TelemetryServiceServer,
             workspace::workspace_service_server::WorkspaceServiceServer,
         };
         let max_message = 4 * 1024 * 1024;
@@ -281,6 +316,12 @@ impl BoundHub {
             api::DeploymentApi {
                 deployments: self.deployments.clone(),
             },
+            auth.clone(),
+        );
+        let telemetry_api = TelemetryServiceServer::with_interceptor(
+            api::TelemetryApi {
+                telemetry: self.telemetry.clone(),
+            },
             auth,
         );
         // Storage is open and the broker is up: tell probes the services are ready.
@@ -296,6 +337,9 @@ impl BoundHub {
         health_reporter
             .set_serving::<DeploymentServiceServer<api::DeploymentApi>>()
             .await;
+        health_reporter
+            .set_serving::<TelemetryServiceServer<api::TelemetryApi>>()
+            .await;
 
         tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
@@ -307,6 +351,7 @@ impl BoundHub {
             .add_service(registry_api)
             .add_service(fleet_api)
             .add_service(deployment_api)
+            .add_service(telemetry_api)
             .serve_with_incoming_shutdown(incoming, async move {
                 tokio::select! {
                     _ = shutdown => {}

@@ -51,6 +51,9 @@ struct ServeArgs {
     /// The largest model an upload may carry.
     #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MAX_MODEL_BYTES)]
     max_model_bytes: u64,
+    /// Hours raw telemetry windows are kept (hourly roll-ups stay).
+    #[arg(long, default_value_t = 7 * 24)]
+    telemetry_retention_hours: u64,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -68,6 +71,8 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.advertised_mqtt_url = args.advertise_mqtt_url;
     config.topic_prefix = args.topic_prefix;
     config.max_model_bytes = args.max_model_bytes;
+    config.telemetry_retention =
+        std::time::Duration::from_secs(args.telemetry_retention_hours * 3600);
     config.validate()?;
     Ok(config)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prost::Message;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use shoal_proto::device::{BlobChunk, BlobRequest, DesiredState, DeviceStatus};
+use shoal_proto::device::{BlobChunk, BlobRequest, DesiredState, DeviceStatus, TelemetryAck};
 use shoal_proto::topics::{self, leaf, DeviceTopics};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -110,6 +110,7 @@ pub struct MqttContext {
     pub fleet: Fleet,
     pub deployments: Deployments,
     pub artifacts: ArtifactStore,
+    pub telemetry: crate::telemetry::Telemetry,
     pub client: AsyncClient,
     /// Set once the first subscription is acknowledged, for readiness (health).
     pub connected: Arc<tokio::sync::watch::Sender<bool>>,
@@ -167,7 +168,12 @@ fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
         Event::Incoming(Packet::ConnAck(_)) => {
             let context = context.clone();
             tokio::spawn(async move {
-                for leaf in [leaf::STATUS, leaf::STATE, leaf::BLOB_REQUEST] {
+                for leaf in [
+                    leaf::STATUS,
+                    leaf::STATE,
+                    leaf::BLOB_REQUEST,
+                    leaf::TELEMETRY,
+                ] {
                     let filter = topics::all_devices_filter(&context.prefix, leaf);
                     if let Err(error) = context.client.subscribe(filter, QoS::AtLeastOnce).await {
                         tracing::warn!(%error, "hub mqtt subscribe failed");
@@ -211,10 +217,48 @@ fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
                         tracing::warn!(%workspace, %device, %error, "malformed blob request")
                     }
                 },
+                leaf::TELEMETRY => {
+                    let context = context.clone();
+                    let payload = publish.payload.clone();
+                    tokio::spawn(async move {
+                        ingest_telemetry(&context, &workspace, &device, &payload).await
+                    });
+                }
                 _ => {}
             }
         }
         _ => {}
+    }
+}
+
+/// Stores a window and acknowledges it (a duplicate is acknowledged again: its first
+/// acknowledgement was lost).
+async fn ingest_telemetry(context: &MqttContext, workspace: &str, device: &str, payload: &[u8]) {
+    let telemetry = context.telemetry.clone();
+    let (ws, id, bytes) = (workspace.to_string(), device.to_string(), payload.to_vec());
+    let ingested = tokio::task::spawn_blocking(move || telemetry.ingest(&ws, &id, &bytes)).await;
+    let seq = match ingested {
+        Ok(Ok(
+            crate::telemetry::Ingested::Stored { seq }
+            | crate::telemetry::Ingested::Duplicate { seq },
+        )) => seq,
+        Ok(Err(error)) => {
+            tracing::warn!(%workspace, %device, %error, "telemetry window refused");
+            return;
+        }
+        Err(error) => {
+            tracing::error!(%error, "telemetry ingestion task failed");
+            return;
+        }
+    };
+    let topic = DeviceTopics::new(&context.prefix, workspace, device).telemetry_ack();
+    let ack = TelemetryAck { seqs: vec![seq] };
+    if let Err(error) = context
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
+        .await
+    {
+        tracing::warn!(%error, "cannot acknowledge a telemetry window");
     }
 }
 

@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shoal_model::{Dim, IoSignature, LoadedModel};
+use shoal_drift::wire::FeatureBinding;
+use shoal_drift::{
+    Baseline, ClassBaseline, FeatureKind, NumericBaseline, OutputBaseline, OutputKind,
+};
+use shoal_model::{Dim, IoSignature, LoadedModel, Tensor, TensorData};
 use shoal_proto::device as wire;
 
 use crate::artifacts::ArtifactStore;
@@ -42,7 +46,36 @@ pub struct ModelVersion {
     pub tags: BTreeMap<String, String>,
     pub description: String,
     pub created_at_ms: i64,
+    /// The drift baseline, once one is set (`shoal model baseline set`).
+    #[serde(default)]
+    pub baseline: Option<VersionBaseline>,
 }
+
+/// A version's drift baseline: the profile of its training data over the features that feed
+/// one model input, column by column, and the model's own outputs on that data.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionBaseline {
+    /// The model input the features feed; feature `i` is column `i` of its last axis.
+    pub input: String,
+    pub baseline: Baseline,
+}
+
+impl VersionBaseline {
+    pub fn bindings(&self) -> Vec<FeatureBinding> {
+        (0..self.baseline.features.len())
+            .map(|column| FeatureBinding {
+                input: self.input.clone(),
+                column: column as u32,
+            })
+            .collect()
+    }
+}
+
+/// Rows of the baseline data the hub runs through the model to learn its output
+/// distribution (prediction drift baseline).
+pub const OUTPUT_BASELINE_MAX_ROWS: usize = 100_000;
+/// Classes an argmax output baseline counts before its overflow bin.
+const MAX_CLASSES: usize = 1024;
 
 impl ModelVersion {
     /// What devices are told about this version, before signing.
@@ -55,8 +88,17 @@ impl ModelVersion {
             size_bytes: self.size_bytes,
             signature: Some(signature_to_wire(&self.signature)),
             created_at_ms: self.created_at_ms,
-            // Baselines arrive with drift monitoring; until then devices summarise nothing.
-            ..Default::default()
+            features: self
+                .baseline
+                .as_ref()
+                .map(|b| shoal_drift::wire::features_to_wire(&b.baseline, &b.bindings()))
+                .unwrap_or_default(),
+            outputs: self
+                .baseline
+                .as_ref()
+                .map(|b| shoal_drift::wire::outputs_to_wire(&b.baseline))
+                .unwrap_or_default(),
+            baseline_rows: self.baseline.as_ref().map_or(0, |b| b.baseline.rows),
         }
     }
 }
@@ -160,6 +202,7 @@ impl Registry {
             tags: new.tags,
             description: new.description,
             created_at_ms: now,
+            baseline: None,
         };
         let vkey = version_key(&version.workspace, &version.model, version.version);
         if !self.records.insert_new(VERSIONS_TREE, &vkey, &version)? {
@@ -267,6 +310,83 @@ impl Registry {
         )
     }
 
+    /// Profiles a CSV file as the drift baseline of a version: `features` name CSV columns in
+    /// the order of `input`'s last axis. When every feature is numeric, the model also runs
+    /// on (up to [`OUTPUT_BASELINE_MAX_ROWS`] of) the rows, and its outputs' distribution
+    /// becomes the prediction drift baseline.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the problem: an unknown input, a feature count that does not
+    /// match the input's width, a CSV the profiler refuses (with its line), an unknown column.
+    pub async fn set_baseline(
+        &self,
+        workspace: &str,
+        name: &str,
+        reference: &str,
+        input: &str,
+        features: Vec<String>,
+        csv: std::path::PathBuf,
+    ) -> HubResult<ModelVersion> {
+        let version = self.resolve(workspace, name, reference)?;
+        if features.is_empty() {
+            return Err(HubError::invalid(
+                "a baseline needs at least one feature (--features a,b,…)",
+            ));
+        }
+        let spec = if input.is_empty() {
+            version.signature.inputs.first()
+        } else {
+            version.signature.input(input)
+        }
+        .ok_or_else(|| {
+            HubError::invalid(format!(
+                "model {name}@{} has no input '{input}'",
+                version.version
+            ))
+        })?
+        .clone();
+        match spec.shape.last() {
+            Some(Dim::Fixed(width)) if *width as usize != features.len() => {
+                return Err(HubError::invalid(format!(
+                    "input '{}' is {} wide ({}), but {} features were named",
+                    spec.name,
+                    width,
+                    spec.shape_string(),
+                    features.len()
+                )))
+            }
+            None => {
+                return Err(HubError::invalid(format!(
+                    "input '{}' is a scalar; features need a [N, F] input",
+                    spec.name
+                )))
+            }
+            _ => {}
+        }
+        let bytes = self.artifacts.read(&version.digest).await?;
+        let input_name = spec.name.clone();
+        let baseline =
+            tokio::task::spawn_blocking(move || build_baseline(&csv, &features, &bytes, &spec))
+                .await
+                .map_err(|e| HubError::Internal(format!("baseline task: {e}")))??;
+        let key = version_key(workspace, name, version.version);
+        let updated =
+            self.records
+                .update::<ModelVersion, HubError>(VERSIONS_TREE, &key, |current| {
+                    let mut version = current.ok_or_else(|| {
+                        HubError::not_found("model version", format!("{name}@{reference}"))
+                    })?;
+                    version.baseline = Some(VersionBaseline {
+                        input: input_name.clone(),
+                        baseline: baseline.clone(),
+                    });
+                    Ok(version)
+                })?;
+        self.records.flush()?;
+        tracing::info!(%workspace, model = %name, version = updated.version, rows = baseline.rows, features = baseline.features.len(), outputs = baseline.outputs.len(), "baseline set");
+        Ok(updated)
+    }
+
     /// Aliases that point at `version` now.
     pub fn aliases_of(model: &Model, version: u32) -> Vec<String> {
         model
@@ -310,4 +430,140 @@ fn dtype_to_wire(dtype: shoal_model::DType) -> wire::DataType {
         DType::U8 => wire::DataType::U8,
         DType::Bool => wire::DataType::Bool,
     }
+}
+
+/// Profiles the CSV and, when every feature is numeric, learns the model's output
+/// distribution on the same rows.
+fn build_baseline(
+    csv: &std::path::Path,
+    features: &[String],
+    model: &[u8],
+    input: &shoal_model::TensorSpec,
+) -> HubResult<Baseline> {
+    let open = || std::fs::File::open(csv).map_err(HubError::Artifacts);
+    let options = shoal_drift::ProfileOptions {
+        features: Some(features.to_vec()),
+        ..Default::default()
+    };
+    let profile = shoal_drift::profile_csv(open()?, &options)
+        .map_err(|e| HubError::invalid(format!("baseline CSV: {e}")))?;
+    let mut baseline = profile.baseline();
+    let all_numeric = baseline
+        .features
+        .iter()
+        .all(|f| matches!(f.kind, FeatureKind::Numeric(_)));
+    if all_numeric && input.dtype == shoal_model::DType::F32 && input.shape.len() == 2 {
+        let rows = numeric_rows(open()?, features)?;
+        if !rows.is_empty() {
+            baseline.outputs = output_baselines(model, &rows, features.len())?;
+        }
+    }
+    Ok(baseline)
+}
+
+/// The feature columns of every row without a null, as f32, up to the output-baseline cap.
+fn numeric_rows(file: std::fs::File, features: &[String]) -> HubResult<Vec<f32>> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let headers = reader
+        .headers()
+        .map_err(|e| HubError::invalid(format!("baseline CSV: {e}")))?
+        .clone();
+    let mut columns = Vec::with_capacity(features.len());
+    for feature in features {
+        let index = headers
+            .iter()
+            .position(|h| h.trim() == feature)
+            .ok_or_else(|| HubError::invalid(format!("baseline CSV has no column '{feature}'")))?;
+        columns.push(index);
+    }
+    let mut values = Vec::new();
+    let mut rows = 0;
+    for record in reader.records() {
+        let Ok(record) = record else { continue };
+        let parsed: Option<Vec<f32>> = columns
+            .iter()
+            .map(|&c| record.get(c)?.trim().parse::<f32>().ok())
+            .collect();
+        if let Some(row) = parsed.filter(|r| r.iter().all(|v| v.is_finite())) {
+            values.extend(row);
+            rows += 1;
+            if rows >= OUTPUT_BASELINE_MAX_ROWS {
+                break;
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// Runs the model over the rows in batches and bins its outputs: argmax classes for an
+/// `[N, C]` output with C ≥ 2, a numeric histogram for one value per row.
+fn output_baselines(model: &[u8], rows: &[f32], width: usize) -> HubResult<Vec<OutputBaseline>> {
+    const BATCH: usize = 1024;
+    let loaded =
+        LoadedModel::from_bytes(model).map_err(|e| HubError::invalid(format!("model: {e}")))?;
+    if loaded.signature().inputs.len() != 1 {
+        return Ok(Vec::new());
+    }
+    let outputs = loaded.signature().outputs.clone();
+    let mut classes: Vec<Vec<usize>> = vec![Vec::new(); outputs.len()];
+    let mut numbers: Vec<Vec<f64>> = vec![Vec::new(); outputs.len()];
+    let mut widths = vec![0usize; outputs.len()];
+    for batch in rows.chunks(BATCH * width) {
+        let n = batch.len() / width;
+        let result = loaded
+            .run(vec![Tensor::f32(vec![n, width], batch.to_vec())])
+            .map_err(|e| {
+                HubError::invalid(format!("running the model on the baseline rows: {e}"))
+            })?;
+        for (i, tensor) in result.iter().enumerate() {
+            let TensorData::F32(values) = &tensor.data else {
+                continue;
+            };
+            let per_row = if tensor.shape.first() == Some(&n) && n > 0 {
+                values.len() / n
+            } else {
+                0
+            };
+            widths[i] = per_row;
+            if per_row >= 2 {
+                for row in values.chunks(per_row) {
+                    let argmax = row
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (j, v)| {
+                            if *v > best.1 {
+                                (j, *v)
+                            } else {
+                                best
+                            }
+                        })
+                        .0;
+                    classes[i].push(argmax);
+                }
+            } else if per_row == 1 {
+                numbers[i].extend(values.iter().map(|v| *v as f64));
+            }
+        }
+    }
+    let mut baselines = Vec::new();
+    for (i, spec) in outputs.iter().enumerate() {
+        let kind = if widths[i] >= 2 {
+            OutputKind::Classes(ClassBaseline::from_predictions(
+                widths[i].min(MAX_CLASSES),
+                classes[i].iter().copied(),
+            ))
+        } else if widths[i] == 1 {
+            OutputKind::Numeric(NumericBaseline::from_values(
+                std::mem::take(&mut numbers[i]),
+                0,
+            ))
+        } else {
+            continue;
+        };
+        baselines.push(OutputBaseline {
+            name: spec.name.clone(),
+            kind,
+        });
+    }
+    Ok(baselines)
 }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
-//! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the hub's gRPC services.
+//! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`]: the hub's gRPC
+//!   services.
 //! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs.
 
 pub mod mqtt_url;
@@ -48,6 +49,14 @@ pub mod fleet {
 pub mod deployment {
     pub mod v1 {
         include!("generated/shoal.deployment.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// Fleet telemetry and drift reports.
+pub mod telemetry {
+    pub mod v1 {
+        include!("generated/shoal.telemetry.v1.rs");
     }
     pub use v1::*;
 }

@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "shoal/registry/v1/registry.proto",
     "shoal/fleet/v1/fleet.proto",
     "shoal/deployment/v1/deployment.proto",
+    "shoal/telemetry/v1/telemetry.proto",
 ];
 
 #[test]

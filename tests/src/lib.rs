@@ -146,6 +146,23 @@ impl TestHub {
         shoal_hub::cli::agent_config(&creds)
     }
 
+    /// Profiles CSV text as the drift baseline of `name@reference`.
+    pub async fn set_baseline(
+        &self,
+        name: &str,
+        reference: &str,
+        csv: &str,
+        features: &[&str],
+    ) -> Result<rpb::ModelVersion, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("baseline.csv");
+        std::fs::write(&path, csv).expect("write csv");
+        let mut client = self.client().await;
+        let features = features.iter().map(|f| f.to_string()).collect();
+        shoal_hub::cli::upload_baseline(&mut client, "default", name, reference, &path, features, "")
+            .await
+    }
+
     pub async fn deploy(
         &self,
         name: &str,
@@ -405,4 +422,18 @@ pub fn output_values(answer: &Value, name: &str) -> Vec<f32> {
         .iter()
         .map(|v| v.as_f64().expect("number") as f32)
         .collect()
+}
+
+/// An MQTT client logged in with a device's credentials, for tests that act as a device (or
+/// as an intruder with a device's login). The event loop is the caller's to poll.
+pub fn mqtt_client_as(
+    config: &AgentConfigFile,
+    client_id: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let url = shoal_proto::mqtt_url::MqttUrl::parse(&config.hub.mqtt_url)
+        .expect("agent config has an mqtt url");
+    let mut options = rumqttc::MqttOptions::new(client_id, url.host, url.port);
+    options.set_credentials(&config.hub.mqtt_username, &config.hub.mqtt_password);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    rumqttc::AsyncClient::new(options, 64)
 }

@@ -1,8 +1,8 @@
 //! Removing a device clears its retained topics, so a device enrolled again under the same id
 //! starts clean.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use shoal_integration_tests::{unique, TestAgent, TestHub, DEADLINE};
+use rumqttc::{Event, Packet, QoS};
+use shoal_integration_tests::{mqtt_client_as, unique, TestAgent, TestHub, DEADLINE};
 use shoal_model::build::Mlp;
 use shoal_proto::fleet::RemoveDeviceRequest;
 use shoal_proto::topics::DeviceTopics;
@@ -34,15 +34,7 @@ async fn removed_device_leaves_no_retained_desired_state() {
     // topic, then publish the marker. A retained message is delivered on subscription, so by
     // the time the marker comes back, any retained desired state would have arrived.
     let watcher = hub.add_device("watcher").await;
-    let (host, port) = watcher
-        .hub
-        .mqtt_url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .unwrap();
-    let mut options = MqttOptions::new(unique("watcher-"), host, port.parse().unwrap());
-    options.set_credentials(&watcher.hub.mqtt_username, &watcher.hub.mqtt_password);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (client, mut eventloop) = mqtt_client_as(&watcher, &unique("watcher-"));
     let desired = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01").desired();
     let marker = format!("{}/marker/{}", hub.topic_prefix, unique(""));
     client.subscribe(&desired, QoS::AtLeastOnce).await.unwrap();

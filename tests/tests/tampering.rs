@@ -2,8 +2,8 @@
 //! both refused; the device keeps serving the model it had.
 
 use prost::Message;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
-use shoal_integration_tests::{infer_body, wait_for, TestAgent, TestHub};
+use rumqttc::QoS;
+use shoal_integration_tests::{infer_body, mqtt_client_as, wait_for, TestAgent, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::device::{DesiredState, Manifest, SignedManifest, UpdatePhase};
 use shoal_proto::topics::DeviceTopics;
@@ -76,19 +76,8 @@ async fn manifest_signed_by_another_key_is_refused() {
     // Another enrolled device (credentials that pass the broker) publishes a desired state
     // for cam-01 whose manifest is signed with a key of its own.
     let mallory = hub.add_device("mallory").await;
-    let (host, port) = mallory
-        .hub
-        .mqtt_url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .unwrap();
-    let mut options = MqttOptions::new(
-        shoal_integration_tests::unique("mallory-"),
-        host,
-        port.parse().unwrap(),
-    );
-    options.set_credentials(&mallory.hub.mqtt_username, &mallory.hub.mqtt_password);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (client, mut eventloop) =
+        mqtt_client_as(&mallory, &shoal_integration_tests::unique("mallory-"));
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
 
     let forged = Manifest {

@@ -4,11 +4,13 @@
 mod deployments;
 mod fleet;
 mod registry;
+mod telemetry;
 mod workspaces;
 
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
+pub use telemetry::TelemetryApi;
 pub use workspaces::WorkspaceApi;
 
 use std::sync::Arc;

@@ -28,11 +28,48 @@ fn model_to_wire(m: Model) -> pb::Model {
     }
 }
 
+fn baseline_to_wire(b: &crate::registry::VersionBaseline) -> pb::BaselineSummary {
+    use shoal_drift::FeatureKind;
+    let features = b
+        .baseline
+        .features
+        .iter()
+        .enumerate()
+        .map(|(column, f)| match &f.kind {
+            FeatureKind::Numeric(n) => pb::BaselineFeature {
+                name: f.name.clone(),
+                kind: "numeric".into(),
+                column: column as u32,
+                nulls: n.nulls,
+                edges: n.edges.clone(),
+                vocabulary: Vec::new(),
+                mean: n.moments.mean().unwrap_or(0.0),
+                std: n.moments.std().unwrap_or(0.0),
+            },
+            FeatureKind::Categorical(c) => pb::BaselineFeature {
+                name: f.name.clone(),
+                kind: "categorical".into(),
+                column: column as u32,
+                nulls: c.nulls,
+                edges: Vec::new(),
+                vocabulary: c.vocabulary.clone(),
+                mean: 0.0,
+                std: 0.0,
+            },
+        });
+    pb::BaselineSummary {
+        rows: b.baseline.rows,
+        features: features.collect(),
+        outputs: b.baseline.outputs.iter().map(|o| o.name.clone()).collect(),
+    }
+}
+
 fn version_to_wire(v: ModelVersion, model: Option<&Model>) -> pb::ModelVersion {
     let aliases = model
         .map(|m| Registry::aliases_of(m, v.version))
         .unwrap_or_default();
     pb::ModelVersion {
+        baseline: v.baseline.as_ref().map(baseline_to_wire),
         signature: Some(signature_to_wire(&v.signature)),
         workspace: v.workspace,
         model: v.model,
@@ -206,6 +243,68 @@ impl RegistryService for RegistryApi {
             .delete_alias(workspace_or_default(&r.workspace), &r.name, &r.alias)
             .map_err(status)?;
         Ok(Response::new(model_to_wire(model)))
+    }
+
+    async fn set_baseline(
+        &self,
+        request: Request<Streaming<pb::UploadBaselineRequest>>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        use std::io::Write;
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UploadBaselineRequest {
+                part: Some(pb::upload_baseline_request::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a baseline upload starts with a header naming the version",
+                ))
+            }
+        };
+        let workspace = workspace_or_default(&header.workspace).to_string();
+        // Fail before accepting bytes if the version does not exist.
+        self.registry
+            .resolve(&workspace, &header.name, &header.reference)
+            .map_err(status)?;
+        let mut file = tempfile::NamedTempFile::new().map_err(|e| status(e.into()))?;
+        let mut written = 0u64;
+        while let Some(message) = stream.next().await {
+            let chunk = match message? {
+                pb::UploadBaselineRequest {
+                    part: Some(pb::upload_baseline_request::Part::Chunk(c)),
+                } => c,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only the first baseline message may be a header",
+                    ))
+                }
+            };
+            written += chunk.len() as u64;
+            if written > self.max_model_bytes {
+                return Err(status(HubError::ResourceExhausted(format!(
+                    "baseline CSV is over the hub's limit of {} bytes",
+                    self.max_model_bytes
+                ))));
+            }
+            file.write_all(&chunk).map_err(|e| status(e.into()))?;
+        }
+        file.flush().map_err(|e| status(e.into()))?;
+        let path = file.path().to_path_buf();
+        let version = self
+            .registry
+            .set_baseline(
+                &workspace,
+                &header.name,
+                &header.reference,
+                &header.input,
+                header.features,
+                path,
+            )
+            .await
+            .map_err(status)?;
+        drop(file);
+        Ok(Response::new(self.version_with_aliases(version)))
     }
 
     type DownloadModelVersionStream = DownloadStream;

@@ -3,6 +3,7 @@
 use shoal_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use shoal_proto::fleet::fleet_service_client::FleetServiceClient;
 use shoal_proto::registry::registry_service_client::RegistryServiceClient;
+use shoal_proto::telemetry::telemetry_service_client::TelemetryServiceClient;
 use shoal_proto::workspace::workspace_service_client::WorkspaceServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -35,6 +36,7 @@ pub struct HubClient {
     pub registry: RegistryServiceClient<Authed>,
     pub fleet: FleetServiceClient<Authed>,
     pub deployments: DeploymentServiceClient<Authed>,
+    pub telemetry: TelemetryServiceClient<Authed>,
 }
 
 impl HubClient {
@@ -67,7 +69,11 @@ impl HubClient {
             registry: RegistryServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max),
             fleet: FleetServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-            deployments: DeploymentServiceClient::with_interceptor(channel, interceptor),
+            deployments: DeploymentServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            telemetry: TelemetryServiceClient::with_interceptor(channel, interceptor),
         })
     }
 }

@@ -7,9 +7,11 @@
 mod client;
 mod demo;
 mod output;
+mod telemetry;
 
 pub use client::{describe_status, HubClient};
 pub use output::Format;
+pub use telemetry::{parse_duration_ms, upload_baseline};
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -82,6 +84,41 @@ enum Command {
     /// Deployments of model versions to devices.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Drift of a model version's inputs and outputs on the devices.
+    #[command(subcommand)]
+    Drift(DriftCommand),
+    /// Telemetry windows from devices.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+}
+
+#[derive(Subcommand)]
+enum DriftCommand {
+    /// Per feature: rows, PSI, JS, Wasserstein, KS, chi-square and status.
+    Report {
+        /// NAME@VERSION or NAME@ALIAS.
+        reference: String,
+        /// How far back: 90s, 30m, 1h, 2d (default: all stored windows).
+        #[arg(long)]
+        since: Option<String>,
+        /// Comma-separated device ids (default: every device).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
+        /// Below this many values a feature reads "not enough data".
+        #[arg(long, default_value_t = 0)]
+        min_rows: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelemetryCommand {
+    /// Prints windows as they arrive.
+    Tail {
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// What the hub holds of a device's telemetry, including what its buffer dropped.
+    Show { device: String },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +155,9 @@ enum ModelCommand {
     },
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// The drift baseline of a version.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Downloads a version's ONNX file.
     Download {
         reference: String,
@@ -136,6 +176,29 @@ struct RegisterArgs {
     /// KEY=VALUE, repeatable.
     #[arg(long = "tag", value_parser = parse_key_value)]
     tags: Vec<(String, String)>,
+    /// Training data (CSV with a header) to profile as the drift baseline.
+    #[arg(long, requires = "features")]
+    baseline: Option<PathBuf>,
+    /// CSV columns in the order of the model input's last axis.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// The model input the features feed (default: the first).
+    #[arg(long, default_value = "")]
+    input: String,
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Profiles a CSV as the drift baseline of NAME[@VERSION].
+    Set {
+        reference: String,
+        csv: PathBuf,
+        /// CSV columns in the order of the model input's last axis.
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        #[arg(long, default_value = "")]
+        input: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -274,7 +337,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         },
         Command::Model(command) => match command {
             ModelCommand::Register(args) => {
-                let version = register_model(
+                let mut version = register_model(
                     &mut hub,
                     &ws,
                     &args.file,
@@ -284,6 +347,25 @@ async fn run(cli: Cli) -> Result<(), String> {
                     std::io::stderr().is_terminal(),
                 )
                 .await?;
+                if let Some(csv) = &args.baseline {
+                    let reference = version.version.to_string();
+                    version = upload_baseline(
+                        &mut hub,
+                        &ws,
+                        &args.name,
+                        &reference,
+                        csv,
+                        args.features,
+                        &args.input,
+                    )
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "{}@{} is registered, but its baseline was refused: {e}",
+                            args.name, reference
+                        )
+                    })?;
+                }
                 match out {
                     Format::Json => print_one(out, &version_json(&version)),
                     Format::Table => println!("{}@{}", version.model, version.version),
@@ -390,6 +472,23 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .await
                     .map_err(status)?;
                 eprintln!("deleted alias {name}@{alias}");
+            }
+            ModelCommand::Baseline(BaselineCommand::Set {
+                reference,
+                csv,
+                features,
+                input,
+            }) => {
+                let (name, version) = split_reference(&reference);
+                let v =
+                    upload_baseline(&mut hub, &ws, name, version, &csv, features, &input).await?;
+                match out {
+                    Format::Json => print_one(out, &version_json(&v)),
+                    Format::Table => {
+                        let rows = v.baseline.as_ref().map_or(0, |b| b.rows);
+                        println!("{}@{}: baseline of {rows} rows set", v.model, v.version);
+                    }
+                }
             }
             ModelCommand::Download { reference, output } => {
                 let (name, version) = split_reference(&reference);
@@ -524,6 +623,48 @@ async fn run(cli: Cli) -> Result<(), String> {
                 print_one(out, &deployment_json(&d.into_inner()));
             }
         },
+        Command::Drift(DriftCommand::Report {
+            reference,
+            since,
+            devices,
+            min_rows,
+        }) => {
+            let (name, version) = split_reference(&reference);
+            let since_ms = match since {
+                Some(text) => crate::now_ms() - parse_duration_ms(&text)?,
+                None => 0,
+            };
+            let report = hub
+                .telemetry
+                .get_drift_report(shoal_proto::telemetry::GetDriftReportRequest {
+                    workspace: ws,
+                    model: name.into(),
+                    reference: version.into(),
+                    since_ms,
+                    until_ms: 0,
+                    devices,
+                    min_rows,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            telemetry::print_drift(out, &report);
+        }
+        Command::Telemetry(TelemetryCommand::Tail { device }) => {
+            telemetry::tail(&mut hub, &ws, device.as_deref().unwrap_or(""), out).await?;
+        }
+        Command::Telemetry(TelemetryCommand::Show { device }) => {
+            let t = hub
+                .telemetry
+                .get_device_telemetry(shoal_proto::telemetry::GetDeviceTelemetryRequest {
+                    workspace: ws,
+                    device,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_one(out, &telemetry::device_telemetry_json(&t));
+        }
     }
     Ok(())
 }
@@ -728,6 +869,11 @@ fn version_json(v: &rpb::ModelVersion) -> Value {
         "workspace": v.workspace, "model": v.model, "version": v.version, "reference": format!("{}@{}", v.model, v.version),
         "digest": v.digest, "size_bytes": v.size_bytes, "aliases": v.aliases, "tags": tags, "description": v.description,
         "inputs": specs_text(&signature.inputs), "outputs": specs_text(&signature.outputs), "created_at_ms": v.created_at_ms,
+        "baseline": v.baseline.as_ref().map(|b| json!({
+            "rows": b.rows,
+            "features": b.features.iter().map(|f| format!("{}:{}", f.name, f.kind)).collect::<Vec<_>>(),
+            "outputs": b.outputs,
+        })),
     })
 }
 

@@ -47,6 +47,17 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn scan_range(&self, tree: &str, from: &str, to: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        Ok(self.with_tree(tree, |t| {
+            t.range(from.to_string()..to.to_string())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
     fn compare_and_swap(
         &self,
         tree: &str,

@@ -38,6 +38,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, tree: &str, key: &str) -> StoreResult<bool>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Every entry with `from <= key < to`, in key order.
+    fn scan_range(&self, tree: &str, from: &str, to: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
     /// Sets `key` to `new` only if it currently holds `expected` (`None`: absent). Returns
     /// whether it swapped.
     fn compare_and_swap(
@@ -87,6 +89,47 @@ impl Records {
         let mut out = Vec::new();
         for (key, bytes) in self.store.scan_prefix(tree, prefix)? {
             out.push(decode(tree, &key, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Stores bytes as they are (for records kept in their wire form).
+    pub fn put_bytes(&self, tree: &str, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.store.put(tree, key, value)
+    }
+
+    /// Stores bytes only if `key` is absent. Returns whether it was stored.
+    pub fn insert_new_bytes(&self, tree: &str, key: &str, value: &[u8]) -> StoreResult<bool> {
+        self.store.compare_and_swap(tree, key, None, Some(value))
+    }
+
+    pub fn get_bytes(&self, tree: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.store.get(tree, key)
+    }
+
+    pub fn scan_range_bytes(
+        &self,
+        tree: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.store.scan_range(tree, from, to)
+    }
+
+    pub fn scan_bytes(&self, tree: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.store.scan_prefix(tree, prefix)
+    }
+
+    /// Every record whose key starts with `prefix`, with its key.
+    pub fn scan_with_keys<T: DeserializeOwned>(
+        &self,
+        tree: &str,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        for (key, bytes) in self.store.scan_prefix(tree, prefix)? {
+            let value = decode(tree, &key, &bytes)?;
+            out.push((key, value));
         }
         Ok(out)
     }
@@ -186,6 +229,22 @@ macro_rules! store_test_suite {
                     .collect();
                 assert_eq!(keys, vec!["ws1/a".to_string(), "ws1/b".to_string()]);
                 assert_eq!(store.scan_prefix("t", "").unwrap().len(), 4);
+            }
+
+            #[test]
+            fn scan_range_is_half_open() {
+                let (store, _guard) = $make;
+                for key in ["a/1", "a/2", "a/3", "b/1"] {
+                    store.put("t", key, b"x").unwrap();
+                }
+                let keys: Vec<String> = store
+                    .scan_range("t", "a/2", "b/1")
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                assert_eq!(keys, vec!["a/2".to_string(), "a/3".to_string()]);
+                assert!(store.scan_range("t", "c", "d").unwrap().is_empty());
             }
 
             #[test]

@@ -70,6 +70,18 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn scan_range(&self, tree: &str, from: &str, to: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        for entry in self.tree(tree)?.range(from..to) {
+            let (key, value) = entry.map_err(backend)?;
+            out.push((key_string(tree, &key)?, value.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn compare_and_swap(
         &self,
         tree: &str,

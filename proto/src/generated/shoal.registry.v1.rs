@@ -42,6 +42,9 @@ pub struct ModelVersion {
     /// Aliases that point at this version now.
     #[prost(string, repeated, tag = "10")]
     pub aliases: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The drift baseline, if one was set.
+    #[prost(message, optional, tag = "11")]
+    pub baseline: ::core::option::Option<BaselineSummary>,
 }
 /// The first message of an upload says what is uploaded; the rest carry bytes.
 #[allow(clippy::all)]
@@ -145,6 +148,76 @@ pub struct DeleteAliasRequest {
     pub name: ::prost::alloc::string::String,
     #[prost(string, tag = "3")]
     pub alias: ::prost::alloc::string::String,
+}
+/// The first message of a baseline upload names the version and maps the model's input
+/// columns to CSV columns; the rest carry the CSV's bytes.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadBaselineHeader {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// A version number, an alias or "latest".
+    #[prost(string, tag = "3")]
+    pub reference: ::prost::alloc::string::String,
+    /// CSV column names, in the order of the model input's last axis.
+    #[prost(string, repeated, tag = "4")]
+    pub features: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The model input the features feed (default: the first input).
+    #[prost(string, tag = "5")]
+    pub input: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadBaselineRequest {
+    #[prost(oneof = "upload_baseline_request::Part", tags = "1, 2")]
+    pub part: ::core::option::Option<upload_baseline_request::Part>,
+}
+/// Nested message and enum types in `UploadBaselineRequest`.
+pub mod upload_baseline_request {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Part {
+        #[prost(message, tag = "1")]
+        Header(super::UploadBaselineHeader),
+        #[prost(bytes, tag = "2")]
+        Chunk(::prost::alloc::vec::Vec<u8>),
+    }
+}
+/// A drift baseline as people read it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BaselineSummary {
+    #[prost(uint64, tag = "1")]
+    pub rows: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub features: ::prost::alloc::vec::Vec<BaselineFeature>,
+    #[prost(string, repeated, tag = "3")]
+    pub outputs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BaselineFeature {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// "numeric" or "categorical".
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub column: u32,
+    #[prost(uint64, tag = "4")]
+    pub nulls: u64,
+    /// Numeric: the decile edges. Categorical: empty.
+    #[prost(double, repeated, tag = "5")]
+    pub edges: ::prost::alloc::vec::Vec<f64>,
+    /// Categorical: the vocabulary. Numeric: empty.
+    #[prost(string, repeated, tag = "6")]
+    pub vocabulary: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(double, tag = "7")]
+    pub mean: f64,
+    #[prost(double, tag = "8")]
+    pub std: f64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -461,6 +534,32 @@ pub mod registry_service_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Profiles a CSV and makes it the version's drift baseline.
+        pub async fn set_baseline(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<
+                Message = super::UploadBaselineRequest,
+            >,
+        ) -> std::result::Result<tonic::Response<super::ModelVersion>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.registry.v1.RegistryService/SetBaseline",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shoal.registry.v1.RegistryService", "SetBaseline"),
+                );
+            self.inner.client_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -527,6 +626,11 @@ pub mod registry_service_server {
             tonic::Response<Self::DownloadModelVersionStream>,
             tonic::Status,
         >;
+        /// Profiles a CSV and makes it the version's drift baseline.
+        async fn set_baseline(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::UploadBaselineRequest>>,
+        ) -> std::result::Result<tonic::Response<super::ModelVersion>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct RegistryServiceServer<T> {
@@ -970,6 +1074,53 @@ pub mod registry_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.registry.v1.RegistryService/SetBaseline" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetBaselineSvc<T: RegistryService>(pub Arc<T>);
+                    impl<
+                        T: RegistryService,
+                    > tonic::server::ClientStreamingService<super::UploadBaselineRequest>
+                    for SetBaselineSvc<T> {
+                        type Response = super::ModelVersion;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::UploadBaselineRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RegistryService>::set_baseline(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetBaselineSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -1,0 +1,264 @@
+//! `shoal model baseline set`, `shoal drift report` and `shoal telemetry tail|show`.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use shoal_proto::registry as rpb;
+use shoal_proto::telemetry as tpb;
+
+use super::output::{age, print_list, print_one, Format};
+use super::{describe_status, HubClient};
+
+/// Streams a CSV to the hub as the drift baseline of `name@reference`.
+///
+/// # Errors
+/// A one-line message for an unreadable file or a refused baseline.
+pub async fn upload_baseline(
+    hub: &mut HubClient,
+    workspace: &str,
+    name: &str,
+    reference: &str,
+    csv: &Path,
+    features: Vec<String>,
+    input: &str,
+) -> Result<rpb::ModelVersion, String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = tokio::fs::File::open(csv)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = rpb::UploadBaselineRequest {
+        part: Some(rpb::upload_baseline_request::Part::Header(
+            rpb::UploadBaselineHeader {
+                workspace: workspace.into(),
+                name: name.into(),
+                reference: reference.into(),
+                features,
+                input: input.into(),
+            },
+        )),
+    };
+    let path = csv.display().to_string();
+    let sender = tokio::spawn(async move {
+        if tx.send(header).await.is_err() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            let chunk = rpb::UploadBaselineRequest {
+                part: Some(rpb::upload_baseline_request::Part::Chunk(buf[..n].to_vec())),
+            };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let result = hub
+        .registry
+        .set_baseline(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let read = sender.await.map_err(|e| format!("upload task: {e}"))?;
+    let version = result.map_err(|s| describe_status(&s))?.into_inner();
+    read?;
+    Ok(version)
+}
+
+/// Parses `90s`, `30m`, `1h`, `2d` (or plain seconds) into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 90s, 30m, 1h or 2d"))?;
+    let ms = match unit {
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (s, m, h, d)")),
+    };
+    Ok(n * ms)
+}
+
+fn number(v: Option<f64>) -> Value {
+    match v {
+        Some(x) if x.is_finite() => json!((x * 10_000.0).round() / 10_000.0),
+        _ => Value::Null,
+    }
+}
+
+fn drift_row(f: &tpb::FeatureDrift) -> Value {
+    json!({
+        "name": f.name, "kind": f.kind, "rows": f.rows, "nulls": f.nulls, "nans": f.nans,
+        "below_min": f.below_min, "above_max": f.above_max,
+        "psi": number(f.psi), "js": number(f.js), "ks": number(f.ks),
+        "wasserstein": number(f.wasserstein), "chi_square": number(f.chi_square), "status": f.status,
+    })
+}
+
+/// Prints a drift report: per feature (and output) rows, PSI, JS, Wasserstein, KS, status.
+pub fn print_drift(format: Format, report: &tpb::DriftReport) {
+    let features: Vec<Value> = report.features.iter().map(drift_row).collect();
+    let outputs: Vec<Value> = report.outputs.iter().map(drift_row).collect();
+    match format {
+        Format::Json => {
+            let body = json!({
+                "workspace": report.workspace, "model": report.model, "version": report.version,
+                "since_ms": report.since_ms, "until_ms": report.until_ms, "windows": report.windows,
+                "devices": report.devices, "inferences": report.inferences, "errors": report.errors,
+                "min_rows": report.min_rows, "status": report.status, "note": report.note,
+                "features": features, "outputs": outputs,
+            });
+            print_one(Format::Json, &body);
+        }
+        Format::Table => {
+            println!(
+                "{}@{}: {} windows from {} devices, {} inferences; drift {}",
+                report.model,
+                report.version,
+                report.windows,
+                report.devices,
+                report.inferences,
+                report.status
+            );
+            if !report.note.is_empty() {
+                println!("note: {}", report.note);
+            }
+            let columns = [
+                ("FEATURE", "name"),
+                ("KIND", "kind"),
+                ("ROWS", "rows"),
+                ("PSI", "psi"),
+                ("JS", "js"),
+                ("WASSERSTEIN", "wasserstein"),
+                ("KS", "ks"),
+                ("CHI2", "chi_square"),
+                ("STATUS", "status"),
+            ];
+            let mut rows = features;
+            rows.extend(outputs);
+            print_list(Format::Table, &columns, &rows);
+        }
+    }
+}
+
+fn window_row(event: &tpb::WindowEvent) -> Value {
+    let w = event.window.clone().unwrap_or_default();
+    let model = w
+        .model
+        .as_ref()
+        .map(|m| format!("{}@{}", m.model, m.version))
+        .unwrap_or_default();
+    let errors: u64 = w.errors.values().sum();
+    let dropped = w.dropped.clone().unwrap_or_default();
+    let health = w.health.clone().unwrap_or_default();
+    json!({
+        "device": w.device_id, "boot_epoch": w.boot_epoch, "seq": w.seq, "model": model,
+        "start_ms": w.start_ms, "end_ms": w.end_ms, "inferences": w.inferences, "errors": errors,
+        "features": w.features.len(), "buffered": health.buffer_records,
+        "dropped": dropped.cap_records + dropped.age_records + dropped.corrupt_records,
+        "rss_mib": (health.rss_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "received": age(event.received_at_ms),
+    })
+}
+
+/// Follows live windows until the stream ends or the user interrupts.
+pub async fn tail(
+    hub: &mut HubClient,
+    workspace: &str,
+    device: &str,
+    format: Format,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    let mut stream = hub
+        .telemetry
+        .tail_telemetry(tpb::TailTelemetryRequest {
+            workspace: workspace.into(),
+            device: device.into(),
+        })
+        .await
+        .map_err(|s| describe_status(&s))?
+        .into_inner();
+    let columns = [
+        ("DEVICE", "device"),
+        ("SEQ", "seq"),
+        ("MODEL", "model"),
+        ("INFERENCES", "inferences"),
+        ("ERRORS", "errors"),
+        ("BUFFERED", "buffered"),
+        ("DROPPED", "dropped"),
+        ("RSS MiB", "rss_mib"),
+    ];
+    if format == Format::Table {
+        eprintln!("following telemetry windows (Ctrl-C stops)");
+    }
+    while let Some(event) = stream.next().await {
+        let event = event.map_err(|s| describe_status(&s))?;
+        let row = window_row(&event);
+        match format {
+            Format::Json => println!("{row}"),
+            Format::Table => {
+                let text = super::output::table(&columns, &[row]);
+                // One line per window: the table's body, without its header.
+                print!(
+                    "{}",
+                    text.lines()
+                        .nth(1)
+                        .map(|l| format!("{l}\n"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the hub holds of one device's telemetry, including its drop accounting.
+pub fn device_telemetry_json(t: &tpb::DeviceTelemetry) -> Value {
+    let dropped = t.dropped.clone().unwrap_or_default();
+    let health = t.health.clone().unwrap_or_default();
+    json!({
+        "device": t.device, "windows": t.windows, "duplicates": t.duplicates, "inferences": t.inferences,
+        "last_window": age(t.last_window_ms), "last_window_ms": t.last_window_ms,
+        "dropped": {
+            "records": dropped.cap_records + dropped.age_records + dropped.corrupt_records,
+            "cap_records": dropped.cap_records, "age_records": dropped.age_records,
+            "corrupt_records": dropped.corrupt_records, "inferences": dropped.items,
+            "bytes": dropped.bytes, "store_resets": dropped.store_resets,
+        },
+        "health": {
+            "cpu_percent": health.cpu_percent, "rss_bytes": health.rss_bytes,
+            "disk_free_bytes": health.disk_free_bytes, "buffer_records": health.buffer_records,
+            "buffer_bytes": health.buffer_bytes,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("30m"), Ok(1_800_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("2d"), Ok(172_800_000));
+        assert_eq!(parse_duration_ms("15"), Ok(15_000));
+        assert!(parse_duration_ms("1w")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_duration_ms("soon").is_err());
+    }
+}

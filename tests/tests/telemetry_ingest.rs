@@ -1,0 +1,268 @@
+//! The hub's side of telemetry, with the test acting as a device over the real broker:
+//! baselines from CSV, windows stored exactly once and acknowledged, duplicates recognised,
+//! drift reports over a time range, and the device's drop accounting as it reported it.
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use rumqttc::{Event, Packet, QoS};
+use shoal_drift::{
+    profile_csv, ClassBaseline, FeatureKind, OutputBaseline, OutputKind, ProfileOptions,
+    WindowSummary,
+};
+use shoal_integration_tests::{mqtt_client_as, unique, TestHub, DEADLINE};
+use shoal_model::build::{Mlp, SplitMix64};
+use shoal_proto::device::{ActiveModel, DropCounts, TelemetryAck, TelemetryWindow};
+use shoal_proto::telemetry::{GetDeviceTelemetryRequest, GetDriftReportRequest};
+use shoal_proto::topics::DeviceTopics;
+
+const FEATURES: [&str; 4] = ["temp", "hum", "light", "co2"];
+
+/// Rows drawn uniformly from [i, i + 10) per column, moved by `shift`.
+fn rows(seed: u64, n: usize, shift: f32) -> Vec<[f32; 4]> {
+    let mut rng = SplitMix64(seed);
+    (0..n)
+        .map(|_| std::array::from_fn(|i| i as f32 + 5.0 + 5.0 * rng.unit() as f32 + shift))
+        .collect()
+}
+
+fn csv(rows: &[[f32; 4]]) -> String {
+    let mut text = FEATURES.join(",") + "\n";
+    for row in rows {
+        text += &row
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        text += "\n";
+    }
+    text
+}
+
+fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+        )
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_are_stored_once_and_merged_into_drift_reports() {
+    let hub = TestHub::start().await;
+    let mlp = Mlp::seeded(&[4, 8, 2], 4).with_softmax();
+    let version = hub.register("occupancy", &mlp.to_onnx()).await.unwrap();
+    let training = rows(1, 2000, 0.0);
+    let with_baseline = hub
+        .set_baseline("occupancy", "1", &csv(&training), &FEATURES)
+        .await
+        .unwrap();
+    let summary = with_baseline.baseline.expect("a baseline");
+    assert_eq!(summary.rows, 2000);
+    assert_eq!(
+        summary
+            .features
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        FEATURES
+    );
+    assert!(summary
+        .features
+        .iter()
+        .all(|f| f.kind == "numeric" && f.edges.len() == 9));
+    assert_eq!(
+        summary.outputs,
+        vec!["y".to_string()],
+        "the model's output distribution is the prediction baseline"
+    );
+
+    // The device's view of the baseline: the same profile, and its classes on the same rows.
+    let mut baseline = profile_csv(
+        csv(&training).as_bytes(),
+        &ProfileOptions {
+            features: Some(FEATURES.map(String::from).to_vec()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .baseline();
+    let predictions: Vec<usize> = training.iter().map(|r| argmax(&mlp.forward(r))).collect();
+    baseline.outputs = vec![OutputBaseline {
+        name: "y".into(),
+        kind: OutputKind::Classes(ClassBaseline::from_predictions(2, predictions)),
+    }];
+
+    let device = hub.add_device("cam-01").await;
+    let (client, mut eventloop) = mqtt_client_as(&device, &unique("cam-01-"));
+    let topics = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01");
+    client
+        .subscribe(topics.telemetry_ack(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+
+    let window = |seq: u64, end_ms: i64, sample: &[[f32; 4]], dropped: u64| {
+        let mut summary = WindowSummary::new(&baseline);
+        for row in sample {
+            for (i, feature) in baseline.features.iter().enumerate() {
+                let (FeatureKind::Numeric(b), shoal_drift::FeatureSummary::Numeric(s)) =
+                    (&feature.kind, &mut summary.features[i])
+                else {
+                    unreachable!()
+                };
+                s.observe(b, Some(row[i] as f64));
+            }
+            if let shoal_drift::OutputSummary::Classes(c) = &mut summary.outputs[0] {
+                c.observe_class(argmax(&mlp.forward(row)));
+            }
+        }
+        let (features, outputs) = shoal_drift::wire::summary_to_wire(&summary, &baseline);
+        TelemetryWindow {
+            device_id: "cam-01".into(),
+            boot_epoch: 1,
+            seq,
+            start_ms: end_ms - 60_000,
+            end_ms,
+            model: Some(ActiveModel {
+                model: "occupancy".into(),
+                version: 1,
+                digest: version.digest.clone(),
+            }),
+            inferences: sample.len() as u64,
+            features,
+            outputs,
+            dropped: Some(DropCounts {
+                cap_records: dropped,
+                items: dropped * 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+
+    // Three windows like the training data an hour ago, one re-sent; three shifted ones now.
+    let now = shoal_hub::now_ms();
+    let earlier = now - 3_600_000;
+    let mut published = vec![
+        window(0, earlier, &rows(10, 400, 0.0), 0),
+        window(1, earlier + 60_000, &rows(11, 400, 0.0), 0),
+        window(2, earlier + 120_000, &rows(12, 400, 0.0), 2),
+    ];
+    published.push(published[1].clone());
+    published.push(window(3, now - 120_000, &rows(13, 400, 4.0), 2));
+    published.push(window(4, now - 60_000, &rows(14, 400, 4.0), 3));
+    for payload in &published {
+        client
+            .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    let mut acked = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while acked.len() < published.len() {
+            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await.expect("broker") {
+                acked.extend(
+                    TelemetryAck::decode(p.payload.as_ref())
+                        .expect("an ack")
+                        .seqs,
+                );
+            }
+        }
+    })
+    .await
+    .expect("every window acknowledged, the duplicate too");
+    assert_eq!(
+        acked.iter().copied().collect::<BTreeSet<_>>(),
+        (0..5).collect()
+    );
+
+    let mut grpc = hub.client().await;
+    let stats = grpc
+        .telemetry
+        .get_device_telemetry(GetDeviceTelemetryRequest {
+            workspace: "default".into(),
+            device: "cam-01".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.windows, stats.duplicates, stats.inferences),
+        (5, 1, 2000)
+    );
+    let dropped = stats.dropped.unwrap();
+    assert_eq!(
+        (dropped.cap_records, dropped.items),
+        (3, 30),
+        "the latest window's accounting"
+    );
+
+    let report = |since_ms: i64, until_ms: i64| GetDriftReportRequest {
+        workspace: "default".into(),
+        model: "occupancy".into(),
+        reference: "1".into(),
+        since_ms,
+        until_ms,
+        devices: vec![],
+        min_rows: 500,
+    };
+    let before = grpc
+        .telemetry
+        .get_drift_report(report(earlier - 60_000, earlier + 180_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (before.windows, before.inferences, before.devices),
+        (3, 1200, 1)
+    );
+    assert_eq!(before.status, "none", "{before:?}");
+    for f in &before.features {
+        assert!(f.psi.unwrap() < 0.1 && f.js.unwrap() < 0.1, "{f:?}");
+    }
+    let after = grpc
+        .telemetry
+        .get_drift_report(report(now - 600_000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((after.windows, after.inferences), (2, 800));
+    assert_eq!(after.status, "significant", "{after:?}");
+    assert!(
+        after
+            .features
+            .iter()
+            .all(|f| f.status == "significant" && f.psi.unwrap() >= 0.25),
+        "{:?}",
+        after.features
+    );
+    let everything = grpc
+        .telemetry
+        .get_drift_report(report(0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (everything.windows, everything.inferences),
+        (5, 2000),
+        "hourly roll-ups and raw windows add up to the same"
+    );
+    let too_few = grpc
+        .telemetry
+        .get_drift_report(GetDriftReportRequest {
+            min_rows: 100_000,
+            ..report(0, 0)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(too_few
+        .features
+        .iter()
+        .all(|f| f.status == "not_enough_data" && f.psi.is_none()));
+    hub.shutdown().await;
+}
