@@ -2,9 +2,14 @@
 //! [`BoundAgent::run`] (MQTT session, updater, HTTP API, until shutdown).
 //!
 //! Binding needs no broker, so the API is up and serving the last good model before, and
-//! regardless of, any MQTT connection. Shutdown goes: stop accepting HTTP and finish in-flight
-//! requests, stop the updater and the session, write `state.json`, publish `offline` and
-//! DISCONNECT, and poll the event loop until the DISCONNECT is out; each step is bounded.
+//! regardless of, any MQTT connection. Binding also opens the telemetry buffer
+//! (`{data_dir}/telemetry`); one that will not open is moved aside and started afresh, and the
+//! loss is reported in the health string, never a failure to start.
+//!
+//! Shutdown goes: stop accepting HTTP and finish in-flight requests (each is counted in the
+//! telemetry window), stop sampling and close the current window into the buffer (durably),
+//! stop the updater and the session, write `state.json`, publish `offline` and DISCONNECT, and
+//! poll the event loop until the DISCONNECT is out; each step is bounded.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,18 +17,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::boot::boot;
+use crate::buffer::TelemetryBuffer;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, AgentResult};
+use crate::forward::{initial_status, Forwarder, TelemetryStatus, TELEMETRY_DIR};
 use crate::inference::ModelSlot;
 use crate::manifest::VerifiedManifest;
-use crate::report::Reporter;
+use crate::report::{unix_millis, Condition, Reporter};
 use crate::serve::{router, ServeState};
 use crate::store::{Store, StoredState};
+use crate::telemetry::Recorder;
 use crate::update::Updater;
 
 /// How long shutdown waits for in-flight HTTP requests and for the background tasks.
@@ -71,6 +80,23 @@ impl Agent {
             })?;
 
         let reporter = Reporter::new(&config.device_id, boot_epoch, health);
+        let (buffer, telemetry_status) = open_telemetry_buffer(&config, &reporter).await;
+        let recorder = Recorder::new();
+        if buffer.is_none() {
+            // Nothing could store a window: record nothing rather than pile windows up.
+            recorder.stop(unix_millis());
+        }
+        if let Some(served) = &booted.served {
+            let problem = recorder.activate(
+                &served.verified.manifest,
+                served.model.signature(),
+                unix_millis(),
+            );
+            if let Some(problem) = &problem {
+                warn!(%problem, "the served model's drift baseline cannot be fully used");
+            }
+            reporter.set_condition(Condition::Baseline, problem);
+        }
         reporter.set_models(
             booted.served.as_ref().map(|s| s.verified.active_model()),
             booted.previous.as_ref().map(VerifiedManifest::active_model),
@@ -95,7 +121,55 @@ impl Agent {
             previous: booted.previous,
             persisted: Arc::new(Mutex::new(booted.state)),
             reporter,
+            recorder,
+            telemetry_buffer: buffer,
+            telemetry_status,
         })
+    }
+}
+
+/// Opens `{data_dir}/telemetry`. An unreadable store is moved aside and started afresh (the
+/// loss goes into the health string); one that cannot be created at all turns telemetry off
+/// (also reported), and the agent still serves.
+async fn open_telemetry_buffer(
+    config: &AgentConfig,
+    reporter: &Reporter,
+) -> (Option<TelemetryBuffer>, watch::Sender<TelemetryStatus>) {
+    let dir = config.data_dir.join(TELEMETRY_DIR);
+    let buffer_config = config.telemetry.buffer;
+    let opened = tokio::task::spawn_blocking(move || TelemetryBuffer::open(&dir, buffer_config))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|opened| opened.map_err(|e| e.to_string()));
+    match opened {
+        Ok((buffer, report)) => {
+            if let Some((aside, reason)) = &report.moved_aside {
+                warn!(moved_to = %aside.display(), %reason, "the telemetry buffer was unreadable and was started afresh");
+                reporter.set_condition(
+                    Condition::TelemetryStore,
+                    Some(format!(
+                        "telemetry buffer was unreadable and was started afresh (moved to {}): {reason}",
+                        aside.display()
+                    )),
+                );
+            }
+            let status = initial_status(
+                &config.telemetry,
+                Some((&buffer, report.records, report.bytes)),
+            );
+            (Some(buffer), watch::Sender::new(status))
+        }
+        Err(error) => {
+            warn!(%error, "cannot open the telemetry buffer; telemetry is off");
+            reporter.set_condition(
+                Condition::TelemetryStore,
+                Some(format!("telemetry is off: {error}")),
+            );
+            (
+                None,
+                watch::Sender::new(initial_status(&config.telemetry, None)),
+            )
+        }
     }
 }
 
@@ -112,6 +186,11 @@ pub struct BoundAgent {
     /// `state.json` as last written; the updater changes it, shutdown writes it.
     persisted: Arc<Mutex<StoredState>>,
     reporter: Reporter,
+    /// The telemetry window accumulator, shared by the HTTP API, the updater and the forwarder.
+    recorder: Recorder,
+    /// `None` when the buffer could not be opened: telemetry is off.
+    telemetry_buffer: Option<TelemetryBuffer>,
+    telemetry_status: watch::Sender<TelemetryStatus>,
 }
 
 impl BoundAgent {
@@ -140,6 +219,9 @@ impl BoundAgent {
             previous,
             persisted,
             reporter,
+            recorder,
+            telemetry_buffer,
+            telemetry_status,
         } = self;
         let boot_epoch = reporter.boot_epoch();
         let cancel = CancellationToken::new();
@@ -156,11 +238,35 @@ impl BoundAgent {
                 .instrument(span),
         );
 
+        // Stopped after the HTTP API, so the last answered request is in the last window.
+        let telemetry_stop = CancellationToken::new();
+        let status_rx = telemetry_status.subscribe();
+        if let Some(buffer) = telemetry_buffer {
+            let forwarder = Forwarder::new(
+                &config.telemetry,
+                config.data_dir.clone(),
+                &config.device_id,
+                boot_epoch,
+                recorder.clone(),
+                buffer,
+                link.clone(),
+                mqtt.telemetry_acks,
+                reporter.clone(),
+                telemetry_status,
+            );
+            tracker.spawn(
+                forwarder
+                    .run(telemetry_stop.clone())
+                    .instrument(info_span!("telemetry")),
+            );
+        }
+
         let updater = Updater::new(
             &config,
             store.clone(),
             slot.clone(),
             reporter.clone(),
+            recorder.clone(),
             mqtt.link,
             previous,
             persisted.clone(),
@@ -175,6 +281,8 @@ impl BoundAgent {
             slot,
             reporter: reporter.clone(),
             mqtt_connected: link.connected.clone(),
+            recorder,
+            telemetry: status_rx,
         });
         let http_shutdown = cancel.clone().cancelled_owned();
         let mut http = tokio::spawn(
@@ -217,7 +325,9 @@ impl BoundAgent {
             );
             http.abort();
         }
-        // 2. The updater and the session stop.
+        // 2. Sampling stops; the telemetry forwarder closes the current window into the
+        //    buffer (durably) and stops. 3. The updater and the session stop.
+        telemetry_stop.cancel();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await
             .is_err()
@@ -227,7 +337,7 @@ impl BoundAgent {
                 "background tasks did not stop in time"
             );
         }
-        // 3. What is served is on disk.
+        // 4. What is served is on disk.
         let state = persisted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -235,7 +345,7 @@ impl BoundAgent {
         if let Err(error) = store.blocking(move |store| store.write_state(&state)).await {
             warn!(%error, "cannot write state.json at shutdown");
         }
-        // 4. Goodbye to the broker, then let the event loop send it.
+        // 5. Goodbye to the broker, then let the event loop send it.
         link.say_goodbye(boot_epoch).await;
         mqtt_stop.cancel();
         if tokio::time::timeout(MQTT_DRAIN_TIMEOUT, &mut driver)

@@ -1,5 +1,5 @@
 //! The store-and-forward buffer: closed telemetry windows wait here, durably, until the
-//! broker has acknowledged them.
+//! hub has acknowledged them.
 //!
 //! Records live in sled under their sequence number (big-endian, so key order is seq order).
 //! Each value carries a checksum, the record's creation time and how many inferences it
@@ -9,8 +9,9 @@
 //! value = sha256(rest)[..8] ‖ created_at_ms (i64 BE) ‖ items (u64 BE) ‖ payload
 //! ```
 //!
-//! - A record leaves only through [`TelemetryBuffer::remove`] (after PUBACK) or by being dropped:
-//!   the byte cap drops the oldest first, the age limit drops what is older than it, and a
+//! - A record leaves only through [`TelemetryBuffer::remove`] (after the hub's acknowledgement)
+//!   or by being dropped: the byte cap drops the oldest first (and refuses, counting it, a record
+//!   larger than the cap itself), the age limit drops what is older than it, and a
 //!   record whose checksum fails is dropped when read. Every drop adds to [`DropCounters`],
 //!   which are persisted with the records and travel to the hub in the next window.
 //! - sled 0.34 has crash-corruption reports. A store that will not open, or whose metadata is
@@ -37,8 +38,17 @@ const HEADER_BYTES: usize = 8 + 8 + 8;
 const META_COUNTERS: &str = "drop_counters";
 const META_NEXT_SEQ: &str = "next_seq";
 
+/// How long opening waits for a store whose lock another handle holds.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn is_lock_contention(reason: &str) -> bool {
+    reason.contains("could not acquire lock")
+}
+
 #[derive(Debug, Error)]
 pub enum BufferError {
+    #[error("telemetry buffer at {path} is in use by another handle: {reason}")]
+    Locked { path: PathBuf, reason: String },
     #[error("telemetry buffer at {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("cannot move the unreadable telemetry buffer {path} aside: {source}")]
@@ -119,6 +129,9 @@ pub struct TelemetryBuffer {
     config: BufferConfig,
     /// Bytes of all record values, kept in memory (recounted at open).
     bytes: u64,
+    /// The number of records, kept in memory (recounted at open): sled's `Tree::len` scans the
+    /// whole tree, and the agent reads the count after every operation.
+    count: u64,
     next_seq: u64,
     counters: DropCounters,
 }
@@ -139,11 +152,29 @@ impl TelemetryBuffer {
     /// # Errors
     /// Only when even a fresh store cannot be created, or the broken one cannot be moved.
     pub fn open(dir: &Path, config: BufferConfig) -> BufferResult<(TelemetryBuffer, OpenReport)> {
-        match Self::open_existing(dir, config) {
+        // A store another handle still holds (a previous run's threads finishing, or a second
+        // agent on the same folder) is not corrupt: wait a little for its lock, and never move
+        // it aside for that.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let first = loop {
+            match Self::open_existing(dir, config) {
+                Err(reason) if is_lock_contention(&reason) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(BufferError::Locked {
+                            path: dir.to_path_buf(),
+                            reason,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        match first {
             Ok(buffer) => {
                 let report = OpenReport {
                     moved_aside: None,
-                    records: buffer.records.len() as u64,
+                    records: buffer.count,
                     bytes: buffer.bytes,
                 };
                 Ok((buffer, report))
@@ -189,10 +220,12 @@ impl TelemetryBuffer {
             }
         };
         let mut bytes = 0u64;
+        let mut count = 0u64;
         let mut last_seq = None;
         for entry in records.iter() {
             let (key, value) = entry.map_err(|e| e.to_string())?;
             bytes += value.len() as u64;
+            count += 1;
             last_seq = Some(seq_of(&key).ok_or("a record key is not a sequence number")?);
         }
         let stored_next = match db.get(META_NEXT_SEQ).map_err(|e| e.to_string())? {
@@ -206,6 +239,7 @@ impl TelemetryBuffer {
             path: dir.to_path_buf(),
             config,
             bytes,
+            count,
             next_seq,
             counters,
         })
@@ -215,26 +249,51 @@ impl TelemetryBuffer {
     /// records while the buffer is over its byte cap.
     ///
     /// # Errors
-    /// `TooLarge` for a record bigger than the cap itself; sled errors.
+    /// `TooLarge` for a record bigger than the cap itself (it is counted as a cap drop); sled
+    /// errors.
     pub fn push(&mut self, created_at_ms: i64, items: u64, payload: &[u8]) -> BufferResult<u64> {
-        let value = encode(created_at_ms, items, payload);
+        self.push_with(created_at_ms, items, |_| payload.to_vec())
+    }
+
+    /// Like [`TelemetryBuffer::push`], with the payload built from the sequence number it will
+    /// be stored under, so that a window can carry its own `seq`. `payload` runs exactly once.
+    ///
+    /// A record too large for the cap is not stored: it is counted as dropped by the cap
+    /// (`cap_records`, its `items` and bytes) and its sequence number is not reused.
+    ///
+    /// # Errors
+    /// `TooLarge` for a record bigger than the cap itself; sled errors.
+    pub fn push_with(
+        &mut self,
+        created_at_ms: i64,
+        items: u64,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> BufferResult<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let value = encode(created_at_ms, items, &payload(seq));
         if value.len() as u64 > self.config.max_bytes {
+            self.counters.cap_records += 1;
+            self.counters.items += items;
+            self.counters.bytes += value.len() as u64;
+            self.save_meta()?;
+            self.db.flush().map_err(|e| self.sled(e))?;
             return Err(BufferError::TooLarge {
                 bytes: value.len() as u64,
                 cap: self.config.max_bytes,
             });
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
         self.records
             .insert(seq.to_be_bytes(), value.as_slice())
             .map_err(|e| self.sled(e))?;
         self.bytes += value.len() as u64;
+        self.count += 1;
         while self.bytes > self.config.max_bytes {
             let Some((key, old)) = self.records.pop_min().map_err(|e| self.sled(e))? else {
                 break;
             };
             self.bytes = self.bytes.saturating_sub(old.len() as u64);
+            self.count = self.count.saturating_sub(1);
             self.counters.cap_records += 1;
             self.counters.bytes += old.len() as u64;
             self.counters.items += decode(&old).map_or(0, |(_, items, _)| items);
@@ -275,6 +334,7 @@ impl TelemetryBuffer {
         for (key, value) in corrupt {
             self.records.remove(&key).map_err(|e| self.sled(e))?;
             self.bytes = self.bytes.saturating_sub(value.len() as u64);
+            self.count = self.count.saturating_sub(1);
             self.counters.corrupt_records += 1;
             self.counters.bytes += value.len() as u64;
             self.counters.items += header_items(&value).unwrap_or(0);
@@ -284,23 +344,40 @@ impl TelemetryBuffer {
         Ok(out)
     }
 
-    /// Removes a record the broker has acknowledged. Removing one that is gone is a no-op.
+    /// Removes a record the hub has acknowledged. Removing one that is gone is a no-op.
     ///
     /// # Errors
     /// sled errors.
     pub fn remove(&mut self, seq: u64) -> BufferResult<()> {
-        if let Some(old) = self
-            .records
-            .remove(seq.to_be_bytes())
-            .map_err(|e| self.sled(e))?
-        {
-            self.bytes = self.bytes.saturating_sub(old.len() as u64);
+        self.remove_many(&[seq])
+    }
+
+    /// Removes several acknowledged records with one flush. Seqs that are gone are skipped.
+    ///
+    /// # Errors
+    /// sled errors.
+    pub fn remove_many(&mut self, seqs: &[u64]) -> BufferResult<()> {
+        for seq in seqs {
+            if let Some(old) = self
+                .records
+                .remove(seq.to_be_bytes())
+                .map_err(|e| self.sled(e))?
+            {
+                self.bytes = self.bytes.saturating_sub(old.len() as u64);
+                self.count = self.count.saturating_sub(1);
+            }
         }
         self.db.flush().map_err(|e| self.sled(e))?;
         Ok(())
     }
 
-    /// Drops (and counts) every record older than the age limit at `now_ms`. Returns how many.
+    /// Drops (and counts) the records older than the age limit at `now_ms`, oldest first, up
+    /// to the first one that is still young. Returns how many.
+    ///
+    /// Records are pushed in time order, so this reads only what expires (and one more)
+    /// instead of the whole buffer on every call. If the clock went back between two pushes,
+    /// a later record that expired first waits for the ones before it: dropped and counted a
+    /// little later, never lost from the accounting. Damaged records are left to `oldest`.
     ///
     /// # Errors
     /// sled errors.
@@ -313,12 +390,14 @@ impl TelemetryBuffer {
                 Some((created_at_ms, items, _)) if created_at_ms < oldest_allowed => {
                     expired.push((key, value.len() as u64, items))
                 }
-                _ => {}
+                Some(_) => break,
+                None => {}
             }
         }
         for (key, len, items) in &expired {
             self.records.remove(key).map_err(|e| self.sled(e))?;
             self.bytes = self.bytes.saturating_sub(*len);
+            self.count = self.count.saturating_sub(1);
             self.counters.age_records += 1;
             self.counters.bytes += len;
             self.counters.items += items;
@@ -338,12 +417,13 @@ impl TelemetryBuffer {
         self.counters
     }
 
+    /// The number of records (kept in memory; no scan).
     pub fn len(&self) -> u64 {
-        self.records.len() as u64
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.count == 0
     }
 
     pub fn bytes(&self) -> u64 {
@@ -498,6 +578,35 @@ mod tests {
     }
 
     #[test]
+    fn push_with_hands_the_payload_its_seq_and_counts_what_cannot_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut buffer, _) = TelemetryBuffer::open(&dir.path().join("b"), config(1000)).unwrap();
+        let seq = buffer
+            .push_with(1, 2, |seq| format!("seq={seq}").into_bytes())
+            .unwrap();
+        assert_eq!(seq, 0);
+        assert_eq!(buffer.oldest(1).unwrap()[0].payload, b"seq=0");
+
+        let error = buffer.push_with(2, 9, |_| vec![0u8; 2000]).unwrap_err();
+        assert!(matches!(error, BufferError::TooLarge { .. }), "{error}");
+        let counters = buffer.counters();
+        assert_eq!(
+            (counters.cap_records, counters.items, counters.bytes),
+            (1, 9, encode(2, 9, &[0u8; 2000]).len() as u64)
+        );
+        assert_eq!(buffer.len(), 1, "the refused record is not stored");
+        assert_eq!(
+            buffer.push(3, 1, b"next").unwrap(),
+            2,
+            "its seq is not reused"
+        );
+
+        buffer.remove_many(&[0, 2, 77]).unwrap();
+        assert!(buffer.is_empty());
+        assert_eq!(buffer.bytes(), 0);
+    }
+
+    #[test]
     fn the_age_limit_drops_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut buffer, _) =
@@ -511,6 +620,28 @@ mod tests {
     }
 
     #[test]
+    fn expiry_reads_only_what_expires_and_catches_up_after_a_clock_jump() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut buffer, _) =
+            TelemetryBuffer::open(&dir.path().join("b"), config(1 << 20)).unwrap();
+        buffer.push(0, 1, b"a").unwrap();
+        buffer.push(100_000, 2, b"b").unwrap();
+        // The clock went back before this one was pushed.
+        buffer.push(5, 4, b"c").unwrap();
+        assert_eq!(
+            buffer.expire(70_000).unwrap(),
+            1,
+            "stops at the first young record"
+        );
+        assert_eq!((buffer.len(), buffer.counters().items), (2, 1));
+        assert_eq!(buffer.expire(200_000).unwrap(), 2);
+        assert_eq!(buffer.counters().age_records, 3);
+        assert_eq!(buffer.counters().items, 7);
+        assert!(buffer.is_empty());
+        assert_eq!(buffer.bytes(), 0);
+    }
+
+    #[test]
     fn a_damaged_record_is_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let (mut buffer, _) =
@@ -520,6 +651,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         buffer.records.insert(1u64.to_be_bytes(), bad).unwrap();
+        buffer.count += 1;
         let records = buffer.oldest(10).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(buffer.counters().corrupt_records, 1);

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::mqtt_url::MqttUrl;
 use thiserror::Error;
 
+use crate::buffer::BufferConfig;
+
 /// The commented example configuration, printed by `shoal-agent print-default-config`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../agent.example.toml");
 
@@ -39,6 +41,20 @@ pub const MIN_DOWNLOAD_WINDOW_BYTES: u64 = 1024;
 pub const MAX_DOWNLOAD_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 /// How long the agent waits for the next chunk before asking again.
 pub const DEFAULT_CHUNK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one telemetry window lasts.
+pub const DEFAULT_TELEMETRY_WINDOW: Duration = Duration::from_secs(60);
+/// Shorter windows are for tests; below this the per-window overhead dominates.
+pub const MIN_TELEMETRY_WINDOW: Duration = Duration::from_millis(100);
+/// Longer windows would keep a closed window's counts off the hub for more than a day.
+pub const MAX_TELEMETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// What the telemetry buffer may hold before it drops the oldest windows.
+pub const DEFAULT_TELEMETRY_BUFFER_MAX_BYTES: u64 = crate::buffer::DEFAULT_MAX_BYTES;
+/// A few windows at least must fit.
+pub const MIN_TELEMETRY_BUFFER_MAX_BYTES: u64 = 4 * 1024;
+/// How long a window may wait for the hub before it is dropped (and counted).
+pub const DEFAULT_TELEMETRY_BUFFER_MAX_AGE: Duration = crate::buffer::DEFAULT_MAX_AGE;
+/// How long a published window waits for the hub's acknowledgement before it is sent again.
+pub const DEFAULT_TELEMETRY_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The port of `mqtt://host` without one.
 pub const DEFAULT_MQTT_PORT: u16 = shoal_proto::mqtt_url::DEFAULT_PORT;
 
@@ -120,6 +136,16 @@ pub struct AgentSection {
     pub chunk_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_rate_limit_bytes_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_window_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_buffer_max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_buffer_max_age_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_ack_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_rate_limit_bytes_per_sec: Option<u64>,
 }
 
 impl AgentSection {
@@ -160,6 +186,31 @@ pub struct AgentConfig {
     pub chunk_timeout: Duration,
     /// 0: unlimited.
     pub download_rate_limit_bytes_per_sec: u64,
+    pub telemetry: TelemetryConfig,
+}
+
+/// How telemetry windows are cut, kept and sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// How long one window lasts.
+    pub window: Duration,
+    /// The store-and-forward buffer's byte cap and age limit.
+    pub buffer: BufferConfig,
+    /// How long a published window waits for the hub's acknowledgement before it is re-sent.
+    pub ack_timeout: Duration,
+    /// Caps the average upload speed of windows. 0: unlimited.
+    pub rate_limit_bytes_per_sec: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            window: DEFAULT_TELEMETRY_WINDOW,
+            buffer: BufferConfig::default(),
+            ack_timeout: DEFAULT_TELEMETRY_ACK_TIMEOUT,
+            rate_limit_bytes_per_sec: 0,
+        }
+    }
 }
 
 // === impl AgentConfigFile ===
@@ -222,6 +273,7 @@ impl AgentConfigFile {
                 ),
             ));
         }
+        let telemetry = telemetry_config(&agent)?;
         let chunk_timeout = match agent.chunk_timeout_ms {
             None => DEFAULT_CHUNK_TIMEOUT,
             Some(0) => return Err(invalid("agent.chunk_timeout_ms", "must be greater than 0")),
@@ -239,7 +291,6 @@ impl AgentConfigFile {
             .http_listen
             .or(agent.http_listen)
             .unwrap_or(DEFAULT_HTTP_LISTEN);
-
         Ok(AgentConfig {
             device_id: self.device.id,
             workspace: self.device.workspace,
@@ -255,8 +306,69 @@ impl AgentConfigFile {
             download_window_bytes,
             chunk_timeout,
             download_rate_limit_bytes_per_sec: agent.download_rate_limit_bytes_per_sec.unwrap_or(0),
+            telemetry,
         })
     }
+}
+
+/// The checked telemetry settings of the `[agent]` section.
+fn telemetry_config(agent: &AgentSection) -> ConfigResult<TelemetryConfig> {
+    let window = match agent.telemetry_window_ms {
+        None => DEFAULT_TELEMETRY_WINDOW,
+        Some(ms) => {
+            let window = Duration::from_millis(ms);
+            if !(MIN_TELEMETRY_WINDOW..=MAX_TELEMETRY_WINDOW).contains(&window) {
+                return Err(invalid(
+                    "agent.telemetry_window_ms",
+                    format!(
+                        "expected between {} and {}, got {ms}",
+                        MIN_TELEMETRY_WINDOW.as_millis(),
+                        MAX_TELEMETRY_WINDOW.as_millis()
+                    ),
+                ));
+            }
+            window
+        }
+    };
+    let max_bytes = agent
+        .telemetry_buffer_max_bytes
+        .unwrap_or(DEFAULT_TELEMETRY_BUFFER_MAX_BYTES);
+    if max_bytes < MIN_TELEMETRY_BUFFER_MAX_BYTES {
+        return Err(invalid(
+            "agent.telemetry_buffer_max_bytes",
+            format!("expected at least {MIN_TELEMETRY_BUFFER_MAX_BYTES}, got {max_bytes}"),
+        ));
+    }
+    let max_age = match agent.telemetry_buffer_max_age_secs {
+        None => DEFAULT_TELEMETRY_BUFFER_MAX_AGE,
+        Some(0) => {
+            return Err(invalid(
+                "agent.telemetry_buffer_max_age_secs",
+                "must be greater than 0",
+            ))
+        }
+        Some(secs) => Duration::from_secs(secs),
+    };
+    let ack_timeout = match agent.telemetry_ack_timeout_ms {
+        None => DEFAULT_TELEMETRY_ACK_TIMEOUT,
+        Some(0) => {
+            return Err(invalid(
+                "agent.telemetry_ack_timeout_ms",
+                "must be greater than 0",
+            ))
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
+    Ok(TelemetryConfig {
+        window,
+        buffer: BufferConfig {
+            max_bytes,
+            max_age,
+            ..BufferConfig::default()
+        },
+        ack_timeout,
+        rate_limit_bytes_per_sec: agent.telemetry_rate_limit_bytes_per_sec.unwrap_or(0),
+    })
 }
 
 // === impl AgentConfig ===
@@ -388,6 +500,59 @@ mod tests {
         assert_eq!(config.chunk_timeout, Duration::from_secs(5));
         assert_eq!(config.download_rate_limit_bytes_per_sec, 0);
         assert_eq!(hex::encode(config.hub_public_key.as_bytes()), KEY);
+        assert_eq!(config.telemetry, TelemetryConfig::default());
+        assert_eq!(config.telemetry.window, Duration::from_secs(60));
+        assert_eq!(config.telemetry.buffer.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            config.telemetry.buffer.max_age,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(config.telemetry.ack_timeout, Duration::from_secs(10));
+        assert_eq!(config.telemetry.rate_limit_bytes_per_sec, 0);
+    }
+
+    #[test]
+    fn telemetry_settings_are_read_and_checked() {
+        let mut f = file();
+        f.agent.telemetry_window_ms = Some(250);
+        f.agent.telemetry_buffer_max_bytes = Some(4096);
+        f.agent.telemetry_buffer_max_age_secs = Some(3600);
+        f.agent.telemetry_ack_timeout_ms = Some(500);
+        f.agent.telemetry_rate_limit_bytes_per_sec = Some(1000);
+        let telemetry = f
+            .build_and_validate(&Overrides::default())
+            .unwrap()
+            .telemetry;
+        assert_eq!(telemetry.window, Duration::from_millis(250));
+        assert_eq!(telemetry.buffer.max_bytes, 4096);
+        assert_eq!(telemetry.buffer.max_age, Duration::from_secs(3600));
+        assert_eq!(telemetry.ack_timeout, Duration::from_millis(500));
+        assert_eq!(telemetry.rate_limit_bytes_per_sec, 1000);
+
+        let mut f = file();
+        f.agent.telemetry_window_ms = Some(99);
+        assert_eq!(
+            error_of(f),
+            "agent.telemetry_window_ms: expected between 100 and 86400000, got 99"
+        );
+        let mut f = file();
+        f.agent.telemetry_buffer_max_bytes = Some(4095);
+        assert_eq!(
+            error_of(f),
+            "agent.telemetry_buffer_max_bytes: expected at least 4096, got 4095"
+        );
+        let mut f = file();
+        f.agent.telemetry_buffer_max_age_secs = Some(0);
+        assert_eq!(
+            error_of(f),
+            "agent.telemetry_buffer_max_age_secs: must be greater than 0"
+        );
+        let mut f = file();
+        f.agent.telemetry_ack_timeout_ms = Some(0);
+        assert_eq!(
+            error_of(f),
+            "agent.telemetry_ack_timeout_ms: must be greater than 0"
+        );
     }
 
     #[test]

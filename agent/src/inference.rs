@@ -101,14 +101,15 @@ impl ServedModel {
     }
 }
 
-/// Runs one inference on the blocking pool.
+/// Runs one inference on the blocking pool. The inputs are shared so that the caller can
+/// still read them afterwards (telemetry summarises them).
 ///
 /// # Errors
 /// `Model(BadInput)` for inputs the model refuses, `Model(Inference)` when tract fails, `Task`
 /// when the task panicked.
 pub async fn infer(
     served: Arc<ServedModel>,
-    inputs: BTreeMap<String, JsonTensor>,
+    inputs: Arc<BTreeMap<String, JsonTensor>>,
 ) -> Result<InferResponse, InferError> {
     tokio::task::spawn_blocking(move || {
         let outputs = served.model.run_json(&inputs)?;

@@ -4,13 +4,15 @@
 //! - [`EventLoopDriver`] polls the rumqttc `EventLoop` in its own task. It never publishes and
 //!   never awaits anything but the poll and its backoff: incoming publishes are handed over with
 //!   `watch::send_replace` (desired state: only the latest matters) and `mpsc::try_send` (blob
-//!   chunks: a dropped chunk is asked for again), and each ConnAck bumps a counter.
+//!   chunks: a dropped chunk is asked for again; telemetry acknowledgements: a dropped one means
+//!   the window is sent again and acknowledged again), and each ConnAck bumps a counter.
 //! - [`Announcer`] reacts to that counter: it subscribes (a clean session forgets subscriptions),
 //!   publishes `online` and the reported state; and it re-publishes the state on every change.
 //!   Its awaits on the client's bounded request channel cannot deadlock, since the driver keeps
 //!   draining that channel.
-//! - [`MqttLink`] is the handle the updater uses to ask for blob chunks (`try_publish`: when
-//!   the channel is full the chunk timeout asks again).
+//! - [`MqttLink`] is the handle the updater uses to ask for blob chunks and the telemetry
+//!   forwarder uses to send windows (`try_publish` both: when the channel is full the chunk
+//!   timeout asks again, and the window waits for the next attempt).
 //!
 //! Reconnection is rumqttc's (polling again reconnects); the driver only backs off between
 //! failed attempts, 200 ms doubling to 5 s, reset by a successful ConnAck.
@@ -44,6 +46,8 @@ pub const MAX_OUTGOING_PACKET_BYTES: usize = 64 * 1024;
 pub const REQUEST_CHANNEL_CAPACITY: usize = 64;
 /// Chunks waiting for the updater; a window of 256 KiB is 16 chunks of 16 KiB.
 pub const CHUNK_CHANNEL_CAPACITY: usize = 64;
+/// Telemetry acknowledgements waiting for the forwarder (each one names up to a few windows).
+pub const ACK_CHANNEL_CAPACITY: usize = 64;
 /// The first wait after a failed connection attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(200);
 /// The longest wait between connection attempts.
@@ -96,6 +100,7 @@ pub fn connect(config: &AgentConfig, boot_epoch: u64) -> Mqtt {
 
     let (desired_tx, desired_rx) = watch::channel(None);
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
+    let (acks_tx, acks_rx) = mpsc::channel(ACK_CHANNEL_CAPACITY);
     let (connected_tx, connected_rx) = watch::channel(false);
     let (connacks_tx, connacks_rx) = watch::channel(0u64);
     let (sessions_tx, sessions_rx) = watch::channel(0u64);
@@ -111,12 +116,15 @@ pub fn connect(config: &AgentConfig, boot_epoch: u64) -> Mqtt {
             desired: desired_rx,
             chunks: chunks_rx,
         },
+        telemetry_acks: acks_rx,
         driver: EventLoopDriver {
             eventloop,
             desired_topic: topics.desired(),
             blob_topic: topics.blob_response(),
+            ack_topic: topics.telemetry_ack(),
             desired_tx,
             chunks_tx,
+            acks_tx,
             connected_tx,
             connacks_tx,
         },
@@ -135,6 +143,8 @@ pub fn connect(config: &AgentConfig, boot_epoch: u64) -> Mqtt {
 pub struct Mqtt {
     pub link: MqttLink,
     pub inbox: Inbox,
+    /// The hub's `TelemetryAck` payloads (raw protobuf), for the telemetry forwarder.
+    pub telemetry_acks: mpsc::Receiver<Bytes>,
     pub driver: EventLoopDriver,
     pub announcer: Announcer,
 }
@@ -178,6 +188,16 @@ impl MqttLink {
         )
     }
 
+    /// Queues a telemetry window (an encoded `TelemetryWindow`) at QoS 1 without waiting.
+    ///
+    /// # Errors
+    /// When the request channel is full or the event loop is gone; the window stays buffered
+    /// and is sent later.
+    pub fn publish_telemetry(&self, payload: Vec<u8>) -> Result<(), ClientError> {
+        self.client
+            .try_publish(self.topics.telemetry(), QoS::AtLeastOnce, false, payload)
+    }
+
     /// Publishes `offline` (retained) and asks the event loop to disconnect, each bounded by
     /// [`GOODBYE_TIMEOUT`]: with no broker, there is nobody to say goodbye to.
     pub async fn say_goodbye(&self, boot_epoch: u64) {
@@ -210,8 +230,10 @@ pub struct EventLoopDriver {
     eventloop: EventLoop,
     desired_topic: String,
     blob_topic: String,
+    ack_topic: String,
     desired_tx: watch::Sender<Option<Bytes>>,
     chunks_tx: mpsc::Sender<Bytes>,
+    acks_tx: mpsc::Sender<Bytes>,
     connected_tx: watch::Sender<bool>,
     /// Bumped on every ConnAck; the announcer re-subscribes.
     connacks_tx: watch::Sender<u64>,
@@ -274,6 +296,16 @@ impl EventLoopDriver {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     debug!("dropping a blob chunk: the updater is behind and will ask again")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        } else if publish.topic == self.ack_topic {
+            match self.acks_tx.try_send(publish.payload) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    debug!(
+                        "dropping a telemetry ack: the windows will be sent and acknowledged again"
+                    )
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -341,6 +373,7 @@ impl Announcer {
         let filters = [
             SubscribeFilter::new(self.topics.desired(), QoS::AtLeastOnce),
             SubscribeFilter::new(self.topics.blob_response(), QoS::AtLeastOnce),
+            SubscribeFilter::new(self.topics.telemetry_ack(), QoS::AtLeastOnce),
         ];
         self.client.subscribe_many(filters).await?;
         self.sessions_tx.send_modify(|n| *n += 1);

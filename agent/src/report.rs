@@ -4,7 +4,14 @@
 //! The updater and boot write it; the MQTT session publishes it (retained, on every change and
 //! on every connection) and the HTTP API reads it. Each change bumps a `watch` generation so the
 //! publisher wakes up; the state itself sits behind a short synchronous lock.
+//!
+//! The health string has two sources: the base health that boot and the updater set ("ok", or
+//! what their last step found), and standing [`Condition`]s that other parts raise and clear
+//! (the telemetry buffer had to be started afresh, the model's baseline is unusable). The
+//! reported health is the base health followed by the conditions, or just the conditions when
+//! the base is "ok", so a successful update never hides a telemetry loss.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,10 +21,21 @@ use tokio::sync::watch;
 /// The health string when nothing is wrong.
 pub const HEALTH_OK: &str = "ok";
 
+/// A standing problem reported in the health string until it is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    /// The telemetry buffer was unreadable and started afresh, or cannot be used at all.
+    TelemetryStore,
+    /// Windows cannot be written to the telemetry buffer.
+    TelemetryWrite,
+    /// The active model's drift baseline, or its binding to the model's inputs, is unusable.
+    Baseline,
+}
+
 /// A shared handle on the reported state.
 #[derive(Debug, Clone)]
 pub struct Reporter {
-    state: Arc<Mutex<ReportedState>>,
+    state: Arc<Mutex<Health>>,
     /// Bumped on every change; the MQTT session waits on it.
     changed: watch::Sender<u64>,
 }
@@ -36,14 +54,18 @@ impl Reporter {
             at_ms: 0,
         };
         Reporter {
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(Mutex::new(Health {
+                base: state.health.clone(),
+                conditions: BTreeMap::new(),
+                reported: state,
+            })),
             changed: watch::Sender::new(0),
         }
     }
 
     /// The current state, stamped with the current time.
     pub fn snapshot(&self) -> ReportedState {
-        let mut state = self.lock().clone();
+        let mut state = self.lock().reported.clone();
         state.at_ms = unix_millis();
         state
     }
@@ -54,20 +76,24 @@ impl Reporter {
     }
 
     pub fn boot_epoch(&self) -> u64 {
-        self.lock().boot_epoch
+        self.lock().reported.boot_epoch
     }
 
     pub fn update_status(&self) -> Option<UpdateStatus> {
-        self.lock().update.clone()
+        self.lock().reported.update.clone()
     }
 
+    /// The reported health: the base health and every standing condition.
     pub fn health(&self) -> String {
-        self.lock().health.clone()
+        self.lock().reported.health.clone()
     }
 
     pub fn models(&self) -> (Option<ActiveModel>, Option<ActiveModel>) {
         let state = self.lock();
-        (state.active.clone(), state.previous.clone())
+        (
+            state.reported.active.clone(),
+            state.reported.previous.clone(),
+        )
     }
 
     pub fn set_update(&self, update: UpdateStatus) {
@@ -81,25 +107,71 @@ impl Reporter {
         });
     }
 
+    /// Sets the base health ("ok", or what boot or the last update found).
     pub fn set_health(&self, health: String) {
-        self.modify(|state| state.health = health);
+        self.modify_health(|state| state.base = health);
     }
 
-    fn modify(&self, change: impl FnOnce(&mut ReportedState)) {
+    /// Raises (`Some`) or clears (`None`) a standing condition.
+    pub fn set_condition(&self, condition: Condition, problem: Option<String>) {
+        self.modify_health(|state| match problem {
+            Some(problem) => {
+                state.conditions.insert(condition, problem);
+            }
+            None => {
+                state.conditions.remove(&condition);
+            }
+        });
+    }
+
+    fn modify_health(&self, change: impl FnOnce(&mut Health)) {
         let changed = {
             let mut state = self.lock();
-            let before = state.clone();
             change(&mut state);
-            *state != before
+            let health = state.compose();
+            let changed = state.reported.health != health;
+            state.reported.health = health;
+            changed
         };
         if changed {
             self.changed.send_modify(|generation| *generation += 1);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReportedState> {
+    fn modify(&self, change: impl FnOnce(&mut ReportedState)) {
+        let changed = {
+            let mut state = self.lock();
+            let before = state.reported.clone();
+            change(&mut state.reported);
+            state.reported != before
+        };
+        if changed {
+            self.changed.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
         // Every change is a plain field assignment, so a poisoned state is still whole.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The reported state with the parts its health string is made of.
+#[derive(Debug)]
+struct Health {
+    reported: ReportedState,
+    base: String,
+    conditions: BTreeMap<Condition, String>,
+}
+
+impl Health {
+    fn compose(&self) -> String {
+        let mut parts: Vec<&str> = Vec::with_capacity(self.conditions.len() + 1);
+        if self.base != HEALTH_OK || self.conditions.is_empty() {
+            parts.push(&self.base);
+        }
+        parts.extend(self.conditions.values().map(String::as_str));
+        parts.join("; ")
     }
 }
 
@@ -148,5 +220,24 @@ mod tests {
         assert!(snapshot.at_ms > 0);
         assert_eq!(phase_name(UpdatePhase::Downloading as i32), "downloading");
         assert_eq!(phase_name(99), "unspecified");
+    }
+
+    #[test]
+    fn conditions_outlive_the_base_health() {
+        let reporter = Reporter::new("cam-01", 1, "state.json was unreadable".into());
+        let mut changes = reporter.subscribe();
+        reporter.set_condition(Condition::TelemetryStore, Some("buffer lost".into()));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(reporter.health(), "state.json was unreadable; buffer lost");
+        reporter.set_health(HEALTH_OK.into());
+        assert_eq!(reporter.health(), "buffer lost");
+        reporter.set_condition(Condition::Baseline, Some("bad baseline".into()));
+        assert_eq!(reporter.snapshot().health, "buffer lost; bad baseline");
+        reporter.set_condition(Condition::TelemetryStore, None);
+        reporter.set_condition(Condition::Baseline, None);
+        assert_eq!(reporter.health(), HEALTH_OK);
+        changes.mark_unchanged();
+        reporter.set_condition(Condition::Baseline, None);
+        assert!(!changes.has_changed().unwrap());
     }
 }

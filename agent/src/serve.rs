@@ -3,13 +3,22 @@
 //! | route            | answer |
 //! |------------------|--------|
 //! | `POST /v1/infer` | `{"model","version","outputs":{name:{"shape","dtype","data"}}}` |
-//! | `GET /v1/model`  | `{"model","version","digest","size_bytes","signature","previous","update","health","boot_epoch"}` |
+//! | `GET /v1/model`  | `{"model","version","digest","size_bytes","signature","previous","update","health","boot_epoch","telemetry"}` |
 //! | `GET /healthz`   | `{"status":"ok","model":{"model","version","digest"},"mqtt_connected","health"}`, 200 even without a model |
 //!
 //! Every error is JSON, `{"error": "..."}`, with a message that names the problem: 400 for a
 //! request the model cannot take (malformed JSON, unknown field or input, wrong shape, dtype or
 //! length), 413 for a body over [`MAX_BODY_BYTES`], 503 before any model is active, 500 when
 //! tract fails. Inference runs on the blocking pool, and a panic there is a 500, not a crash.
+//!
+//! Every request is counted in the current telemetry window once it is answered: the inference
+//! with its latency (from before the model runs to after), or the error by kind (4xx
+//! `bad_input`, 500 `inference`, 503 `no_model`). `telemetry` in `/v1/model` shows the buffer:
+//! `{"enabled","window_ms","buffered_records","buffered_bytes","in_flight","last_closed_seq",
+//! "dropped":{…},"open_window":{"start_ms","inferences","errors"},"errors_without_model"}`.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,8 +33,10 @@ use shoal_proto::device::ActiveModel;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
+use crate::forward::TelemetryStatus;
 use crate::inference::{infer, InferError, ModelSlot};
 use crate::report::{phase_name, Reporter};
+use crate::telemetry::{ErrorKind, OpenWindowView, Recorder};
 
 /// The largest inference request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -37,6 +48,10 @@ pub struct ServeState {
     pub reporter: Reporter,
     /// Whether the MQTT connection is up, for `/healthz`.
     pub mqtt_connected: watch::Receiver<bool>,
+    /// Counts every request into the current telemetry window.
+    pub recorder: Recorder,
+    /// The telemetry buffer, for `/v1/model`.
+    pub telemetry: watch::Receiver<TelemetryStatus>,
 }
 
 /// The API's routes.
@@ -54,6 +69,23 @@ async fn infer_handler(
     State(state): State<ServeState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let response = answer_inference(&state, body).await;
+    let error_kind = match response.status() {
+        status if status.is_success() => None,
+        StatusCode::SERVICE_UNAVAILABLE => Some(ErrorKind::NoModel),
+        status if status.is_client_error() => Some(ErrorKind::BadInput),
+        _ => Some(ErrorKind::Inference),
+    };
+    if let Some(kind) = error_kind {
+        state.recorder.record_error(kind);
+    }
+    response
+}
+
+/// Answers one inference request and, when the model ran, records it in the telemetry window.
+/// (Outputs that JSON cannot carry, non-finite floats, are then a 500 as well: the request is
+/// both an inference and an `inference` error, as it was for the model and for the client.)
+async fn answer_inference(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -85,8 +117,18 @@ async fn infer_handler(
     let Some(served) = state.slot.current() else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet");
     };
-    match infer(served, request.inputs).await {
-        Ok(response) => json_response(StatusCode::OK, &response),
+    let inputs = Arc::new(request.inputs);
+    let started = Instant::now();
+    match infer(served.clone(), inputs.clone()).await {
+        Ok(response) => {
+            state.recorder.record_inference(
+                served.digest(),
+                &inputs,
+                &response.outputs,
+                started.elapsed(),
+            );
+            json_response(StatusCode::OK, &response)
+        }
         Err(InferError::Model(ModelError::BadInput(message))) => {
             debug!(%message, "refused an inference request");
             error_response(StatusCode::BAD_REQUEST, message)
@@ -147,6 +189,19 @@ struct ModelView {
     update: Option<UpdateView>,
     health: String,
     boot_epoch: u64,
+    telemetry: TelemetryView,
+}
+
+/// The telemetry buffer as `/v1/model` shows it.
+#[derive(Debug, Serialize)]
+struct TelemetryView {
+    #[serde(flatten)]
+    status: TelemetryStatus,
+    /// What the window being counted holds so far (`null` before any model).
+    open_window: Option<OpenWindowView>,
+    /// 503s answered before any model was active: no window (they belong to a model) counts
+    /// them.
+    errors_without_model: u64,
 }
 
 async fn model_handler(State(state): State<ServeState>) -> Response {
@@ -178,6 +233,11 @@ async fn model_handler(State(state): State<ServeState>) -> Response {
         update,
         health: state.reporter.health(),
         boot_epoch: state.reporter.boot_epoch(),
+        telemetry: TelemetryView {
+            status: state.telemetry.borrow().clone(),
+            open_window: state.recorder.open_window(),
+            errors_without_model: state.recorder.errors_without_model(),
+        },
     };
     json_response(StatusCode::OK, &view)
 }

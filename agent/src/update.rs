@@ -7,7 +7,8 @@
 //!    part file's length ([`Download`] does the bookkeeping, this module the I/O and timing);
 //! 4. check the file's sha256 and size against the manifest, move it to `models/`;
 //! 5. load it and run a smoke inference ([`ServedModel::load`]);
-//! 6. swap it in, write `state.json` (active = new, previous = old), delete other model files.
+//! 6. swap it in (telemetry closes the old model's window and starts one with the new model's
+//!    baseline), write `state.json` (active = new, previous = old), delete other model files.
 //!
 //! Any failure is reported (phase FAILED, with the reason) and the served model stays. A failed
 //! (revision, digest) is not retried when the same desired state arrives again (brokers
@@ -35,8 +36,9 @@ use crate::download::{pacing_delay, ChunkOutcome, Download};
 use crate::inference::{LoadError, ModelSlot, ServedModel};
 use crate::manifest::{ManifestError, VerifiedManifest};
 use crate::mqtt::{Inbox, MqttLink};
-use crate::report::{Reporter, HEALTH_OK};
+use crate::report::{unix_millis, Condition, Reporter, HEALTH_OK};
 use crate::store::{sha256_file, Store, StoreError, StoredModel, StoredState};
+use crate::telemetry::Recorder;
 
 /// The shortest interval between two progress reports of one download.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -122,6 +124,8 @@ pub struct Updater {
     store: Store,
     slot: ModelSlot,
     reporter: Reporter,
+    /// Told about every switch, so telemetry windows never mix two models.
+    recorder: Recorder,
     link: MqttLink,
     hub_key: VerifyingKey,
     workspace: String,
@@ -137,11 +141,13 @@ pub struct Updater {
 }
 
 impl Updater {
+    #[allow(clippy::too_many_arguments)] // the agent's parts it works with, each used once
     pub fn new(
         config: &AgentConfig,
         store: Store,
         slot: ModelSlot,
         reporter: Reporter,
+        recorder: Recorder,
         link: MqttLink,
         previous: Option<VerifiedManifest>,
         persisted: Arc<Mutex<StoredState>>,
@@ -150,6 +156,7 @@ impl Updater {
             store,
             slot,
             reporter,
+            recorder,
             link,
             hub_key: config.hub_public_key,
             workspace: config.workspace.clone(),
@@ -532,6 +539,16 @@ impl Updater {
         let served = Arc::new(served);
         let new_digest = served.digest().to_string();
         let old = self.slot.replace(Some(served.clone()));
+        let baseline_problem = self.recorder.activate(
+            &served.verified.manifest,
+            served.model.signature(),
+            unix_millis(),
+        );
+        if let Some(problem) = &baseline_problem {
+            warn!(%problem, "the new model's drift baseline cannot be fully used; serving it anyway");
+        }
+        self.reporter
+            .set_condition(Condition::Baseline, baseline_problem);
         let previous = match old {
             Some(old) if old.digest() != new_digest => Some(old.verified.clone()),
             _ => self.previous.take().filter(|p| p.digest() != new_digest),

@@ -13,6 +13,7 @@
 //! - [`auth`]: admin token, manifest signing key, device passwords.
 //! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the domain.
 //! - [`telemetry`]: windows from devices, stored once, rolled up hourly, merged into drift reports.
+//! - [`monitor`]: drift monitors, their evaluations, alerts and signed webhooks.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
 //! - [`mqtt`]: the hub's MQTT client: device status and state in, desired state and chunks out.
 //! - [`api`]: tonic services (wire ↔ domain only); [`http`]: health over HTTP.
@@ -28,6 +29,7 @@ pub mod deployment;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod monitor;
 pub mod mqtt;
 pub mod registry;
 pub mod shutdown;
@@ -83,6 +85,7 @@ pub struct BoundHub {
     fleet: Fleet,
     deployments: Deployments,
     telemetry: telemetry::Telemetry,
+    monitors: monitor::Monitors,
     publisher: mqtt::MqttPublisher,
     mqtt_client: rumqttc::AsyncClient,
     mqtt_eventloop: rumqttc::EventLoop,
@@ -156,6 +159,8 @@ impl Hub {
             publisher.clone(),
         );
         let telemetry = telemetry::Telemetry::new(records.clone(), registry.clone(), fleet.clone());
+        let monitors =
+            monitor::Monitors::new(records.clone(), workspaces.clone(), telemetry.clone());
         let grpc = TcpListener::bind(config.grpc_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         Ok(BoundHub {
@@ -171,6 +176,7 @@ impl Hub {
             fleet,
             deployments,
             telemetry,
+            monitors,
             publisher,
             mqtt_client,
             mqtt_eventloop,
@@ -264,6 +270,12 @@ impl BoundHub {
             }
         });
 
+        tasks.spawn(run_monitors(
+            self.monitors.clone(),
+            self.publisher.clone(),
+            cancel.clone(),
+        ));
+
         let http_cancel = cancel.clone();
         let http = self.http;
         tasks.spawn(async move {
@@ -321,6 +333,7 @@ impl BoundHub {
         let telemetry_api = TelemetryServiceServer::with_interceptor(
             api::TelemetryApi {
                 telemetry: self.telemetry.clone(),
+                monitors: self.monitors.clone(),
             },
             auth,
         );
@@ -372,5 +385,84 @@ impl BoundHub {
         let flushed = self.workspaces.flush();
         served.map_err(|e| HubError::Internal(format!("grpc server: {e}")))?;
         flushed
+    }
+}
+
+/// How often the hub looks for monitors whose period has come.
+const MONITOR_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Evaluates due monitors until `cancel`; each alert is published on the workspace's events
+/// topic and POSTed to the monitor's webhook.
+async fn run_monitors(
+    monitors: monitor::Monitors,
+    publisher: mqtt::MqttPublisher,
+    cancel: CancellationToken,
+) {
+    use monitor::AlertSink;
+    use prost::Message;
+    let webhook = Arc::new(monitor::WebhookSink::new());
+    let mut tick = tokio::time::interval(MONITOR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let scan = monitors.clone();
+        let due = match tokio::task::spawn_blocking(move || scan.take_due(now)).await {
+            Ok(Ok(due)) => due,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot list due monitors");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "monitor scan task failed");
+                continue;
+            }
+        };
+        for monitor in due {
+            let evaluator = monitors.clone();
+            let subject = monitor.clone();
+            let evaluated = tokio::task::spawn_blocking(move || evaluator.evaluate(&subject)).await;
+            let alert = match evaluated {
+                Ok(Ok((_, alert))) => alert,
+                Ok(Err(error)) => {
+                    tracing::warn!(monitor = %monitor.name, %error, "monitor evaluation failed");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "monitor evaluation task failed");
+                    None
+                }
+            };
+            let Some(alert) = alert else { continue };
+            let event = shoal_proto::telemetry::HubEvent {
+                event: Some(shoal_proto::telemetry::hub_event::Event::Alert(
+                    api::alert_to_wire(&alert),
+                )),
+            };
+            if let Err(error) = publisher
+                .publish_event(&alert.workspace, event.encode_to_vec())
+                .await
+            {
+                tracing::warn!(%error, "cannot publish an alert event");
+            }
+            if monitor.webhook_url.is_some() {
+                let (monitors, webhook) = (monitors.clone(), webhook.clone());
+                tokio::spawn(async move {
+                    let outcome = match webhook.deliver(&monitor, &alert).await {
+                        Ok(()) => "delivered".to_string(),
+                        Err(error) => {
+                            tracing::warn!(monitor = %monitor.name, %error, "webhook delivery failed");
+                            error
+                        }
+                    };
+                    if let Err(error) = monitors.record_delivery(&alert, &outcome) {
+                        tracing::warn!(%error, "cannot record a webhook delivery");
+                    }
+                });
+            }
+        }
     }
 }

@@ -62,6 +62,22 @@ impl MqttPublisher {
 }
 
 impl MqttPublisher {
+    /// Publishes a workspace event (QoS 1, not retained) on `{prefix}/{workspace}/events`.
+    ///
+    /// # Errors
+    /// When the client's event loop is gone.
+    pub async fn publish_event(&self, workspace: &str, payload: Vec<u8>) -> HubResult<()> {
+        self.client
+            .publish(
+                topics::events(&self.prefix, workspace),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))
+    }
+
     /// Clears a removed device's retained topics, so nothing stale greets a device that is
     /// enrolled again under the same id.
     ///

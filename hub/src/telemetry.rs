@@ -12,7 +12,14 @@
 //! telemetry_ids      {ws}/{device}/{boot:020}/{seq:020}                     → window key
 //! telemetry_hourly   {ws}/{model}/{version:010}/{hour_ms:016}/{device}      → HourlyRollup
 //! telemetry_devices  {ws}/{device}                                          → DeviceTelemetry
+//! telemetry_received {ws}/{model}/{version:010}/{received_ms:016}/{device}/{boot:020}/{seq:020}
+//!                                                                           → window key
 //! ```
+//!
+//! Monitors read windows in the order the hub received them (`telemetry_received`), so a
+//! window that arrives late, after an outage, is still evaluated once. The receive time is
+//! taken and indexed under a lock that [`Telemetry::received_cutoff`] also takes: every
+//! window indexed before a cutoff is visible to a reader of that cutoff.
 //!
 //! A window belongs to the hour of its end. A report over `[since, until)` merges the hourly
 //! roll-ups of the whole hours inside the range and the raw windows of the partial hours at
@@ -37,6 +44,7 @@ pub const WINDOWS_TREE: &str = "telemetry_windows";
 pub const IDS_TREE: &str = "telemetry_ids";
 pub const HOURLY_TREE: &str = "telemetry_hourly";
 pub const DEVICES_TREE: &str = "telemetry_devices";
+pub const RECEIVED_TREE: &str = "telemetry_received";
 
 const HOUR_MS: i64 = 3_600_000;
 /// Below this many values a feature's drift is "not enough data", unless a request says.
@@ -45,6 +53,17 @@ pub const DEFAULT_MIN_ROWS: u64 = 100;
 pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Live windows buffered for slow `telemetry tail` readers before they miss some.
 const TAIL_CAPACITY: usize = 1024;
+
+/// The name a drift status has in the API, the CLI and alerts.
+pub fn status_name(status: shoal_drift::DriftStatus) -> &'static str {
+    use shoal_drift::DriftStatus;
+    match status {
+        DriftStatus::None => "none",
+        DriftStatus::Moderate => "moderate",
+        DriftStatus::Significant => "significant",
+        DriftStatus::NotEnoughData => "not_enough_data",
+    }
+}
 
 /// One device's windows of one model version in one hour, merged.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -101,6 +120,22 @@ pub struct WindowEvent {
     pub received_at_ms: i64,
 }
 
+/// Which windows a drift report merges, and when a feature has too little data.
+#[derive(Debug, Clone, Default)]
+pub struct DriftQuery {
+    pub workspace: String,
+    pub model: String,
+    /// A version number, an alias or "latest".
+    pub reference: String,
+    /// The range, in Unix milliseconds; `to_ms` of 0 or less means unbounded.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Empty: every device.
+    pub devices: Vec<String>,
+    /// 0: [`DEFAULT_MIN_ROWS`].
+    pub min_rows: u64,
+}
+
 /// A drift report with what it was computed from.
 #[derive(Debug, Clone)]
 pub struct DriftResult {
@@ -124,6 +159,8 @@ pub struct Telemetry {
     registry: Registry,
     fleet: Fleet,
     tail: broadcast::Sender<WindowEvent>,
+    /// Orders receive-time indexing against cutoffs (see the module doc).
+    received: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn window_key(ws: &str, w: &TelemetryWindow, model: &str, version: u32) -> String {
@@ -152,7 +189,12 @@ impl Telemetry {
             registry,
             fleet,
             tail,
+            received: Default::default(),
         }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Live windows as they are stored.
@@ -197,7 +239,17 @@ impl Telemetry {
         }
         self.records.put_bytes(WINDOWS_TREE, &key, payload)?;
         self.roll_up(workspace, &window, &model.model, model.version)?;
-        let now = crate::now_ms();
+        let now = {
+            let _order = self.received.lock().unwrap_or_else(|p| p.into_inner());
+            let now = crate::now_ms();
+            let received = format!(
+                "{workspace}/{}/{:010}/{now:016}/{device}/{:020}/{:020}",
+                model.model, model.version, window.boot_epoch, window.seq
+            );
+            self.records
+                .put_bytes(RECEIVED_TREE, &received, key.as_bytes())?;
+            now
+        };
         self.records.update::<DeviceTelemetry, HubError>(
             DEVICES_TREE,
             &format!("{workspace}/{device}"),
@@ -208,8 +260,8 @@ impl Telemetry {
                 stats.last_window_ms = stats.last_window_ms.max(window.end_ms);
                 if (window.boot_epoch, window.seq) >= stats.latest {
                     stats.latest = (window.boot_epoch, window.seq);
-                    stats.dropped = window.dropped.clone().unwrap_or_default().encode_to_vec();
-                    stats.health = window.health.clone().unwrap_or_default().encode_to_vec();
+                    stats.dropped = window.dropped.unwrap_or_default().encode_to_vec();
+                    stats.health = window.health.unwrap_or_default().encode_to_vec();
                 }
                 Ok(stats)
             },
@@ -275,16 +327,24 @@ impl Telemetry {
     ///
     /// # Errors
     /// `NotFound` for the model or version; storage errors.
-    pub fn drift_report(
-        &self,
-        workspace: &str,
-        model: &str,
-        reference: &str,
-        since_ms: i64,
-        until_ms: i64,
-        devices: &[String],
-        min_rows: u64,
-    ) -> HubResult<DriftResult> {
+    pub fn drift_report(&self, query: &DriftQuery) -> HubResult<DriftResult> {
+        let DriftQuery {
+            workspace,
+            model,
+            reference,
+            from_ms: since_ms,
+            to_ms: until_ms,
+            devices,
+            min_rows,
+        } = query;
+        let (workspace, model, reference, since_ms, until_ms, min_rows) = (
+            workspace.as_str(),
+            model.as_str(),
+            reference.as_str(),
+            *since_ms,
+            *until_ms,
+            *min_rows,
+        );
         let version = self.registry.resolve(workspace, model, reference)?;
         let until_ms = if until_ms <= 0 {
             i64::MAX / 2
@@ -327,6 +387,76 @@ impl Telemetry {
         } else {
             raw(since_ms, until_ms, &mut acc)?;
         }
+        Ok(self.finish(&version, &acc, model, since_ms, until_ms, min_rows))
+    }
+
+    /// A time before which every received window is indexed and readable.
+    pub fn received_cutoff(&self) -> i64 {
+        let _order = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        crate::now_ms()
+    }
+
+    /// Like [`Telemetry::drift_report`], over the windows the hub received in
+    /// `[from_ms, to_ms)`, whatever their end times: what monitors evaluate.
+    ///
+    /// # Errors
+    /// `NotFound` for the model or version; storage errors.
+    pub fn drift_report_received(&self, query: &DriftQuery) -> HubResult<DriftResult> {
+        let DriftQuery {
+            workspace,
+            model,
+            reference,
+            from_ms,
+            to_ms,
+            devices,
+            min_rows,
+        } = query;
+        let (workspace, model, reference, from_ms, to_ms, min_rows) = (
+            workspace.as_str(),
+            model.as_str(),
+            reference.as_str(),
+            *from_ms,
+            *to_ms,
+            *min_rows,
+        );
+        let version = self.registry.resolve(workspace, model, reference)?;
+        let min_rows = if min_rows == 0 {
+            DEFAULT_MIN_ROWS
+        } else {
+            min_rows
+        };
+        let mut acc = Accumulator::new(version.baseline.as_ref().map(|b| &b.baseline), devices);
+        let prefix = format!("{workspace}/{model}/{:010}/", version.version);
+        let (a, b) = (
+            format!("{prefix}{:016}", from_ms.max(0)),
+            format!("{prefix}{:016}", to_ms.max(0)),
+        );
+        for (_, window_key) in self.records.scan_range_bytes(RECEIVED_TREE, &a, &b)? {
+            let Ok(window_key) = String::from_utf8(window_key) else {
+                continue;
+            };
+            let Some(bytes) = self.records.get_bytes(WINDOWS_TREE, &window_key)? else {
+                continue;
+            };
+            match TelemetryWindow::decode(bytes.as_slice()) {
+                Ok(window) => acc.window(&window),
+                Err(error) => {
+                    tracing::warn!(key = %window_key, %error, "skipping an unreadable stored window")
+                }
+            }
+        }
+        Ok(self.finish(&version, &acc, model, from_ms, to_ms, min_rows))
+    }
+
+    fn finish(
+        &self,
+        version: &crate::registry::ModelVersion,
+        acc: &Accumulator,
+        model: &str,
+        since_ms: i64,
+        until_ms: i64,
+        min_rows: u64,
+    ) -> DriftResult {
         let (report, note) = match &version.baseline {
             None => (
                 None,
@@ -345,7 +475,7 @@ impl Telemetry {
                 }
             }
         };
-        Ok(DriftResult {
+        DriftResult {
             model: model.into(),
             version: version.version,
             since_ms,
@@ -353,11 +483,11 @@ impl Telemetry {
             windows: acc.windows,
             devices: acc.devices.len() as u64,
             inferences: acc.inferences,
-            errors: acc.errors,
+            errors: acc.errors.clone(),
             min_rows,
             report,
             note,
-        })
+        }
     }
 
     fn records_scan_hourly(&self, from: &str, to: &str) -> HubResult<Vec<(String, HourlyRollup)>> {
@@ -400,6 +530,12 @@ impl Telemetry {
             drop(bytes);
             self.records.delete(WINDOWS_TREE, &key)?;
             deleted += 1;
+        }
+        for key in self.records.keys(RECEIVED_TREE, "")? {
+            let received = key.rsplit('/').nth(3).and_then(|p| p.parse::<i64>().ok());
+            if received.is_some_and(|r| r < cutoff) {
+                self.records.delete(RECEIVED_TREE, &key)?;
+            }
         }
         Ok(deleted)
     }

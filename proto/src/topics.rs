@@ -71,6 +71,11 @@ impl DeviceTopics {
     }
 }
 
+/// The topic the hub publishes workspace events on (alerts, later rollout and registry events).
+pub fn events(prefix: &str, workspace: &str) -> String {
+    format!("{prefix}/{workspace}/events")
+}
+
 /// The subscription filter for one leaf across every device of every workspace under `prefix`.
 pub fn all_devices_filter(prefix: &str, leaf: &str) -> String {
     format!("{prefix}/+/dev/+/{leaf}")

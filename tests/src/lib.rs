@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod fixtures;
 use shoal_agent::config::{AgentConfigFile, Overrides};
 use shoal_hub::cli::HubClient;
 use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
@@ -159,8 +161,16 @@ impl TestHub {
         std::fs::write(&path, csv).expect("write csv");
         let mut client = self.client().await;
         let features = features.iter().map(|f| f.to_string()).collect();
-        shoal_hub::cli::upload_baseline(&mut client, "default", name, reference, &path, features, "")
-            .await
+        shoal_hub::cli::upload_baseline(
+            &mut client,
+            "default",
+            name,
+            reference,
+            &path,
+            features,
+            "",
+        )
+        .await
     }
 
     pub async fn deploy(

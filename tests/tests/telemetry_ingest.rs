@@ -6,58 +6,23 @@ use std::collections::BTreeSet;
 
 use prost::Message;
 use rumqttc::{Event, Packet, QoS};
-use shoal_drift::{
-    profile_csv, ClassBaseline, FeatureKind, OutputBaseline, OutputKind, ProfileOptions,
-    WindowSummary,
+use shoal_integration_tests::fixtures::{
+    device_baseline, sensor_csv, sensor_rows, window_payload, WindowMeta, FEATURES,
 };
 use shoal_integration_tests::{mqtt_client_as, unique, TestHub, DEADLINE};
-use shoal_model::build::{Mlp, SplitMix64};
-use shoal_proto::device::{ActiveModel, DropCounts, TelemetryAck, TelemetryWindow};
+use shoal_model::build::Mlp;
+use shoal_proto::device::TelemetryAck;
 use shoal_proto::telemetry::{GetDeviceTelemetryRequest, GetDriftReportRequest};
 use shoal_proto::topics::DeviceTopics;
-
-const FEATURES: [&str; 4] = ["temp", "hum", "light", "co2"];
-
-/// Rows drawn uniformly from [i, i + 10) per column, moved by `shift`.
-fn rows(seed: u64, n: usize, shift: f32) -> Vec<[f32; 4]> {
-    let mut rng = SplitMix64(seed);
-    (0..n)
-        .map(|_| std::array::from_fn(|i| i as f32 + 5.0 + 5.0 * rng.unit() as f32 + shift))
-        .collect()
-}
-
-fn csv(rows: &[[f32; 4]]) -> String {
-    let mut text = FEATURES.join(",") + "\n";
-    for row in rows {
-        text += &row
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        text += "\n";
-    }
-    text
-}
-
-fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-        )
-        .0
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_are_stored_once_and_merged_into_drift_reports() {
     let hub = TestHub::start().await;
     let mlp = Mlp::seeded(&[4, 8, 2], 4).with_softmax();
     let version = hub.register("occupancy", &mlp.to_onnx()).await.unwrap();
-    let training = rows(1, 2000, 0.0);
+    let training = sensor_rows(1, 2000, 0.0);
     let with_baseline = hub
-        .set_baseline("occupancy", "1", &csv(&training), &FEATURES)
+        .set_baseline("occupancy", "1", &sensor_csv(&training), &FEATURES)
         .await
         .unwrap();
     let summary = with_baseline.baseline.expect("a baseline");
@@ -80,21 +45,8 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         "the model's output distribution is the prediction baseline"
     );
 
-    // The device's view of the baseline: the same profile, and its classes on the same rows.
-    let mut baseline = profile_csv(
-        csv(&training).as_bytes(),
-        &ProfileOptions {
-            features: Some(FEATURES.map(String::from).to_vec()),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .baseline();
-    let predictions: Vec<usize> = training.iter().map(|r| argmax(&mlp.forward(r))).collect();
-    baseline.outputs = vec![OutputBaseline {
-        name: "y".into(),
-        kind: OutputKind::Classes(ClassBaseline::from_predictions(2, predictions)),
-    }];
+    // The device's view of the baseline.
+    let baseline = device_baseline(&training, &mlp);
 
     let device = hub.add_device("cam-01").await;
     let (client, mut eventloop) = mqtt_client_as(&device, &unique("cam-01-"));
@@ -104,57 +56,31 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         .await
         .unwrap();
 
-    let window = |seq: u64, end_ms: i64, sample: &[[f32; 4]], dropped: u64| {
-        let mut summary = WindowSummary::new(&baseline);
-        for row in sample {
-            for (i, feature) in baseline.features.iter().enumerate() {
-                let (FeatureKind::Numeric(b), shoal_drift::FeatureSummary::Numeric(s)) =
-                    (&feature.kind, &mut summary.features[i])
-                else {
-                    unreachable!()
-                };
-                s.observe(b, Some(row[i] as f64));
-            }
-            if let shoal_drift::OutputSummary::Classes(c) = &mut summary.outputs[0] {
-                c.observe_class(argmax(&mlp.forward(row)));
-            }
-        }
-        let (features, outputs) = shoal_drift::wire::summary_to_wire(&summary, &baseline);
-        TelemetryWindow {
-            device_id: "cam-01".into(),
+    let window = |seq: u64, end_ms: i64, sample: &[[f32; 4]], dropped_records: u64| {
+        let meta = WindowMeta {
+            device: "cam-01",
             boot_epoch: 1,
             seq,
-            start_ms: end_ms - 60_000,
             end_ms,
-            model: Some(ActiveModel {
-                model: "occupancy".into(),
-                version: 1,
-                digest: version.digest.clone(),
-            }),
-            inferences: sample.len() as u64,
-            features,
-            outputs,
-            dropped: Some(DropCounts {
-                cap_records: dropped,
-                items: dropped * 10,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec()
+            model: "occupancy",
+            version: 1,
+            digest: &version.digest,
+            dropped_records,
+        };
+        window_payload(&baseline, &mlp, &meta, sample)
     };
 
     // Three windows like the training data an hour ago, one re-sent; three shifted ones now.
     let now = shoal_hub::now_ms();
     let earlier = now - 3_600_000;
     let mut published = vec![
-        window(0, earlier, &rows(10, 400, 0.0), 0),
-        window(1, earlier + 60_000, &rows(11, 400, 0.0), 0),
-        window(2, earlier + 120_000, &rows(12, 400, 0.0), 2),
+        window(0, earlier, &sensor_rows(10, 400, 0.0), 0),
+        window(1, earlier + 60_000, &sensor_rows(11, 400, 0.0), 0),
+        window(2, earlier + 120_000, &sensor_rows(12, 400, 0.0), 2),
     ];
     published.push(published[1].clone());
-    published.push(window(3, now - 120_000, &rows(13, 400, 4.0), 2));
-    published.push(window(4, now - 60_000, &rows(14, 400, 4.0), 3));
+    published.push(window(3, now - 120_000, &sensor_rows(13, 400, 4.0), 2));
+    published.push(window(4, now - 60_000, &sensor_rows(14, 400, 4.0), 3));
     for payload in &published {
         client
             .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload.clone())

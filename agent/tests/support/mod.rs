@@ -1,10 +1,12 @@
 //! A harness for the agent's own end-to-end checks: a real broker (rumqttd on a free port), a
-//! scripted hub (a plain MQTT client that signs manifests and serves blobs), and agents on
-//! ephemeral HTTP ports with their own data directories.
+//! scripted hub (a plain MQTT client that signs manifests, serves blobs, and receives and
+//! acknowledges telemetry windows), and agents on ephemeral HTTP ports with their own data
+//! directories.
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use shoal_agent::{
 };
 use shoal_proto::device::{
     BlobChunk, BlobRequest, DesiredState, DeviceStatus, Manifest, ReportedState, SignedManifest,
-    UpdatePhase,
+    TelemetryAck, TelemetryWindow, UpdatePhase,
 };
 use shoal_proto::topics::DeviceTopics;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -115,6 +117,12 @@ pub struct FakeHub {
     pub requests: Arc<Mutex<Vec<BlobRequest>>>,
     pub states: watch::Receiver<Option<ReportedState>>,
     pub statuses: watch::Receiver<Option<DeviceStatus>>,
+    /// Every telemetry window received, duplicates included, in arrival order.
+    pub windows: Arc<Mutex<Vec<TelemetryWindow>>>,
+    /// Bumped on every telemetry window received.
+    pub windows_received: watch::Receiver<u64>,
+    /// Whether received windows are acknowledged (as the real hub does once it stored them).
+    pub acking: Arc<AtomicBool>,
 }
 
 impl FakeHub {
@@ -137,6 +145,10 @@ impl FakeHub {
             .subscribe(topics.status(), QoS::AtLeastOnce)
             .await
             .unwrap();
+        client
+            .subscribe(topics.telemetry(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
 
         let (states_tx, states) = watch::channel(None);
         let (statuses_tx, statuses) = watch::channel(None);
@@ -145,6 +157,12 @@ impl FakeHub {
         let state_topic = topics.state();
         let status_topic = topics.status();
         let request_topic = topics.blob_request();
+        let telemetry_topic = topics.telemetry();
+        let windows: Arc<Mutex<Vec<TelemetryWindow>>> = Arc::default();
+        let (windows_tx, windows_received) = watch::channel(0u64);
+        let acking = Arc::new(AtomicBool::new(true));
+        let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<u64>();
+        let (received, ack_enabled) = (windows.clone(), acking.clone());
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -161,6 +179,13 @@ impl FakeHub {
                                 .send_replace(Some(DeviceStatus::decode(publish.payload).unwrap()));
                         } else if publish.topic == request_topic {
                             let _ = requests_tx.send(BlobRequest::decode(publish.payload).unwrap());
+                        } else if publish.topic == telemetry_topic {
+                            let window = TelemetryWindow::decode(publish.payload).unwrap();
+                            if ack_enabled.load(Ordering::SeqCst) {
+                                let _ = acks_tx.send(window.seq);
+                            }
+                            received.lock().unwrap().push(window);
+                            windows_tx.send_modify(|n| *n += 1);
                         }
                     }
                     Ok(_) => {}
@@ -179,6 +204,15 @@ impl FakeHub {
             requests.clone(),
             client.clone(),
         );
+        let (ack_client, ack_topic) = (client.clone(), topics.telemetry_ack());
+        tokio::spawn(async move {
+            while let Some(seq) = acks_rx.recv().await {
+                let ack = TelemetryAck { seqs: vec![seq] };
+                let _ = ack_client
+                    .publish(&ack_topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
+                    .await;
+            }
+        });
         let response_topic = topics.blob_response();
         tokio::spawn(async move {
             while let Some(request) = requests_rx.recv().await {
@@ -246,6 +280,9 @@ impl FakeHub {
             requests,
             states,
             statuses,
+            windows,
+            windows_received,
+            acking,
         }
     }
 
@@ -264,21 +301,71 @@ impl FakeHub {
     }
 
     pub fn sign(&self, key: &SigningKey, name: &str, version: u32, bytes: &[u8]) -> SignedManifest {
-        let manifest = Manifest {
-            workspace: WORKSPACE.into(),
-            model: name.into(),
-            version,
-            digest: digest(bytes),
-            size_bytes: bytes.len() as u64,
-            signature: None,
-            created_at_ms: 1,
-            ..Default::default()
-        };
+        self.sign_manifest(key, &manifest(name, version, bytes))
+    }
+
+    pub fn sign_manifest(&self, key: &SigningKey, manifest: &Manifest) -> SignedManifest {
         let manifest = manifest.encode_to_vec();
         let signature = key.sign(&manifest).to_bytes().to_vec();
         SignedManifest {
             manifest,
             signature,
+        }
+    }
+
+    /// Publishes a raw payload on the device's telemetry ack topic.
+    pub async fn publish_ack(&self, payload: Vec<u8>) {
+        let topic = DeviceTopics::new(&self.prefix, WORKSPACE, DEVICE).telemetry_ack();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    pub fn set_acking(&self, acking: bool) {
+        self.acking.store(acking, Ordering::SeqCst);
+    }
+
+    /// Windows received, the first copy of each (boot epoch, seq): how the hub deduplicates.
+    pub fn unique_windows(&self) -> BTreeMap<(u64, u64), TelemetryWindow> {
+        let mut unique = BTreeMap::new();
+        for window in self.windows.lock().unwrap().iter() {
+            unique
+                .entry((window.boot_epoch, window.seq))
+                .or_insert_with(|| window.clone());
+        }
+        unique
+    }
+
+    /// How many times each (boot epoch, seq) arrived.
+    pub fn receipts(&self) -> BTreeMap<(u64, u64), usize> {
+        let mut receipts = BTreeMap::new();
+        for window in self.windows.lock().unwrap().iter() {
+            *receipts.entry((window.boot_epoch, window.seq)).or_default() += 1;
+        }
+        receipts
+    }
+
+    /// Waits until the windows received so far satisfy `accept`.
+    pub async fn wait_for_windows(
+        &self,
+        what: &str,
+        accept: impl Fn(&BTreeMap<(u64, u64), TelemetryWindow>) -> bool,
+    ) -> BTreeMap<(u64, u64), TelemetryWindow> {
+        let mut received = self.windows_received.clone();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            received.borrow_and_update();
+            let unique = self.unique_windows();
+            if accept(&unique) {
+                return unique;
+            }
+            if tokio::time::timeout_at(deadline, received.changed())
+                .await
+                .is_err()
+            {
+                panic!("no telemetry windows {what}; received: {unique:#?}");
+            }
         }
     }
 
@@ -339,6 +426,36 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// An unsigned manifest for a model, with no baseline.
+pub fn manifest(name: &str, version: u32, bytes: &[u8]) -> Manifest {
+    Manifest {
+        workspace: WORKSPACE.into(),
+        model: name.into(),
+        version,
+        digest: digest(bytes),
+        size_bytes: bytes.len() as u64,
+        signature: None,
+        created_at_ms: 1,
+        ..Default::default()
+    }
+}
+
+/// Checks `check` until it holds, up to [`WAIT`]; a short pause between checks.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn config_file(
     mqtt_port: u16,
     prefix: &str,
@@ -364,6 +481,7 @@ pub fn config_file(
             download_window_bytes: None,
             chunk_timeout_ms: Some(300),
             download_rate_limit_bytes_per_sec: None,
+            ..Default::default()
         },
     }
 }
@@ -408,6 +526,11 @@ impl TestAgent {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// The `telemetry` object of `GET /v1/model`.
+    pub async fn telemetry(&self) -> serde_json::Value {
+        self.get("/v1/model").await.1["telemetry"].clone()
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -477,9 +600,19 @@ impl Proxy {
 
     /// Drops every open connection and refuses new ones for `outage`.
     pub async fn cut(&self, outage: Duration) {
+        self.hold();
+        tokio::time::sleep(outage).await;
+        self.release();
+    }
+
+    /// Drops every open connection and refuses new ones until [`Proxy::release`].
+    pub fn hold(&self) {
         self.refusing.store(true, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
-        tokio::time::sleep(outage).await;
+    }
+
+    /// Accepts connections again.
+    pub fn release(&self) {
         self.refusing.store(false, Ordering::SeqCst);
     }
 }

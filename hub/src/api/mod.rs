@@ -10,7 +10,7 @@ mod workspaces;
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
-pub use telemetry::TelemetryApi;
+pub use telemetry::{alert_to_wire, TelemetryApi};
 pub use workspaces::WorkspaceApi;
 
 use std::sync::Arc;

@@ -1,23 +1,61 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use shoal_drift::{DriftStatus, FeatureDrift};
+use shoal_drift::FeatureDrift;
 use shoal_proto::telemetry::{self as pb, telemetry_service_server::TelemetryService};
 use tonic::{Request, Response, Status};
 
 use super::{status, workspace_or_default};
-use crate::telemetry::Telemetry;
+use crate::monitor::{Monitor, Monitors, NewMonitor};
+use crate::telemetry::{status_name, DriftQuery, Telemetry};
 
 pub struct TelemetryApi {
     pub telemetry: Telemetry,
+    pub monitors: Monitors,
 }
 
-pub(crate) fn status_name(status: DriftStatus) -> &'static str {
-    match status {
-        DriftStatus::None => "none",
-        DriftStatus::Moderate => "moderate",
-        DriftStatus::Significant => "significant",
-        DriftStatus::NotEnoughData => "not_enough_data",
+fn breach_to_wire(b: &crate::monitor::Breach) -> pb::Breach {
+    pb::Breach {
+        feature: b.feature.clone(),
+        metric: b.metric.name().into(),
+        value: b.value,
+        threshold: b.threshold,
+    }
+}
+
+fn monitor_to_wire(m: &Monitor, with_secret: bool) -> pb::Monitor {
+    pb::Monitor {
+        workspace: m.workspace.clone(),
+        name: m.name.clone(),
+        model: m.model.clone(),
+        reference: m.reference.clone(),
+        devices: m.devices.clone(),
+        metric: m.metric.name().into(),
+        threshold: m.threshold,
+        every_ms: m.every_ms,
+        min_rows: m.min_rows,
+        webhook_url: m.webhook_url.clone().unwrap_or_default(),
+        created_at_ms: m.created_at_ms,
+        webhook_secret: if with_secret {
+            m.webhook_secret.clone()
+        } else {
+            String::new()
+        },
+        on_alert: m.on_alert.clone().unwrap_or_default(),
+    }
+}
+
+pub fn alert_to_wire(a: &crate::monitor::Alert) -> pb::Alert {
+    pb::Alert {
+        workspace: a.workspace.clone(),
+        id: a.id.clone(),
+        monitor: a.monitor.clone(),
+        model: a.model.clone(),
+        version: a.version,
+        at_ms: a.at_ms,
+        breaches: a.breaches.iter().map(breach_to_wire).collect(),
+        webhook: a.webhook.clone(),
+        on_alert: a.on_alert.clone().unwrap_or_default(),
     }
 }
 
@@ -48,22 +86,20 @@ impl TelemetryService for TelemetryApi {
         request: Request<pb::GetDriftReportRequest>,
     ) -> Result<Response<pb::DriftReport>, Status> {
         let r = request.into_inner();
-        let workspace = workspace_or_default(&r.workspace).to_string();
+        let query = DriftQuery {
+            workspace: workspace_or_default(&r.workspace).to_string(),
+            model: r.model.clone(),
+            reference: r.reference.clone(),
+            from_ms: r.since_ms,
+            to_ms: r.until_ms,
+            devices: r.devices.clone(),
+            min_rows: r.min_rows,
+        };
         let telemetry = self.telemetry.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            telemetry.drift_report(
-                &workspace,
-                &r.model,
-                &r.reference,
-                r.since_ms,
-                r.until_ms,
-                &r.devices,
-                r.min_rows,
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(format!("drift task: {e}")))?
-        .map_err(status)?;
+        let result = tokio::task::spawn_blocking(move || telemetry.drift_report(&query))
+            .await
+            .map_err(|e| Status::internal(format!("drift task: {e}")))?
+            .map_err(status)?;
         let kinds = |report: &shoal_drift::DriftReport| {
             // The baseline's kinds are not in the report; numeric features have a KS value
             // whenever they have data, categorical ones a chi-square.
@@ -109,6 +145,103 @@ impl TelemetryService for TelemetryApi {
             status: overall.into(),
             min_rows: result.min_rows,
             note: result.note,
+        }))
+    }
+
+    async fn create_monitor(
+        &self,
+        request: Request<pb::CreateMonitorRequest>,
+    ) -> Result<Response<pb::Monitor>, Status> {
+        let m = request
+            .into_inner()
+            .monitor
+            .ok_or_else(|| Status::invalid_argument("no monitor given"))?;
+        let created = self
+            .monitors
+            .create(NewMonitor {
+                workspace: workspace_or_default(&m.workspace).to_string(),
+                name: m.name,
+                model: m.model,
+                reference: m.reference,
+                devices: m.devices,
+                metric: m.metric,
+                threshold: m.threshold,
+                every_ms: m.every_ms,
+                min_rows: m.min_rows,
+                webhook_url: m.webhook_url,
+                on_alert: m.on_alert,
+            })
+            .map_err(status)?;
+        Ok(Response::new(monitor_to_wire(&created, true)))
+    }
+
+    async fn get_monitor(
+        &self,
+        request: Request<pb::GetMonitorRequest>,
+    ) -> Result<Response<pb::MonitorDetails>, Status> {
+        let r = request.into_inner();
+        let workspace = workspace_or_default(&r.workspace);
+        let monitor = self.monitors.get(workspace, &r.name).map_err(status)?;
+        let evaluations = self
+            .monitors
+            .evaluations(workspace, &r.name, 20)
+            .map_err(status)?
+            .iter()
+            .map(|e| pb::Evaluation {
+                monitor: e.monitor.clone(),
+                at_ms: e.at_ms,
+                since_ms: e.since_ms,
+                until_ms: e.until_ms,
+                version: e.version,
+                windows: e.windows,
+                inferences: e.inferences,
+                status: e.status.clone(),
+                breaches: e.breaches.iter().map(breach_to_wire).collect(),
+                note: e.note.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::MonitorDetails {
+            monitor: Some(monitor_to_wire(&monitor, false)),
+            evaluations,
+        }))
+    }
+
+    async fn list_monitors(
+        &self,
+        request: Request<pb::ListMonitorsRequest>,
+    ) -> Result<Response<pb::ListMonitorsResponse>, Status> {
+        let r = request.into_inner();
+        let monitors = self
+            .monitors
+            .list(workspace_or_default(&r.workspace))
+            .map_err(status)?;
+        Ok(Response::new(pb::ListMonitorsResponse {
+            monitors: monitors.iter().map(|m| monitor_to_wire(m, false)).collect(),
+        }))
+    }
+
+    async fn delete_monitor(
+        &self,
+        request: Request<pb::DeleteMonitorRequest>,
+    ) -> Result<Response<pb::DeleteMonitorResponse>, Status> {
+        let r = request.into_inner();
+        self.monitors
+            .delete(workspace_or_default(&r.workspace), &r.name)
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteMonitorResponse {}))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let r = request.into_inner();
+        let alerts = self
+            .monitors
+            .alerts(workspace_or_default(&r.workspace), &r.monitor)
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: alerts.iter().map(alert_to_wire).collect(),
         }))
     }
 

@@ -90,6 +90,54 @@ enum Command {
     /// Telemetry windows from devices.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// Alerts raised by drift monitors.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    List {
+        #[arg(long, default_value = "")]
+        monitor: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MonitorCommand {
+    /// Evaluates a model's drift every period and alerts on a breach.
+    Create {
+        name: String,
+        /// NAME@VERSION or NAME@ALIAS (an alias is followed as it moves).
+        #[arg(long)]
+        model: String,
+        /// js, psi, wasserstein or ks.
+        #[arg(long, default_value = "js")]
+        metric: String,
+        #[arg(long, default_value_t = 0.1)]
+        threshold: f64,
+        /// The period: 90s, 5m, 1h.
+        #[arg(long, default_value = "5m")]
+        every: String,
+        #[arg(long, default_value_t = 500)]
+        min_rows: u64,
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
+        /// POSTs each alert here, signed with HMAC-SHA256 (X-Shoal-Signature).
+        #[arg(long, default_value = "")]
+        webhook: String,
+        /// What to start on an alert (kept on the alert for a retraining pipeline).
+        #[arg(long, default_value = "")]
+        on_alert: String,
+    },
+    List,
+    /// A monitor and its recent evaluations.
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +156,9 @@ enum DriftCommand {
         #[arg(long, default_value_t = 0)]
         min_rows: u64,
     },
+    /// Monitors that evaluate drift every period and raise alerts.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
 }
 
 #[derive(Subcommand)]
@@ -649,6 +700,34 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(status)?
                 .into_inner();
             telemetry::print_drift(out, &report);
+        }
+        Command::Drift(DriftCommand::Monitor(command)) => {
+            telemetry::monitor_command(&mut hub, &ws, out, command).await?
+        }
+        Command::Alert(AlertCommand::List { monitor }) => {
+            let alerts = hub
+                .telemetry
+                .list_alerts(shoal_proto::telemetry::ListAlertsRequest {
+                    workspace: ws,
+                    monitor,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .alerts;
+            let rows: Vec<Value> = alerts.iter().map(telemetry::alert_json).collect();
+            print_list(
+                out,
+                &[
+                    ("ID", "id"),
+                    ("MONITOR", "monitor"),
+                    ("MODEL", "model_version"),
+                    ("AT", "at"),
+                    ("BREACHES", "breaches"),
+                    ("WEBHOOK", "webhook"),
+                ],
+                &rows,
+            );
         }
         Command::Telemetry(TelemetryCommand::Tail { device }) => {
             telemetry::tail(&mut hub, &ws, device.as_deref().unwrap_or(""), out).await?;

@@ -7,7 +7,7 @@ use shoal_proto::registry as rpb;
 use shoal_proto::telemetry as tpb;
 
 use super::output::{age, print_list, print_one, Format};
-use super::{describe_status, HubClient};
+use super::{describe_status, HubClient, MonitorCommand};
 
 /// Streams a CSV to the hub as the drift baseline of `name@reference`.
 ///
@@ -161,8 +161,8 @@ fn window_row(event: &tpb::WindowEvent) -> Value {
         .map(|m| format!("{}@{}", m.model, m.version))
         .unwrap_or_default();
     let errors: u64 = w.errors.values().sum();
-    let dropped = w.dropped.clone().unwrap_or_default();
-    let health = w.health.clone().unwrap_or_default();
+    let dropped = w.dropped.unwrap_or_default();
+    let health = w.health.unwrap_or_default();
     json!({
         "device": w.device_id, "boot_epoch": w.boot_epoch, "seq": w.seq, "model": model,
         "start_ms": w.start_ms, "end_ms": w.end_ms, "inferences": w.inferences, "errors": errors,
@@ -226,8 +226,8 @@ pub async fn tail(
 
 /// What the hub holds of one device's telemetry, including its drop accounting.
 pub fn device_telemetry_json(t: &tpb::DeviceTelemetry) -> Value {
-    let dropped = t.dropped.clone().unwrap_or_default();
-    let health = t.health.clone().unwrap_or_default();
+    let dropped = t.dropped.unwrap_or_default();
+    let health = t.health.unwrap_or_default();
     json!({
         "device": t.device, "windows": t.windows, "duplicates": t.duplicates, "inferences": t.inferences,
         "last_window": age(t.last_window_ms), "last_window_ms": t.last_window_ms,
@@ -243,6 +243,136 @@ pub fn device_telemetry_json(t: &tpb::DeviceTelemetry) -> Value {
             "buffer_bytes": health.buffer_bytes,
         },
     })
+}
+
+pub fn alert_json(a: &tpb::Alert) -> Value {
+    let breaches: Vec<String> = a
+        .breaches
+        .iter()
+        .map(|b| format!("{} {}={:.4}≥{}", b.feature, b.metric, b.value, b.threshold))
+        .collect();
+    json!({
+        "workspace": a.workspace, "id": a.id, "monitor": a.monitor, "model": a.model, "version": a.version,
+        "model_version": format!("{}@{}", a.model, a.version), "at": age(a.at_ms), "at_ms": a.at_ms,
+        "breaches": breaches, "webhook": a.webhook, "on_alert": a.on_alert,
+    })
+}
+
+fn monitor_json(m: &tpb::Monitor) -> Value {
+    json!({
+        "workspace": m.workspace, "name": m.name, "model": format!("{}@{}", m.model, m.reference),
+        "metric": m.metric, "threshold": m.threshold, "every_ms": m.every_ms, "min_rows": m.min_rows,
+        "devices": m.devices, "webhook": m.webhook_url, "on_alert": m.on_alert, "created_at_ms": m.created_at_ms,
+    })
+}
+
+pub(super) async fn monitor_command(
+    hub: &mut HubClient,
+    workspace: &str,
+    format: Format,
+    command: MonitorCommand,
+) -> Result<(), String> {
+    let status = |s: tonic::Status| describe_status(&s);
+    match command {
+        MonitorCommand::Create {
+            name,
+            model,
+            metric,
+            threshold,
+            every,
+            min_rows,
+            devices,
+            webhook,
+            on_alert,
+        } => {
+            let (model, reference) = super::split_reference(&model);
+            let monitor = tpb::Monitor {
+                workspace: workspace.into(),
+                name,
+                model: model.into(),
+                reference: reference.into(),
+                devices,
+                metric,
+                threshold,
+                every_ms: parse_duration_ms(&every)?,
+                min_rows,
+                webhook_url: webhook,
+                on_alert,
+                ..Default::default()
+            };
+            let created = hub
+                .telemetry
+                .create_monitor(tpb::CreateMonitorRequest {
+                    monitor: Some(monitor),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut body = monitor_json(&created);
+            if !created.webhook_url.is_empty() {
+                body["webhook_secret"] = json!(created.webhook_secret);
+                eprintln!("webhook bodies are signed: X-Shoal-Signature: sha256=HMAC-SHA256(secret, body); the secret is shown only now");
+            }
+            print_one(format, &body);
+        }
+        MonitorCommand::List => {
+            let list = hub
+                .telemetry
+                .list_monitors(tpb::ListMonitorsRequest {
+                    workspace: workspace.into(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows: Vec<Value> = list.monitors.iter().map(monitor_json).collect();
+            print_list(
+                format,
+                &[
+                    ("NAME", "name"),
+                    ("MODEL", "model"),
+                    ("METRIC", "metric"),
+                    ("THRESHOLD", "threshold"),
+                    ("EVERY MS", "every_ms"),
+                    ("MIN ROWS", "min_rows"),
+                    ("WEBHOOK", "webhook"),
+                ],
+                &rows,
+            );
+        }
+        MonitorCommand::Show { name } => {
+            let details = hub
+                .telemetry
+                .get_monitor(tpb::GetMonitorRequest {
+                    workspace: workspace.into(),
+                    name,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut body = details
+                .monitor
+                .as_ref()
+                .map(monitor_json)
+                .unwrap_or(Value::Null);
+            body["evaluations"] = details
+                .evaluations
+                .iter()
+                .map(|e| json!({"at": age(e.at_ms), "at_ms": e.at_ms, "version": e.version, "windows": e.windows, "inferences": e.inferences, "status": e.status, "breaches": e.breaches.len(), "note": e.note}))
+                .collect();
+            print_one(format, &body);
+        }
+        MonitorCommand::Delete { name } => {
+            hub.telemetry
+                .delete_monitor(tpb::DeleteMonitorRequest {
+                    workspace: workspace.into(),
+                    name: name.clone(),
+                })
+                .await
+                .map_err(status)?;
+            eprintln!("deleted monitor {name}");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -139,6 +139,182 @@ pub struct DeviceTelemetry {
     #[prost(message, optional, tag = "8")]
     pub health: ::core::option::Option<super::super::device::v1::DeviceHealth>,
 }
+/// A drift monitor: every `every_ms`, the drift of one model version (or alias) over the last
+/// period is evaluated; a breach raises an alert.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Monitor {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub model: ::prost::alloc::string::String,
+    /// A version number or an alias, resolved at every evaluation (so an alias follows its moves).
+    #[prost(string, tag = "4")]
+    pub reference: ::prost::alloc::string::String,
+    /// Empty: every device.
+    #[prost(string, repeated, tag = "5")]
+    pub devices: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// "js", "psi", "wasserstein" or "ks".
+    #[prost(string, tag = "6")]
+    pub metric: ::prost::alloc::string::String,
+    #[prost(double, tag = "7")]
+    pub threshold: f64,
+    #[prost(int64, tag = "8")]
+    pub every_ms: i64,
+    #[prost(uint64, tag = "9")]
+    pub min_rows: u64,
+    /// Empty: no webhook. Bodies are signed with HMAC-SHA256 (header X-Shoal-Signature).
+    #[prost(string, tag = "10")]
+    pub webhook_url: ::prost::alloc::string::String,
+    #[prost(int64, tag = "11")]
+    pub created_at_ms: i64,
+    /// Filled in on creation only: the webhook signing secret.
+    #[prost(string, tag = "12")]
+    pub webhook_secret: ::prost::alloc::string::String,
+    /// What to start when the monitor alerts (a retraining pipeline, later); kept on the alert.
+    #[prost(string, tag = "13")]
+    pub on_alert: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Breach {
+    #[prost(string, tag = "1")]
+    pub feature: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub metric: ::prost::alloc::string::String,
+    #[prost(double, tag = "3")]
+    pub value: f64,
+    #[prost(double, tag = "4")]
+    pub threshold: f64,
+}
+/// One evaluation of a monitor, stored whatever its outcome.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Evaluation {
+    #[prost(string, tag = "1")]
+    pub monitor: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub at_ms: i64,
+    #[prost(int64, tag = "3")]
+    pub since_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub until_ms: i64,
+    #[prost(uint32, tag = "5")]
+    pub version: u32,
+    #[prost(uint64, tag = "6")]
+    pub windows: u64,
+    #[prost(uint64, tag = "7")]
+    pub inferences: u64,
+    /// "none", "moderate", "significant" or "not_enough_data".
+    #[prost(string, tag = "8")]
+    pub status: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "9")]
+    pub breaches: ::prost::alloc::vec::Vec<Breach>,
+    #[prost(string, tag = "10")]
+    pub note: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Alert {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub monitor: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub model: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "5")]
+    pub version: u32,
+    #[prost(int64, tag = "6")]
+    pub at_ms: i64,
+    #[prost(message, repeated, tag = "7")]
+    pub breaches: ::prost::alloc::vec::Vec<Breach>,
+    /// Where the webhook delivery stands: "none", "delivered", or the error.
+    #[prost(string, tag = "8")]
+    pub webhook: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub on_alert: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateMonitorRequest {
+    #[prost(message, optional, tag = "1")]
+    pub monitor: ::core::option::Option<Monitor>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetMonitorRequest {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MonitorDetails {
+    #[prost(message, optional, tag = "1")]
+    pub monitor: ::core::option::Option<Monitor>,
+    /// Most recent first.
+    #[prost(message, repeated, tag = "2")]
+    pub evaluations: ::prost::alloc::vec::Vec<Evaluation>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListMonitorsRequest {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListMonitorsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub monitors: ::prost::alloc::vec::Vec<Monitor>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteMonitorRequest {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteMonitorResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListAlertsRequest {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    /// Empty: every monitor.
+    #[prost(string, tag = "2")]
+    pub monitor: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListAlertsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub alerts: ::prost::alloc::vec::Vec<Alert>,
+}
+/// What the hub publishes on `{prefix}/{workspace}/events`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HubEvent {
+    #[prost(oneof = "hub_event::Event", tags = "1")]
+    pub event: ::core::option::Option<hub_event::Event>,
+}
+/// Nested message and enum types in `HubEvent`.
+pub mod hub_event {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Event {
+        #[prost(message, tag = "1")]
+        Alert(super::Alert),
+    }
+}
 /// Generated client implementations.
 #[cfg(feature = "grpc")]
 pub mod telemetry_service_client {
@@ -230,6 +406,139 @@ pub mod telemetry_service_client {
         pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
+        }
+        pub async fn create_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.telemetry.v1.TelemetryService/CreateMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.telemetry.v1.TelemetryService",
+                        "CreateMonitor",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::MonitorDetails>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.telemetry.v1.TelemetryService/GetMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shoal.telemetry.v1.TelemetryService", "GetMonitor"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_monitors(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListMonitorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMonitorsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.telemetry.v1.TelemetryService/ListMonitors",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.telemetry.v1.TelemetryService",
+                        "ListMonitors",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn delete_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteMonitorRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteMonitorResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.telemetry.v1.TelemetryService/DeleteMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.telemetry.v1.TelemetryService",
+                        "DeleteMonitor",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_alerts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAlertsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.telemetry.v1.TelemetryService/ListAlerts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shoal.telemetry.v1.TelemetryService", "ListAlerts"),
+                );
+            self.inner.unary(req, path, codec).await
         }
         pub async fn get_drift_report(
             &mut self,
@@ -331,6 +640,35 @@ pub mod telemetry_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with TelemetryServiceServer.
     #[async_trait]
     pub trait TelemetryService: std::marker::Send + std::marker::Sync + 'static {
+        async fn create_monitor(
+            &self,
+            request: tonic::Request<super::CreateMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status>;
+        async fn get_monitor(
+            &self,
+            request: tonic::Request<super::GetMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::MonitorDetails>, tonic::Status>;
+        async fn list_monitors(
+            &self,
+            request: tonic::Request<super::ListMonitorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMonitorsResponse>,
+            tonic::Status,
+        >;
+        async fn delete_monitor(
+            &self,
+            request: tonic::Request<super::DeleteMonitorRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteMonitorResponse>,
+            tonic::Status,
+        >;
+        async fn list_alerts(
+            &self,
+            request: tonic::Request<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAlertsResponse>,
+            tonic::Status,
+        >;
         async fn get_drift_report(
             &self,
             request: tonic::Request<super::GetDriftReportRequest>,
@@ -429,6 +767,234 @@ pub mod telemetry_service_server {
         }
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
             match req.uri().path() {
+                "/shoal.telemetry.v1.TelemetryService/CreateMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateMonitorSvc<T: TelemetryService>(pub Arc<T>);
+                    impl<
+                        T: TelemetryService,
+                    > tonic::server::UnaryService<super::CreateMonitorRequest>
+                    for CreateMonitorSvc<T> {
+                        type Response = super::Monitor;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TelemetryService>::create_monitor(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.telemetry.v1.TelemetryService/GetMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMonitorSvc<T: TelemetryService>(pub Arc<T>);
+                    impl<
+                        T: TelemetryService,
+                    > tonic::server::UnaryService<super::GetMonitorRequest>
+                    for GetMonitorSvc<T> {
+                        type Response = super::MonitorDetails;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TelemetryService>::get_monitor(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.telemetry.v1.TelemetryService/ListMonitors" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListMonitorsSvc<T: TelemetryService>(pub Arc<T>);
+                    impl<
+                        T: TelemetryService,
+                    > tonic::server::UnaryService<super::ListMonitorsRequest>
+                    for ListMonitorsSvc<T> {
+                        type Response = super::ListMonitorsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListMonitorsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TelemetryService>::list_monitors(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListMonitorsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.telemetry.v1.TelemetryService/DeleteMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteMonitorSvc<T: TelemetryService>(pub Arc<T>);
+                    impl<
+                        T: TelemetryService,
+                    > tonic::server::UnaryService<super::DeleteMonitorRequest>
+                    for DeleteMonitorSvc<T> {
+                        type Response = super::DeleteMonitorResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TelemetryService>::delete_monitor(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.telemetry.v1.TelemetryService/ListAlerts" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListAlertsSvc<T: TelemetryService>(pub Arc<T>);
+                    impl<
+                        T: TelemetryService,
+                    > tonic::server::UnaryService<super::ListAlertsRequest>
+                    for ListAlertsSvc<T> {
+                        type Response = super::ListAlertsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListAlertsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TelemetryService>::list_alerts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListAlertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/shoal.telemetry.v1.TelemetryService/GetDriftReport" => {
                     #[allow(non_camel_case_types)]
                     struct GetDriftReportSvc<T: TelemetryService>(pub Arc<T>);
