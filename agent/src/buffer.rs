@@ -252,11 +252,12 @@ impl TelemetryBuffer {
     /// `TooLarge` for a record bigger than the cap itself (it is counted as a cap drop); sled
     /// errors.
     pub fn push(&mut self, created_at_ms: i64, items: u64, payload: &[u8]) -> BufferResult<u64> {
-        self.push_with(created_at_ms, items, |_| payload.to_vec())
+        self.push_with(created_at_ms, items, |_, _| payload.to_vec())
     }
 
-    /// Like [`TelemetryBuffer::push`], with the payload built from the sequence number it will
-    /// be stored under, so that a window can carry its own `seq`. `payload` runs exactly once.
+    /// Appends a record built for its sequence number and the drop counters as they will
+    /// stand once it is stored, so a window reports the drops its own arrival caused. Room is
+    /// made first: the oldest records are dropped (and counted) until the new one fits the cap.
     ///
     /// A record too large for the cap is not stored: it is counted as dropped by the cap
     /// (`cap_records`, its `items` and bytes) and its sequence number is not reused.
@@ -267,11 +268,11 @@ impl TelemetryBuffer {
         &mut self,
         created_at_ms: i64,
         items: u64,
-        payload: impl FnOnce(u64) -> Vec<u8>,
+        mut payload: impl FnMut(u64, DropCounters) -> Vec<u8>,
     ) -> BufferResult<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let value = encode(created_at_ms, items, &payload(seq));
+        let mut value = encode(created_at_ms, items, &payload(seq, self.counters));
         if value.len() as u64 > self.config.max_bytes {
             self.counters.cap_records += 1;
             self.counters.items += items;
@@ -283,28 +284,36 @@ impl TelemetryBuffer {
                 cap: self.config.max_bytes,
             });
         }
+        // Each round either fits or drops the oldest record, which changes the counters the
+        // record carries, so it is built again.
+        while self.count > 0 && self.bytes + value.len() as u64 > self.config.max_bytes {
+            self.drop_oldest()?;
+            value = encode(created_at_ms, items, &payload(seq, self.counters));
+        }
         self.records
             .insert(seq.to_be_bytes(), value.as_slice())
             .map_err(|e| self.sled(e))?;
         self.bytes += value.len() as u64;
         self.count += 1;
-        while self.bytes > self.config.max_bytes {
-            let Some((key, old)) = self.records.pop_min().map_err(|e| self.sled(e))? else {
-                break;
-            };
-            self.bytes = self.bytes.saturating_sub(old.len() as u64);
-            self.count = self.count.saturating_sub(1);
-            self.counters.cap_records += 1;
-            self.counters.bytes += old.len() as u64;
-            self.counters.items += decode(&old).map_or(0, |(_, items, _)| items);
-            tracing::warn!(
-                seq = seq_of(&key).unwrap_or(0),
-                "telemetry buffer full: dropped the oldest window"
-            );
-        }
         self.save_meta()?;
         self.db.flush().map_err(|e| self.sled(e))?;
         Ok(seq)
+    }
+
+    fn drop_oldest(&mut self) -> BufferResult<()> {
+        let Some((key, old)) = self.records.pop_min().map_err(|e| self.sled(e))? else {
+            return Ok(());
+        };
+        self.bytes = self.bytes.saturating_sub(old.len() as u64);
+        self.count = self.count.saturating_sub(1);
+        self.counters.cap_records += 1;
+        self.counters.bytes += old.len() as u64;
+        self.counters.items += decode(&old).map_or(0, |(_, items, _)| items);
+        tracing::warn!(
+            seq = seq_of(&key).unwrap_or(0),
+            "telemetry buffer full: dropped the oldest window"
+        );
+        Ok(())
     }
 
     /// Up to `limit` records, oldest first. Records whose checksum fails are dropped (and
@@ -582,12 +591,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut buffer, _) = TelemetryBuffer::open(&dir.path().join("b"), config(1000)).unwrap();
         let seq = buffer
-            .push_with(1, 2, |seq| format!("seq={seq}").into_bytes())
+            .push_with(1, 2, |seq, _| format!("seq={seq}").into_bytes())
             .unwrap();
         assert_eq!(seq, 0);
         assert_eq!(buffer.oldest(1).unwrap()[0].payload, b"seq=0");
 
-        let error = buffer.push_with(2, 9, |_| vec![0u8; 2000]).unwrap_err();
+        let error = buffer.push_with(2, 9, |_, _| vec![0u8; 2000]).unwrap_err();
         assert!(matches!(error, BufferError::TooLarge { .. }), "{error}");
         let counters = buffer.counters();
         assert_eq!(
@@ -604,6 +613,26 @@ mod tests {
         buffer.remove_many(&[0, 2, 77]).unwrap();
         assert!(buffer.is_empty());
         assert_eq!(buffer.bytes(), 0);
+    }
+
+    #[test]
+    fn a_record_carries_the_drops_its_own_arrival_caused() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = encode(0, 0, &[0u8; 100]).len() as u64;
+        let (mut buffer, _) =
+            TelemetryBuffer::open(&dir.path().join("b"), config(one * 2)).unwrap();
+        for i in 0..2 {
+            buffer.push(i, 1, &[0u8; 100]).unwrap();
+        }
+        let mut seen = None;
+        buffer
+            .push_with(2, 1, |_, counters| {
+                seen = Some(counters.cap_records);
+                vec![0u8; 100]
+            })
+            .unwrap();
+        assert_eq!(seen, Some(1), "built again after making room");
+        assert_eq!(buffer.counters().cap_records, 1);
     }
 
     #[test]

@@ -439,21 +439,21 @@ impl Disk {
             buffer_records: self.buffer.len(),
             buffer_bytes: self.buffer.bytes(),
         };
-        let dropped = drop_counts(self.buffer.counters());
         let mut stripped = false;
-        let seq = self
-            .buffer
-            .push_with(window.end_ms(), window.inferences(), |seq| {
-                let mut wire = window.to_wire(device_id, boot_epoch, seq, health, dropped);
-                let mut payload = wire.encode_to_vec();
-                if payload.len() > MAX_WINDOW_BYTES {
-                    wire.features.clear();
-                    wire.outputs.clear();
-                    payload = wire.encode_to_vec();
-                    stripped = true;
-                }
-                payload
-            })?;
+        let seq =
+            self.buffer
+                .push_with(window.end_ms(), window.inferences(), |seq, counters| {
+                    let dropped = drop_counts(counters);
+                    let mut wire = window.to_wire(device_id, boot_epoch, seq, health, dropped);
+                    let mut payload = wire.encode_to_vec();
+                    if payload.len() > MAX_WINDOW_BYTES {
+                        wire.features.clear();
+                        wire.outputs.clear();
+                        payload = wire.encode_to_vec();
+                        stripped = true;
+                    }
+                    payload
+                })?;
         Ok(Stored { seq, stripped })
     }
 

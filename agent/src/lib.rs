@@ -7,6 +7,7 @@
 //! completes.
 //!
 //! # Layout
+//! - [`cli`]: the `shoal-agent` command line (the binary is a one-line `main`).
 //! - [`config`]: the TOML file (`AgentConfigFile`), command-line overrides, the checked `AgentConfig`.
 //! - [`agent`]: `Agent::bind` → `BoundAgent::run(shutdown)`, the task layout and shutdown order.
 //! - [`boot`]: booting into the last good model from `state.json`.
@@ -29,6 +30,7 @@
 pub mod agent;
 pub mod boot;
 pub mod buffer;
+pub mod cli;
 pub mod config;
 pub mod download;
 pub mod error;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod fixtures;
+pub mod process;
 use shoal_agent::config::{AgentConfigFile, Overrides};
 use shoal_hub::cli::HubClient;
 use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};

@@ -50,7 +50,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
                 metric: "js".into(),
                 threshold: 0.1,
                 every_ms: PERIOD_MS,
-                min_rows: 200,
+                min_rows: 1000,
                 webhook_url: webhook.url.clone(),
                 ..Default::default()
             }),
@@ -107,7 +107,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
             digest: &version.digest,
             dropped_records: 0,
         };
-        let payload = window_payload(&baseline, &mlp, &meta, &sensor_rows(100 + seq, 400, shift));
+        let payload = window_payload(&baseline, &mlp, &meta, &sensor_rows(100 + seq, 2000, shift));
         (seq, meta.end_ms, payload)
     };
     let monitor_client = grpc.clone();

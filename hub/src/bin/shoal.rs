@@ -8,6 +8,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     shoal_hub::cli::main_entry().await
 }
