@@ -32,9 +32,16 @@ fn main() {
                 .unwrap_or(0),
             std::env::consts::ARCH
         );
-        delivery().await;
-        inference_overhead().await;
-        footprint().await;
+        let only = std::env::args().nth(1).unwrap_or_default();
+        if only.is_empty() || only == "slice1" {
+            delivery().await;
+            inference_overhead().await;
+            footprint().await;
+        }
+        if only.is_empty() || only == "telemetry" {
+            window_size_and_summary_cost();
+            ingestion().await;
+        }
     });
 }
 
@@ -330,4 +337,316 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// 20 numeric features: rows drawn around column-specific centres, as CSV with a header.
+fn wide_rows(seed: u64, n: usize, shift: f64) -> (Vec<String>, Vec<Vec<f32>>) {
+    let names: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();
+    let mut rng = shoal_model::build::SplitMix64(seed);
+    let rows = (0..n)
+        .map(|_| {
+            (0..20)
+                .map(|i| (i as f64 + 10.0 * rng.unit() + shift) as f32)
+                .collect()
+        })
+        .collect();
+    (names, rows)
+}
+
+fn wide_baseline(names: &[String], rows: &[Vec<f32>]) -> shoal_drift::Baseline {
+    let mut csv = names.join(",") + "\n";
+    for row in rows {
+        csv += &row
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        csv += "\n";
+    }
+    let mut baseline = shoal_drift::profile_csv(csv.as_bytes(), &Default::default())
+        .expect("profile")
+        .baseline();
+    baseline.outputs = vec![shoal_drift::OutputBaseline {
+        name: "y".into(),
+        kind: shoal_drift::OutputKind::Classes(shoal_drift::ClassBaseline::from_predictions(
+            2,
+            [0usize, 1, 1, 0],
+        )),
+    }];
+    baseline
+}
+
+/// A full telemetry window over `rows`, as an agent encodes it.
+fn wide_window(
+    baseline: &shoal_drift::Baseline,
+    rows: &[Vec<f32>],
+    seq: u64,
+    device: &str,
+) -> Vec<u8> {
+    use prost::Message;
+    let mut summary = shoal_drift::WindowSummary::new(baseline);
+    for row in rows {
+        for (i, feature) in baseline.features.iter().enumerate() {
+            if let (shoal_drift::FeatureKind::Numeric(b), shoal_drift::FeatureSummary::Numeric(s)) =
+                (&feature.kind, &mut summary.features[i])
+            {
+                s.observe(b, Some(row[i] as f64));
+            }
+        }
+        if let Some(shoal_drift::OutputSummary::Classes(c)) = summary.outputs.first_mut() {
+            c.observe_class((row[0] > 5.0) as usize);
+        }
+    }
+    let (features, outputs) = shoal_drift::wire::summary_to_wire(&summary, baseline);
+    shoal_proto::device::TelemetryWindow {
+        device_id: device.into(),
+        boot_epoch: 1,
+        seq,
+        start_ms: 1_795_000_000_000,
+        end_ms: 1_795_000_060_000,
+        model: Some(shoal_proto::device::ActiveModel {
+            model: "wide".into(),
+            version: 1,
+            digest: "ab".repeat(32),
+        }),
+        inferences: rows.len() as u64,
+        errors: [("bad_input".to_string(), 3u64)].into_iter().collect(),
+        latency: Some(shoal_proto::device::LatencyHistogram {
+            counts: (0..32)
+                .map(|i| if (4..12).contains(&i) { 100 + i } else { 0 })
+                .collect(),
+        }),
+        features,
+        outputs,
+        health: Some(shoal_proto::device::DeviceHealth {
+            cpu_percent: 12.5,
+            rss_bytes: 19_000_000,
+            disk_free_bytes: 40_000_000_000,
+            buffer_records: 0,
+            buffer_bytes: 0,
+        }),
+        dropped: Some(Default::default()),
+    }
+    .encode_to_vec()
+}
+
+/// Bytes per window on the wire for a 20-feature model, and what updating the summaries costs
+/// per inference next to the inference itself.
+fn window_size_and_summary_cost() {
+    println!("\n## Telemetry windows");
+    let (names, rows) = wide_rows(1, 5000, 0.0);
+    let baseline = wide_baseline(&names, &rows);
+    let window = wide_window(&baseline, &rows[..1000], 7, "dev-00");
+    println!("bytes per window, 20 numeric features (10 bins each), 2-class output, latency histogram, health: {} bytes", window.len());
+
+    // The agent's per-request cost of telemetry, against the inference of a small MLP.
+    let mlp = Mlp::seeded(&[20, 16, 2], 3).with_softmax();
+    let model = LoadedModel::from_bytes(&mlp.to_onnx()).expect("load");
+    let bindings: Vec<shoal_drift::wire::FeatureBinding> = (0..20)
+        .map(|c| shoal_drift::wire::FeatureBinding {
+            input: "x".into(),
+            column: c,
+        })
+        .collect();
+    let manifest = shoal_proto::device::Manifest {
+        model: "wide".into(),
+        version: 1,
+        digest: "ab".repeat(32),
+        features: shoal_drift::wire::features_to_wire(&baseline, &bindings),
+        outputs: shoal_drift::wire::outputs_to_wire(&baseline),
+        baseline_rows: baseline.rows,
+        ..Default::default()
+    };
+    let recorder = shoal_agent::telemetry::Recorder::new();
+    if let Some(problem) = recorder.activate(&manifest, model.signature(), 0) {
+        println!("baseline problem: {problem}");
+    }
+    let request: shoal_model::InferRequest = serde_json::from_value(serde_json::json!({
+        "inputs": {"x": {"shape": [1, 20], "data": rows[0]}}
+    }))
+    .expect("request");
+    let outputs = model.run_json(&request.inputs).expect("run");
+    let rounds = 200_000;
+    let digest = "ab".repeat(32);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        recorder.record_inference(
+            &digest,
+            &request.inputs,
+            &outputs,
+            Duration::from_micros(40),
+        );
+    }
+    let record_ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+    let start = Instant::now();
+    for _ in 0..rounds / 10 {
+        std::hint::black_box(
+            model
+                .run(vec![Tensor::f32(vec![1, 20], rows[0].clone())])
+                .expect("run"),
+        );
+    }
+    let infer_ns = start.elapsed().as_nanos() as f64 / (rounds / 10) as f64;
+    println!(
+        "summary update per single-row request (20 features + class output, lock included): {record_ns:.0} ns; MLP [20, 16, 2] inference (tract, batch 1): {infer_ns:.0} ns; update = {:.1}% of the inference",
+        record_ns / infer_ns * 100.0
+    );
+}
+
+/// Hub ingestion (decode, deduplicate, store, roll up, acknowledge) against the rate at which
+/// the same broker delivers the same messages to a plain subscriber, in one run.
+async fn ingestion() {
+    use rumqttc::{Event, Packet, QoS};
+    const DEVICES: usize = 10;
+    const PER_DEVICE: u64 = 500;
+    /// How long either reader may take; what has not arrived by then was dropped by the broker.
+    const INGEST_DEADLINE: Duration = Duration::from_secs(30);
+    println!("\n## Hub ingestion of telemetry windows ({DEVICES} devices × {PER_DEVICE} windows, 20 features)");
+    let mosquitto = external_broker().unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+    for (label, external) in [("embedded rumqttd", None), ("mosquitto", Some(mosquitto))] {
+        let mut builder = TestHub::builder().embedded();
+        if let Some(url) = &external {
+            if !reachable(url) {
+                println!("{label}: skipped ({url} not reachable)");
+                continue;
+            }
+            builder = builder.external(url);
+        }
+        let hub = builder.start().await;
+        let (names, rows) = wide_rows(1, 2000, 0.0);
+        let mlp = Mlp::seeded(&[20, 8, 2], 1);
+        hub.register("wide", &mlp.to_onnx())
+            .await
+            .expect("register");
+        let mut logins = Vec::new();
+        for d in 0..DEVICES {
+            logins.push(hub.add_device(&format!("dev-{d:02}")).await);
+        }
+        let baseline = wide_baseline(&names, &rows);
+        let mut payloads = Vec::new();
+        for d in 0..DEVICES {
+            for seq in 0..PER_DEVICE {
+                payloads.push((
+                    d,
+                    wide_window(&baseline, &rows[..200], seq, &format!("dev-{d:02}")),
+                ));
+            }
+        }
+        let total = payloads.len();
+
+        // A plain subscriber to every device's telemetry topic: the broker's delivery rate.
+        let (watcher, mut watch_loop) = shoal_integration_tests::mqtt_client_as(
+            &logins[0],
+            &shoal_integration_tests::unique("plain-"),
+        );
+        let filter = format!("{}/default/dev/+/telemetry", hub.topic_prefix);
+        watcher
+            .subscribe(&filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let plain = tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            let mut received = 0usize;
+            let mut last = Instant::now();
+            let deadline = tokio::time::Instant::now() + INGEST_DEADLINE;
+            loop {
+                let polled = tokio::select! {
+                    polled = watch_loop.poll() => polled,
+                    _ = tokio::time::sleep_until(deadline) => return (received, last),
+                };
+                match polled {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(_))) => {
+                        received += 1;
+                        last = Instant::now();
+                        if received == total {
+                            return (received, last);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("plain subscriber: {e}"),
+                }
+            }
+        });
+        let _ = subscribed.await;
+
+        // One publisher per device, each publishing its windows as fast as its client allows.
+        let start = Instant::now();
+        let mut publishers = Vec::new();
+        for (d, login) in logins.iter().enumerate() {
+            let (client, mut eventloop) = shoal_integration_tests::mqtt_client_as(
+                login,
+                &shoal_integration_tests::unique("pub-"),
+            );
+            let topic = shoal_proto::topics::DeviceTopics::new(
+                &hub.topic_prefix,
+                "default",
+                &format!("dev-{d:02}"),
+            )
+            .telemetry();
+            let mine: Vec<Vec<u8>> = payloads
+                .iter()
+                .filter(|(i, _)| *i == d)
+                .map(|(_, p)| p.clone())
+                .collect();
+            tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+            publishers.push(tokio::spawn(async move {
+                for payload in mine {
+                    client
+                        .publish(&topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .expect("publish");
+                }
+                client
+            }));
+        }
+        for p in publishers {
+            let _ = p.await;
+        }
+        let (plain_received, plain_done) = plain.await.expect("plain subscriber");
+        let mut grpc = hub.client().await;
+        let deadline = Instant::now() + INGEST_DEADLINE;
+        let mut last_change = Instant::now();
+        let mut stored = 0u64;
+        loop {
+            let mut now_stored = 0;
+            for d in 0..DEVICES {
+                let t = grpc
+                    .telemetry
+                    .get_device_telemetry(shoal_proto::telemetry::GetDeviceTelemetryRequest {
+                        workspace: "default".into(),
+                        device: format!("dev-{d:02}"),
+                    })
+                    .await
+                    .expect("telemetry")
+                    .into_inner();
+                now_stored += t.windows;
+            }
+            if now_stored != stored {
+                stored = now_stored;
+                last_change = Instant::now();
+            }
+            // Done when all are in, or nothing moved for two seconds (the rest was dropped).
+            if stored as usize >= total
+                || last_change.elapsed() > Duration::from_secs(2)
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let plain_s = (plain_done - start).as_secs_f64();
+        let hub_s = (last_change - start).as_secs_f64();
+        println!(
+            "{label}: plain subscriber received {plain_received} of {total} in {plain_s:.2} s ({:.0} windows/s); hub stored {stored} of {total} in {hub_s:.2} s ({:.0} windows/s)",
+            plain_received as f64 / plain_s,
+            stored as f64 / hub_s
+        );
+        hub.shutdown().await;
+    }
 }
