@@ -135,6 +135,8 @@ pub struct MqttContext {
 /// Polls the event loop until `cancel`, reconnecting with backoff.
 pub async fn run(context: MqttContext, mut eventloop: EventLoop, cancel: CancellationToken) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (telemetry_tx, telemetry_rx) = mpsc::unbounded_channel();
+    let ingester = tokio::spawn(ingest_worker(context.clone(), telemetry_rx));
     let handler = {
         let context = context.clone();
         let cancel = cancel.clone();
@@ -145,7 +147,7 @@ pub async fn run(context: MqttContext, mut eventloop: EventLoop, cancel: Cancell
                     _ = cancel.cancelled() => break,
                     event = rx.recv() => match event { Some(e) => e, None => break },
                 };
-                handle(&context, event, &blob_slots);
+                handle(&context, event, &blob_slots, &telemetry_tx);
             }
         })
     };
@@ -177,9 +179,16 @@ pub async fn run(context: MqttContext, mut eventloop: EventLoop, cancel: Cancell
     }
     let _ = context.client.try_disconnect();
     handler.abort();
+    // The handler held the queue's sender: the worker finishes what is queued, then ends.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ingester).await;
 }
 
-fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
+fn handle(
+    context: &MqttContext,
+    event: Event,
+    blob_slots: &Arc<Semaphore>,
+    telemetry: &TelemetryQueue,
+) {
     match event {
         Event::Incoming(Packet::ConnAck(_)) => {
             let context = context.clone();
@@ -234,11 +243,9 @@ fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
                     }
                 },
                 leaf::TELEMETRY => {
-                    let context = context.clone();
-                    let payload = publish.payload.clone();
-                    tokio::spawn(async move {
-                        ingest_telemetry(&context, &workspace, &device, &payload).await
-                    });
+                    // One worker ingests in order: concurrent writers of one device's
+                    // statistics and roll-ups would only retry each other's updates.
+                    let _ = telemetry.send((workspace, device, publish.payload.clone()));
                 }
                 _ => {}
             }
@@ -247,34 +254,63 @@ fn handle(context: &MqttContext, event: Event, blob_slots: &Arc<Semaphore>) {
     }
 }
 
-/// Stores a window and acknowledges it (a duplicate is acknowledged again: its first
-/// acknowledgement was lost).
-async fn ingest_telemetry(context: &MqttContext, workspace: &str, device: &str, payload: &[u8]) {
-    let telemetry = context.telemetry.clone();
-    let (ws, id, bytes) = (workspace.to_string(), device.to_string(), payload.to_vec());
-    let ingested = tokio::task::spawn_blocking(move || telemetry.ingest(&ws, &id, &bytes)).await;
-    let seq = match ingested {
-        Ok(Ok(
-            crate::telemetry::Ingested::Stored { seq }
-            | crate::telemetry::Ingested::Duplicate { seq },
-        )) => seq,
-        Ok(Err(error)) => {
-            tracing::warn!(%workspace, %device, %error, "telemetry window refused");
-            return;
+/// Windows waiting for the ingest worker: (workspace, device, payload).
+type TelemetryQueue = mpsc::UnboundedSender<(String, String, bytes::Bytes)>;
+
+/// Most windows stored in one blocking call.
+const INGEST_BATCH: usize = 256;
+
+/// Stores windows in arrival order, in batches, and acknowledges each device's stored (or
+/// already stored) windows with one message per batch. A window the hub refuses is not
+/// acknowledged: the device's buffer keeps it until its age limit, and counts it then.
+async fn ingest_worker(
+    context: MqttContext,
+    mut queue: mpsc::UnboundedReceiver<(String, String, bytes::Bytes)>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < INGEST_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
         }
-        Err(error) => {
-            tracing::error!(%error, "telemetry ingestion task failed");
-            return;
+        let telemetry = context.telemetry.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut acks: std::collections::BTreeMap<(String, String), Vec<u64>> =
+                Default::default();
+            for (workspace, device, payload) in batch {
+                match telemetry.ingest(&workspace, &device, &payload) {
+                    Ok(
+                        crate::telemetry::Ingested::Stored { seq }
+                        | crate::telemetry::Ingested::Duplicate { seq },
+                    ) => acks.entry((workspace, device)).or_default().push(seq),
+                    Err(error) => {
+                        tracing::warn!(%workspace, %device, %error, "telemetry window refused")
+                    }
+                }
+            }
+            acks
+        })
+        .await;
+        let acks = match stored {
+            Ok(acks) => acks,
+            Err(error) => {
+                tracing::error!(%error, "telemetry ingestion task failed");
+                continue;
+            }
+        };
+        for ((workspace, device), seqs) in acks {
+            let topic = DeviceTopics::new(&context.prefix, &workspace, &device).telemetry_ack();
+            let ack = TelemetryAck { seqs };
+            if let Err(error) = context
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
+                .await
+            {
+                tracing::warn!(%error, "cannot acknowledge telemetry windows");
+            }
         }
-    };
-    let topic = DeviceTopics::new(&context.prefix, workspace, device).telemetry_ack();
-    let ack = TelemetryAck { seqs: vec![seq] };
-    if let Err(error) = context
-        .client
-        .publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
-        .await
-    {
-        tracing::warn!(%error, "cannot acknowledge a telemetry window");
     }
 }
 
