@@ -149,6 +149,52 @@ impl TestHub {
         shoal_hub::cli::agent_config(&creds)
     }
 
+    /// A monitor's stored evaluations that ran after `after_ms`, oldest first.
+    pub async fn evaluations_after(
+        &self,
+        monitor: &str,
+        after_ms: i64,
+    ) -> Vec<shoal_proto::telemetry::Evaluation> {
+        let details = self
+            .client()
+            .await
+            .telemetry
+            .get_monitor(shoal_proto::telemetry::GetMonitorRequest {
+                workspace: "default".into(),
+                name: monitor.into(),
+            })
+            .await
+            .expect("get monitor")
+            .into_inner();
+        let mut later: Vec<_> = details
+            .evaluations
+            .into_iter()
+            .filter(|e| e.at_ms > after_ms)
+            .collect();
+        later.sort_by_key(|e| e.at_ms);
+        later
+    }
+
+    /// Waits for the first alert of `monitor`.
+    pub async fn wait_for_alert(&self, monitor: &str) -> shoal_proto::telemetry::Alert {
+        wait_for(&format!("an alert from {monitor}"), || async {
+            let alerts = self
+                .client()
+                .await
+                .telemetry
+                .list_alerts(shoal_proto::telemetry::ListAlertsRequest {
+                    workspace: "default".into(),
+                    monitor: monitor.into(),
+                })
+                .await
+                .expect("list alerts")
+                .into_inner()
+                .alerts;
+            alerts.into_iter().next()
+        })
+        .await
+    }
+
     /// Profiles CSV text as the drift baseline of `name@reference`.
     pub async fn set_baseline(
         &self,

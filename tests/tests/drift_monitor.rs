@@ -12,7 +12,7 @@ use shoal_integration_tests::{mqtt_client_as, unique, wait_for, TestHub, DEADLIN
 use shoal_model::build::Mlp;
 use shoal_proto::device::TelemetryAck;
 use shoal_proto::telemetry::{
-    hub_event, CreateMonitorRequest, GetMonitorRequest, HubEvent, ListAlertsRequest, Monitor,
+    hub_event, CreateMonitorRequest, HubEvent, ListAlertsRequest, Monitor,
 };
 use shoal_proto::topics::{self, DeviceTopics};
 
@@ -110,28 +110,6 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         let payload = window_payload(&baseline, &mlp, &meta, &sensor_rows(100 + seq, 2000, shift));
         (seq, meta.end_ms, payload)
     };
-    let monitor_client = grpc.clone();
-    let evaluations_after = |after_ms: i64| {
-        let mut grpc = monitor_client.clone();
-        async move {
-            let details = grpc
-                .telemetry
-                .get_monitor(GetMonitorRequest {
-                    workspace: "default".into(),
-                    name: "occ-drift".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut later: Vec<_> = details
-                .evaluations
-                .into_iter()
-                .filter(|e| e.at_ms > after_ms)
-                .collect();
-            later.sort_by_key(|e| e.at_ms);
-            later
-        }
-    };
 
     // Phase 1: like the baseline. The evaluations that see the calm windows do not breach.
     for _ in 0..2 {
@@ -147,7 +125,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         .await
         .expect("stored");
         let evaluation = wait_for("an evaluation that saw the calm window", || async {
-            evaluations_after(published_at)
+            hub.evaluations_after("occ-drift", published_at)
                 .await
                 .into_iter()
                 .find(|e| e.windows > 0)
@@ -182,22 +160,8 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
     })
     .await
     .expect("stored");
-    let alert = wait_for("an alert", || async {
-        let alerts = grpc
-            .clone()
-            .telemetry
-            .list_alerts(ListAlertsRequest {
-                workspace: "default".into(),
-                monitor: "occ-drift".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .alerts;
-        alerts.into_iter().next()
-    })
-    .await;
-    let evaluations = evaluations_after(published_at).await;
+    let alert = hub.wait_for_alert("occ-drift").await;
+    let evaluations = hub.evaluations_after("occ-drift", published_at).await;
     let position = evaluations
         .iter()
         .position(|e| e.at_ms == alert.at_ms)

@@ -10,8 +10,7 @@ use shoal_integration_tests::process::{AgentProcess, LinkProxy};
 use shoal_integration_tests::{wait_for, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::telemetry::{
-    CreateMonitorRequest, DeviceTelemetry, GetDeviceTelemetryRequest, GetMonitorRequest,
-    ListAlertsRequest, Monitor,
+    CreateMonitorRequest, DeviceTelemetry, GetDeviceTelemetryRequest, ListAlertsRequest, Monitor,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_test-agent");
@@ -236,29 +235,6 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
     hub.deploy("lobby", "occupancy", "1", &["cam-04"]).await;
     hub.wait_for_active("cam-04", &digest).await;
 
-    let reader = grpc.clone();
-    let evaluations = |after_ms: i64| {
-        let mut grpc = reader.clone();
-        async move {
-            let details = grpc
-                .telemetry
-                .get_monitor(GetMonitorRequest {
-                    workspace: "default".into(),
-                    name: "occ-drift".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut later: Vec<_> = details
-                .evaluations
-                .into_iter()
-                .filter(|e| e.at_ms > after_ms)
-                .collect();
-            later.sort_by_key(|e| e.at_ms);
-            later
-        }
-    };
-
     // Rows drawn like the baseline: two evaluations see them, neither breaches. (JS distance
     // between two samples of one distribution shrinks like 1/sqrt(rows): with 10 bins it is
     // about 0.1 at 300 rows, about 0.04 at 2000, hence the sample size and min_rows.)
@@ -266,7 +242,7 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
         let sent_at = shoal_hub::now_ms();
         assert_eq!(agent.infer(&batch(seed, 2000, 0.0)).await, 200);
         let seen = wait_for("an evaluation of baseline-like rows", || async {
-            evaluations(sent_at)
+            hub.evaluations_after("occ-drift", sent_at)
                 .await
                 .into_iter()
                 .find(|e| e.windows > 0)
@@ -288,28 +264,14 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
     let sent_at = shoal_hub::now_ms();
     assert_eq!(agent.infer(&batch(30, 2000, 4.0)).await, 200);
     let first = wait_for("an evaluation of shifted rows", || async {
-        evaluations(sent_at)
+        hub.evaluations_after("occ-drift", sent_at)
             .await
             .into_iter()
             .find(|e| e.windows > 0)
     })
     .await;
     assert!(!first.breaches.is_empty(), "{first:?}");
-    let alert = wait_for("the alert", || async {
-        let alerts = grpc
-            .clone()
-            .telemetry
-            .list_alerts(ListAlertsRequest {
-                workspace: "default".into(),
-                monitor: "occ-drift".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .alerts;
-        alerts.into_iter().next()
-    })
-    .await;
+    let alert = hub.wait_for_alert("occ-drift").await;
     assert_eq!(alert.at_ms, first.at_ms);
     let (headers, body) =
         tokio::time::timeout(shoal_integration_tests::DEADLINE, webhook.requests.recv())
