@@ -77,8 +77,8 @@ pub struct Monitor {
     pub model: String,
     pub reference: String,
     pub devices: Vec<String>,
-    pub metric: Metric,
-    pub threshold: f64,
+    /// A breach is any feature or output whose metric reaches its threshold.
+    pub thresholds: Vec<Threshold>,
     pub every_ms: i64,
     pub min_rows: u64,
     pub webhook_url: Option<String>,
@@ -92,6 +92,13 @@ pub struct Monitor {
     /// starts here, so none is evaluated twice or skipped.
     #[serde(default)]
     pub covered_until_ms: i64,
+}
+
+/// One metric a monitor watches, and the value that makes a breach.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Threshold {
+    pub metric: Metric,
+    pub value: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,8 +145,8 @@ pub struct NewMonitor {
     pub model: String,
     pub reference: String,
     pub devices: Vec<String>,
-    pub metric: String,
-    pub threshold: f64,
+    /// (metric name, threshold) pairs.
+    pub thresholds: Vec<(String, f64)>,
     pub every_ms: i64,
     pub min_rows: u64,
     pub webhook_url: String,
@@ -176,12 +183,24 @@ impl Monitors {
     pub fn create(&self, new: NewMonitor) -> HubResult<Monitor> {
         self.workspaces.require(&new.workspace)?;
         check_name("monitor name", &new.name)?;
-        let metric = Metric::parse(&new.metric)?;
-        if !(new.threshold.is_finite() && new.threshold > 0.0) {
-            return Err(HubError::invalid(format!(
-                "threshold {} must be a positive number",
-                new.threshold
-            )));
+        if new.thresholds.is_empty() {
+            return Err(HubError::invalid(
+                "a monitor needs at least one metric and threshold",
+            ));
+        }
+        let mut thresholds = Vec::with_capacity(new.thresholds.len());
+        for (metric, value) in &new.thresholds {
+            let metric = Metric::parse(metric)?;
+            if !(value.is_finite() && *value > 0.0) {
+                return Err(HubError::invalid(format!(
+                    "threshold {value} for {} must be a positive number",
+                    metric.name()
+                )));
+            }
+            thresholds.push(Threshold {
+                metric,
+                value: *value,
+            });
         }
         if new.every_ms < MIN_PERIOD.as_millis() as i64 {
             return Err(HubError::invalid(format!(
@@ -216,8 +235,7 @@ impl Monitors {
                 new.reference
             },
             devices: new.devices,
-            metric,
-            threshold: new.threshold,
+            thresholds,
             every_ms: new.every_ms,
             min_rows: new.min_rows,
             webhook_url,
@@ -234,7 +252,7 @@ impl Monitors {
         )? {
             return Err(HubError::already_exists("monitor", new.name));
         }
-        tracing::info!(workspace = %monitor.workspace, monitor = %monitor.name, model = %monitor.model, metric = monitor.metric.name(), threshold = monitor.threshold, "drift monitor created");
+        tracing::info!(workspace = %monitor.workspace, monitor = %monitor.name, model = %monitor.model, thresholds = monitor.thresholds.len(), "drift monitor created");
         Ok(monitor)
     }
 
@@ -375,13 +393,16 @@ impl Monitors {
                         if f.status == shoal_drift::DriftStatus::NotEnoughData {
                             continue;
                         }
-                        if let Some(value) = monitor.metric.of(f) {
-                            if value >= monitor.threshold {
+                        for threshold in &monitor.thresholds {
+                            let Some(value) = threshold.metric.of(f) else {
+                                continue;
+                            };
+                            if value >= threshold.value {
                                 evaluation.breaches.push(Breach {
                                     feature: f.name.clone(),
-                                    metric: monitor.metric,
+                                    metric: threshold.metric,
                                     value,
-                                    threshold: monitor.threshold,
+                                    threshold: threshold.value,
                                 });
                             }
                         }

@@ -12,7 +12,7 @@ use shoal_integration_tests::{mqtt_client_as, unique, wait_for, TestHub, DEADLIN
 use shoal_model::build::Mlp;
 use shoal_proto::device::TelemetryAck;
 use shoal_proto::telemetry::{
-    hub_event, CreateMonitorRequest, HubEvent, ListAlertsRequest, Monitor,
+    hub_event, CreateMonitorRequest, HubEvent, ListAlertsRequest, MetricThreshold, Monitor,
 };
 use shoal_proto::topics::{self, DeviceTopics};
 
@@ -47,8 +47,16 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
                 name: "occ-drift".into(),
                 model: "occupancy".into(),
                 reference: "production".into(),
-                metric: "js".into(),
-                threshold: 0.1,
+                thresholds: vec![
+                    MetricThreshold {
+                        metric: "js".into(),
+                        threshold: 0.1,
+                    },
+                    MetricThreshold {
+                        metric: "psi".into(),
+                        threshold: 0.25,
+                    },
+                ],
                 every_ms: PERIOD_MS,
                 min_rows: 1000,
                 webhook_url: webhook.url.clone(),
@@ -172,10 +180,14 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         position + 1
     );
     assert_eq!(alert.version, 1, "the alias was resolved");
-    assert!(alert
-        .breaches
-        .iter()
-        .all(|b| b.metric == "js" && b.value >= 0.1));
+    assert!(alert.breaches.iter().all(|b| b.value >= b.threshold));
+    for metric in ["js", "psi"] {
+        assert!(
+            alert.breaches.iter().any(|b| b.metric == metric),
+            "{metric} breached: {:?}",
+            alert.breaches
+        );
+    }
     assert!(alert.breaches.iter().any(|b| b.feature == "temp"));
 
     // The same alert on the events topic...

@@ -10,7 +10,8 @@ use shoal_integration_tests::process::{AgentProcess, LinkProxy};
 use shoal_integration_tests::{wait_for, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::telemetry::{
-    CreateMonitorRequest, DeviceTelemetry, GetDeviceTelemetryRequest, ListAlertsRequest, Monitor,
+    CreateMonitorRequest, DeviceTelemetry, GetDeviceTelemetryRequest, ListAlertsRequest,
+    MetricThreshold, Monitor,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_test-agent");
@@ -219,8 +220,10 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
                 name: "occ-drift".into(),
                 model: "occupancy".into(),
                 reference: "1".into(),
-                metric: "js".into(),
-                threshold: 0.1,
+                thresholds: vec![MetricThreshold {
+                    metric: "js".into(),
+                    threshold: 0.1,
+                }],
                 every_ms: 400,
                 min_rows: 1000,
                 webhook_url: webhook.url.clone(),

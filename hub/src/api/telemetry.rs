@@ -30,8 +30,14 @@ fn monitor_to_wire(m: &Monitor, with_secret: bool) -> pb::Monitor {
         model: m.model.clone(),
         reference: m.reference.clone(),
         devices: m.devices.clone(),
-        metric: m.metric.name().into(),
-        threshold: m.threshold,
+        thresholds: m
+            .thresholds
+            .iter()
+            .map(|t| pb::MetricThreshold {
+                metric: t.metric.name().into(),
+                threshold: t.value,
+            })
+            .collect(),
         every_ms: m.every_ms,
         min_rows: m.min_rows,
         webhook_url: m.webhook_url.clone().unwrap_or_default(),
@@ -164,8 +170,11 @@ impl TelemetryService for TelemetryApi {
                 model: m.model,
                 reference: m.reference,
                 devices: m.devices,
-                metric: m.metric,
-                threshold: m.threshold,
+                thresholds: m
+                    .thresholds
+                    .into_iter()
+                    .map(|t| (t.metric, t.threshold))
+                    .collect(),
                 every_ms: m.every_ms,
                 min_rows: m.min_rows,
                 webhook_url: m.webhook_url,

@@ -111,11 +111,12 @@ enum MonitorCommand {
         /// NAME@VERSION or NAME@ALIAS (an alias is followed as it moves).
         #[arg(long)]
         model: String,
-        /// js, psi, wasserstein or ks.
-        #[arg(long, default_value = "js")]
-        metric: String,
-        #[arg(long, default_value_t = 0.1)]
-        threshold: f64,
+        /// js, psi, wasserstein or ks; repeat `--metric M --threshold T` to watch several.
+        #[arg(long, default_values_t = vec!["js".to_string()])]
+        metric: Vec<String>,
+        /// The value at which each metric (in the same order) breaches.
+        #[arg(long, default_values_t = vec![0.1])]
+        threshold: Vec<f64>,
         /// The period: 90s, 5m, 1h.
         #[arg(long, default_value = "5m")]
         every: String,

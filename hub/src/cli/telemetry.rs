@@ -261,7 +261,7 @@ pub fn alert_json(a: &tpb::Alert) -> Value {
 fn monitor_json(m: &tpb::Monitor) -> Value {
     json!({
         "workspace": m.workspace, "name": m.name, "model": format!("{}@{}", m.model, m.reference),
-        "metric": m.metric, "threshold": m.threshold, "every_ms": m.every_ms, "min_rows": m.min_rows,
+        "thresholds": m.thresholds.iter().map(|t| format!("{}≥{}", t.metric, t.threshold)).collect::<Vec<_>>(), "every_ms": m.every_ms, "min_rows": m.min_rows,
         "devices": m.devices, "webhook": m.webhook_url, "on_alert": m.on_alert, "created_at_ms": m.created_at_ms,
     })
 }
@@ -286,14 +286,25 @@ pub(super) async fn monitor_command(
             on_alert,
         } => {
             let (model, reference) = super::split_reference(&model);
+            if metric.len() != threshold.len() {
+                return Err(format!(
+                    "{} --metric but {} --threshold: give one threshold per metric, in order",
+                    metric.len(),
+                    threshold.len()
+                ));
+            }
+            let thresholds = metric
+                .into_iter()
+                .zip(threshold)
+                .map(|(metric, threshold)| tpb::MetricThreshold { metric, threshold })
+                .collect();
             let monitor = tpb::Monitor {
                 workspace: workspace.into(),
                 name,
                 model: model.into(),
                 reference: reference.into(),
                 devices,
-                metric,
-                threshold,
+                thresholds,
                 every_ms: parse_duration_ms(&every)?,
                 min_rows,
                 webhook_url: webhook,

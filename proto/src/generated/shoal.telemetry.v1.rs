@@ -156,11 +156,9 @@ pub struct Monitor {
     /// Empty: every device.
     #[prost(string, repeated, tag = "5")]
     pub devices: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// "js", "psi", "wasserstein" or "ks".
-    #[prost(string, tag = "6")]
-    pub metric: ::prost::alloc::string::String,
-    #[prost(double, tag = "7")]
-    pub threshold: f64,
+    /// A breach is any feature or output whose metric reaches its threshold.
+    #[prost(message, repeated, tag = "14")]
+    pub thresholds: ::prost::alloc::vec::Vec<MetricThreshold>,
     #[prost(int64, tag = "8")]
     pub every_ms: i64,
     #[prost(uint64, tag = "9")]
@@ -176,6 +174,15 @@ pub struct Monitor {
     /// What to start when the monitor alerts (a retraining pipeline, later); kept on the alert.
     #[prost(string, tag = "13")]
     pub on_alert: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MetricThreshold {
+    /// "js", "psi", "wasserstein" or "ks".
+    #[prost(string, tag = "1")]
+    pub metric: ::prost::alloc::string::String,
+    #[prost(double, tag = "2")]
+    pub threshold: f64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
