@@ -18,8 +18,9 @@
 //!   unacknowledged window after a reconnect (a clean session forgets what was in flight).
 //!   Duplicates are expected: the hub removes them by (device, boot epoch, seq).
 //!
-//! Drop accounting: a window carries the buffer's cumulative counters as they were when it was
-//! closed, so room made for window n (the cap dropping older ones) shows from window n + 1 on.
+//! Drop accounting: a window carries the buffer's cumulative counters as they stand once room
+//! has been made for it ([`TelemetryBuffer::push_with`] builds it again after each drop), so
+//! the newest window the hub has always tells the whole tally.
 //!
 //! At shutdown, once the HTTP API has answered its last request, the current window is closed
 //! into the buffer; it goes out after the next start.
