@@ -762,8 +762,7 @@ pub async fn register_model(
     tags: HashMap<String, String>,
     progress: bool,
 ) -> Result<rpb::ModelVersion, String> {
-    use tokio::io::AsyncReadExt;
-    let mut reader = tokio::fs::File::open(file)
+    let reader = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let size = reader
@@ -771,7 +770,6 @@ pub async fn register_model(
         .await
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?
         .len();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = rpb::UploadModelRequest {
         part: Some(rpb::upload_model_request::Part::Header(
             rpb::UploadModelHeader {
@@ -783,8 +781,32 @@ pub async fn register_model(
             },
         )),
     };
-    let path = file.display().to_string();
-    let sender = tokio::spawn(async move {
+    let chunk = |bytes| rpb::UploadModelRequest {
+        part: Some(rpb::upload_model_request::Part::Chunk(bytes)),
+    };
+    let progress = progress.then_some(size);
+    let (stream, reading) = stream_file(reader, file, header, chunk, progress);
+    let result = hub.registry.upload_model(stream).await;
+    finish_upload(result, reading).await
+}
+
+/// Streams a file as upload messages: `header` first, then its bytes in 256 KiB pieces
+/// wrapped by `chunk`, with a progress line on stderr when the total size is given. The task
+/// ends with the error of a failed read.
+pub(crate) fn stream_file<M: Send + 'static>(
+    mut reader: tokio::fs::File,
+    path: &Path,
+    header: M,
+    chunk: fn(Vec<u8>) -> M,
+    progress: Option<u64>,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<M>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let path = path.display().to_string();
+    let reading = tokio::spawn(async move {
         if tx.send(header).await.is_err() {
             return Ok(());
         }
@@ -799,32 +821,33 @@ pub async fn register_model(
                 break;
             }
             sent += n as u64;
-            let chunk = rpb::UploadModelRequest {
-                part: Some(rpb::upload_model_request::Part::Chunk(buf[..n].to_vec())),
-            };
-            if tx.send(chunk).await.is_err() {
+            if tx.send(chunk(buf[..n].to_vec())).await.is_err() {
                 break;
             }
-            if progress {
+            if let Some(size) = progress {
                 eprint!(
                     "\ruploading {path}: {:>3}% ({sent}/{size} bytes)",
                     sent * 100 / size.max(1)
                 );
             }
         }
-        if progress {
+        if progress.is_some() {
             eprintln!();
         }
-        Ok::<(), String>(())
+        Ok(())
     });
-    let result = hub
-        .registry
-        .upload_model(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
-    let read = sender.await.map_err(|e| format!("upload task: {e}"))?;
-    let version = result.map_err(|s| describe_status(&s))?.into_inner();
+    (tokio_stream::wrappers::ReceiverStream::new(rx), reading)
+}
+
+/// The answer of an upload call, or the read error that cut the upload short.
+pub(crate) async fn finish_upload<T>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    reading: tokio::task::JoinHandle<Result<(), String>>,
+) -> Result<T, String> {
+    let read = reading.await.map_err(|e| format!("upload task: {e}"))?;
+    let answer = result.map_err(|s| describe_status(&s))?.into_inner();
     read?;
-    Ok(version)
+    Ok(answer)
 }
 
 /// Downloads a version's bytes.

@@ -22,11 +22,9 @@ pub async fn upload_baseline(
     features: Vec<String>,
     input: &str,
 ) -> Result<rpb::ModelVersion, String> {
-    use tokio::io::AsyncReadExt;
-    let mut reader = tokio::fs::File::open(csv)
+    let reader = tokio::fs::File::open(csv)
         .await
         .map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = rpb::UploadBaselineRequest {
         part: Some(rpb::upload_baseline_request::Part::Header(
             rpb::UploadBaselineHeader {
@@ -38,37 +36,12 @@ pub async fn upload_baseline(
             },
         )),
     };
-    let path = csv.display().to_string();
-    let sender = tokio::spawn(async move {
-        if tx.send(header).await.is_err() {
-            return Ok(());
-        }
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| format!("cannot read {path}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            let chunk = rpb::UploadBaselineRequest {
-                part: Some(rpb::upload_baseline_request::Part::Chunk(buf[..n].to_vec())),
-            };
-            if tx.send(chunk).await.is_err() {
-                break;
-            }
-        }
-        Ok::<(), String>(())
-    });
-    let result = hub
-        .registry
-        .set_baseline(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
-    let read = sender.await.map_err(|e| format!("upload task: {e}"))?;
-    let version = result.map_err(|s| describe_status(&s))?.into_inner();
-    read?;
-    Ok(version)
+    let chunk = |bytes| rpb::UploadBaselineRequest {
+        part: Some(rpb::upload_baseline_request::Part::Chunk(bytes)),
+    };
+    let (stream, reading) = super::stream_file(reader, csv, header, chunk, None);
+    let result = hub.registry.set_baseline(stream).await;
+    super::finish_upload(result, reading).await
 }
 
 /// Parses `90s`, `30m`, `1h`, `2d` (or plain seconds) into milliseconds.
@@ -341,8 +314,7 @@ pub(super) async fn monitor_command(
                 &[
                     ("NAME", "name"),
                     ("MODEL", "model"),
-                    ("METRIC", "metric"),
-                    ("THRESHOLD", "threshold"),
+                    ("THRESHOLDS", "thresholds"),
                     ("EVERY MS", "every_ms"),
                     ("MIN ROWS", "min_rows"),
                     ("WEBHOOK", "webhook"),
