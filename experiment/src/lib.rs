@@ -1,0 +1,1 @@
+//! Experiment logic (work in progress).

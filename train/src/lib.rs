@@ -1,0 +1,1 @@
+//! Built-in trainers (work in progress).
