@@ -1,5 +1,7 @@
-//! The hub's HTTP side: health for load balancers and people. (The dashboard, the
-//! MLflow-compatible REST API and `/metrics` join it later.)
+//! The hub's HTTP side: health for load balancers and people, and the MLflow-compatible
+//! tracking API (see [`crate::mlflow`]). (The dashboard and `/metrics` join it later.)
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,15 +10,31 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
+use crate::artifacts::ArtifactStore;
+use crate::auth::HubKeys;
+use crate::dataset::Datasets;
+use crate::registry::Registry;
+use crate::tracking::Tracking;
+
+/// What the HTTP handlers reach.
 #[derive(Clone)]
-struct HttpState {
-    mqtt_connected: watch::Receiver<bool>,
+pub struct HttpState {
+    pub mqtt_connected: watch::Receiver<bool>,
+    /// Checks bearer tokens on the tracking API.
+    pub keys: Arc<HubKeys>,
+    pub tracking: Tracking,
+    pub registry: Registry,
+    pub datasets: Datasets,
+    pub artifacts: ArtifactStore,
+    /// Largest artifact accepted in one upload.
+    pub max_artifact_bytes: u64,
 }
 
-pub fn router(mqtt_connected: watch::Receiver<bool>) -> Router {
+pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state(HttpState { mqtt_connected })
+        .merge(crate::mlflow::router(state.clone()))
+        .with_state(state)
 }
 
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {

@@ -25,16 +25,19 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod deployment;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod mlflow;
 pub mod monitor;
 pub mod mqtt;
 pub mod registry;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod tracking;
 pub mod workspace;
 
 use std::future::Future;
@@ -82,6 +85,8 @@ pub struct BoundHub {
     keys: Arc<HubKeys>,
     workspaces: Workspaces,
     registry: Registry,
+    tracking: tracking::Tracking,
+    datasets: dataset::Datasets,
     fleet: Fleet,
     deployments: Deployments,
     telemetry: telemetry::Telemetry,
@@ -108,6 +113,9 @@ impl Hub {
         let workspaces = Workspaces::new(records.clone());
         workspaces.ensure_default()?;
         let registry = Registry::new(records.clone(), artifacts.clone(), workspaces.clone());
+        let tracking = tracking::Tracking::new(records.clone(), workspaces.clone());
+        let datasets =
+            dataset::Datasets::new(records.clone(), artifacts.clone(), workspaces.clone());
         let fleet = Fleet::new(records.clone(), workspaces.clone())?;
 
         let (broker, mqtt_addr, target, advertised) = match &config.mqtt {
@@ -173,6 +181,8 @@ impl Hub {
             keys,
             workspaces,
             registry,
+            tracking,
+            datasets,
             fleet,
             deployments,
             telemetry,
@@ -277,9 +287,18 @@ impl BoundHub {
         ));
 
         let http_cancel = cancel.clone();
+        let http_state = http::HttpState {
+            mqtt_connected: connected_rx,
+            keys: self.keys.clone(),
+            tracking: self.tracking.clone(),
+            registry: self.registry.clone(),
+            datasets: self.datasets.clone(),
+            artifacts: self.artifacts.clone(),
+            max_artifact_bytes: self.config.max_model_bytes,
+        };
         let http = self.http;
         tasks.spawn(async move {
-            let server = axum::serve(http, http::router(connected_rx))
+            let server = axum::serve(http, http::router(http_state))
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await });
             if let Err(error) = server.await {
                 tracing::error!(%error, "http server failed");

@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
-//! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`]: the hub's gRPC
-//!   services.
+//! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`], [`training`]:
+//!   the hub's gRPC services.
 //! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs.
 
 pub mod mqtt_url;
@@ -57,6 +57,14 @@ pub mod deployment {
 pub mod telemetry {
     pub mod v1 {
         include!("generated/shoal.telemetry.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// Datasets, experiments, runs, sweeps, and the remote worker protocol.
+pub mod training {
+    pub mod v1 {
+        include!("generated/shoal.training.v1.rs");
     }
     pub use v1::*;
 }

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "shoal/fleet/v1/fleet.proto",
     "shoal/deployment/v1/deployment.proto",
     "shoal/telemetry/v1/telemetry.proto",
+    "shoal/training/v1/training.proto",
 ];
 
 #[test]

@@ -1,0 +1,1101 @@
+//! Experiment tracking: experiments, runs, their params, metric series, tags, logs and
+//! artifacts. The gRPC API, the MLflow-compatible REST API, the job scheduler, built-in
+//! trainers and sweeps all record through [`Tracking`], so a run looks the same whoever made it.
+//!
+//! # Records
+//! - `experiments/{id}`: [`Experiment`]; ids are decimal numbers from one hub-wide counter, so
+//!   MLflow clients (which expect numeric ids) can use them. `experiment_names/{ws}/{name}` → id.
+//!   Each workspace has a `Default` experiment; MLflow's experiment id `0` names it.
+//! - `runs/{run_id}`: [`Run`]; ids are 32 hex digits, like MLflow's, and unique hub-wide.
+//!   `experiment_runs/{experiment_id}/{run_id}` lists an experiment's runs.
+//! - `run_metrics/{run_id}/{key as hex}/{seq}`: every logged metric point, in logging order;
+//!   the run record keeps only each metric's latest point.
+//! - `run_logs/{run_id}/{line:012}`: the run's log, one record per line.
+//! - `artifact_index/{exp_id}/{run_id}/artifacts/{path}`: files stored in the artifact store
+//!   (content-addressed); the key is the path MLflow's artifact proxy uses.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{HubError, HubResult};
+use crate::storage::Records;
+use crate::workspace::Workspaces;
+
+const EXPERIMENTS_TREE: &str = "experiments";
+const EXPERIMENT_NAMES_TREE: &str = "experiment_names";
+const RUNS_TREE: &str = "runs";
+const EXPERIMENT_RUNS_TREE: &str = "experiment_runs";
+const METRICS_TREE: &str = "run_metrics";
+const LOGS_TREE: &str = "run_logs";
+const ARTIFACT_INDEX_TREE: &str = "artifact_index";
+const COUNTERS_TREE: &str = "counters";
+
+/// The experiment every workspace has, and the one MLflow's id `0` stands for.
+pub const DEFAULT_EXPERIMENT: &str = "Default";
+
+/// Longest accepted metric, param or tag key, and param value (MLflow's limits).
+const MAX_KEY_CHARS: usize = 250;
+const MAX_PARAM_VALUE_CHARS: usize = 6000;
+const MAX_TAG_VALUE_CHARS: usize = 8000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Active,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub lifecycle: Lifecycle,
+    pub tags: BTreeMap<String, String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl Experiment {
+    /// Where the experiment's run artifacts live, as MLflow clients address them.
+    pub fn artifact_location(&self) -> String {
+        format!("mlflow-artifacts:/{}", self.id)
+    }
+}
+
+/// Where a run is in its life. Terminal states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+        }
+    }
+
+    /// MLflow's name for the status (`RunStatus` in its protocol).
+    pub fn mlflow_name(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "SCHEDULED",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Completed => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Canceled => "KILLED",
+        }
+    }
+
+    /// Parses Shoal's or MLflow's name, in any case.
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "queued" | "scheduled" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "completed" | "finished" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "canceled" | "cancelled" | "killed" => RunStatus::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// A subprocess (or, for built-in trainers, a thread) on the hub host.
+    Local,
+    /// Any remote worker whose labels include the run's.
+    Worker,
+    /// Nothing: a client (such as an MLflow script) drives the run and reports into it.
+    Tracked,
+}
+
+impl Compute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compute::Local => "local",
+            Compute::Worker => "worker",
+            Compute::Tracked => "tracked",
+        }
+    }
+
+    /// # Errors
+    /// `InvalidArgument` naming the accepted targets.
+    pub fn parse(name: &str) -> HubResult<Compute> {
+        match name {
+            "" | "local" => Ok(Compute::Local),
+            "worker" | "remote" => Ok(Compute::Worker),
+            other => Err(HubError::invalid(format!(
+                "unknown compute target '{other}'; use 'local' or 'worker'"
+            ))),
+        }
+    }
+}
+
+/// One point of a metric series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub value: f64,
+    pub step: i64,
+    pub timestamp_ms: i64,
+}
+
+/// What a queued run executes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    Builtin(BuiltinJob),
+    Script(ScriptJob),
+}
+
+/// A built-in trainer on a registered dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuiltinJob {
+    /// `mlp` or `logreg`.
+    pub trainer: String,
+    /// `sensors@1`, resolved at submission so the run always names one version.
+    pub dataset: String,
+    pub target: String,
+    /// Feature columns; empty: every column but the target.
+    pub features: Vec<String>,
+    /// Register the trained model under this name when the run completes.
+    pub register_as: Option<String>,
+}
+
+/// A user's command in an uploaded source snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptJob {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// sha256 of the snapshot (tar.gz) in the artifact store.
+    pub source_digest: String,
+    pub source_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub workspace: String,
+    pub experiment_id: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub lifecycle: Lifecycle,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// The latest point of each metric (greatest step, then timestamp, as MLflow orders them).
+    pub metrics: BTreeMap<String, MetricPoint>,
+    pub compute: Compute,
+    /// Labels a worker must carry to take the run.
+    pub labels: Vec<String>,
+    /// Who runs it now or ran it: `local` or a worker id.
+    pub executor: Option<String>,
+    /// Last sign of life from the executor, for the heartbeat timeout.
+    pub heartbeat_ms: Option<i64>,
+    pub job: Option<Job>,
+    pub parent_run_id: Option<String>,
+    pub sweep_id: Option<String>,
+    /// Dataset versions read (`sensors@1`).
+    pub inputs: Vec<String>,
+    /// Model versions written (`occupancy@3`).
+    pub outputs: Vec<String>,
+    pub exit_code: Option<i32>,
+    /// Why the run failed or was canceled.
+    pub error: Option<String>,
+    /// The last lines of a failed run's log.
+    pub log_tail: Vec<String>,
+    /// Lines in the run's log so far.
+    pub log_lines: u64,
+    /// Set when someone asked to cancel a run that an executor is running.
+    pub cancel_requested: bool,
+    pub user: String,
+}
+
+impl Run {
+    /// The run's artifact root, as MLflow clients address it.
+    pub fn artifact_uri(&self) -> String {
+        format!("mlflow-artifacts:/{}", self.artifact_root())
+    }
+
+    /// The run's artifact root as a key prefix: `{experiment}/{run}/artifacts`.
+    pub fn artifact_root(&self) -> String {
+        format!("{}/{}/artifacts", self.experiment_id, self.id)
+    }
+}
+
+/// What a new run is created with.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub workspace: String,
+    pub experiment_id: String,
+    pub name: Option<String>,
+    pub status: RunStatus,
+    pub start_ms: Option<i64>,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub compute: Compute,
+    pub labels: Vec<String>,
+    pub job: Option<Job>,
+    pub parent_run_id: Option<String>,
+    pub sweep_id: Option<String>,
+    pub inputs: Vec<String>,
+    pub user: String,
+}
+
+impl NewRun {
+    /// A run a client drives itself (the MLflow API's `runs/create`).
+    pub fn tracked(workspace: &str, experiment_id: &str) -> NewRun {
+        NewRun {
+            workspace: workspace.into(),
+            experiment_id: experiment_id.into(),
+            name: None,
+            status: RunStatus::Running,
+            start_ms: None,
+            params: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            compute: Compute::Tracked,
+            labels: Vec::new(),
+            job: None,
+            parent_run_id: None,
+            sweep_id: None,
+            inputs: Vec::new(),
+            user: String::new(),
+        }
+    }
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// 1-based position in the log.
+    pub number: u64,
+    pub timestamp_ms: i64,
+    pub text: String,
+}
+
+/// A file stored for a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    pub digest: String,
+    pub size_bytes: u64,
+}
+
+/// An entry of an artifact folder listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactListing {
+    /// Path relative to the listing root's parent, as MLflow reports it.
+    pub path: String,
+    pub is_dir: bool,
+    pub size_bytes: u64,
+}
+
+/// Finds runs: the workspace, which experiments, and what must hold of each run.
+pub struct RunQuery<'a> {
+    pub workspace: &'a str,
+    /// Experiment ids; empty means every experiment of the workspace.
+    pub experiment_ids: Vec<String>,
+    /// Keeps the runs it returns true for.
+    pub filter: Option<&'a (dyn Fn(&Run) -> bool + Sync)>,
+    /// Orders runs before the default newest-first order.
+    pub order_by: Option<&'a (dyn Fn(&Run, &Run) -> std::cmp::Ordering + Sync)>,
+    pub include_deleted: bool,
+    pub limit: usize,
+}
+
+#[derive(Clone)]
+pub struct Tracking {
+    records: Records,
+    workspaces: Workspaces,
+    /// Bumped on every change to any run's status, metrics or log; followers wait on it.
+    changes: Arc<watch::Sender<u64>>,
+    /// Orders metric points within a run. Starts at the clock in microseconds so points
+    /// logged after a restart still sort after earlier ones.
+    metric_seq: Arc<AtomicU64>,
+}
+
+fn hex_key(key: &str) -> String {
+    hex::encode(key.as_bytes())
+}
+
+fn check_key(kind: &str, key: &str) -> HubResult<()> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(HubError::invalid(format!(
+            "{kind} key '{key}' must be 1 to {MAX_KEY_CHARS} characters"
+        )));
+    }
+    if key.contains("..") || key.starts_with('/') || key.contains('\0') {
+        return Err(HubError::invalid(format!(
+            "{kind} key '{key}' must not start with '/', contain '..' or NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn is_latest(new: &MetricPoint, old: &MetricPoint) -> bool {
+    (new.step, new.timestamp_ms) >= (old.step, old.timestamp_ms)
+}
+
+impl Tracking {
+    pub fn new(records: Records, workspaces: Workspaces) -> Tracking {
+        let (changes, _) = watch::channel(0);
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Tracking {
+            records,
+            workspaces,
+            changes: Arc::new(changes),
+            metric_seq: Arc::new(AtomicU64::new(start)),
+        }
+    }
+
+    pub fn workspaces(&self) -> &Workspaces {
+        &self.workspaces
+    }
+
+    /// A receiver that sees a new value after every run change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    // === experiments ===
+
+    fn next_experiment_id(&self) -> HubResult<String> {
+        let n = self
+            .records
+            .update::<u64, HubError>(COUNTERS_TREE, "experiment", |c| Ok(c.unwrap_or(0) + 1))?;
+        Ok(n.to_string())
+    }
+
+    /// Creates an experiment.
+    ///
+    /// # Errors
+    /// `AlreadyExists` for a taken name, `InvalidArgument` for a bad one.
+    pub fn create_experiment(
+        &self,
+        workspace: &str,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> HubResult<Experiment> {
+        self.workspaces.require(workspace)?;
+        check_experiment_name(name)?;
+        let name_key = format!("{workspace}/{name}");
+        if self
+            .records
+            .get::<String>(EXPERIMENT_NAMES_TREE, &name_key)?
+            .is_some()
+        {
+            return Err(HubError::already_exists("experiment", name));
+        }
+        // The default workspace's Default experiment is MLflow's experiment 0.
+        let id = if workspace == crate::workspace::DEFAULT_WORKSPACE && name == DEFAULT_EXPERIMENT
+        {
+            "0".to_string()
+        } else {
+            self.next_experiment_id()?
+        };
+        if !self
+            .records
+            .insert_new(EXPERIMENT_NAMES_TREE, &name_key, &id)?
+        {
+            return Err(HubError::already_exists("experiment", name));
+        }
+        let now = crate::now_ms();
+        let experiment = Experiment {
+            id: id.clone(),
+            workspace: workspace.into(),
+            name: name.into(),
+            lifecycle: Lifecycle::Active,
+            tags,
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.records.put(EXPERIMENTS_TREE, &id, &experiment)?;
+        tracing::info!(%workspace, experiment = %name, %id, "experiment created");
+        Ok(experiment)
+    }
+
+    /// The experiment of that name, created if it does not exist (what `run submit
+    /// --experiment occ` does).
+    ///
+    /// # Errors
+    /// Storage errors; `InvalidArgument` for a bad name.
+    pub fn ensure_experiment(&self, workspace: &str, name: &str) -> HubResult<Experiment> {
+        match self.experiment_by_name(workspace, name) {
+            Ok(e) => Ok(e),
+            Err(HubError::NotFound { .. }) => match self.create_experiment(
+                workspace,
+                name,
+                BTreeMap::new(),
+            ) {
+                Err(HubError::AlreadyExists { .. }) => self.experiment_by_name(workspace, name),
+                other => other,
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// # Errors
+    /// `NotFound`.
+    pub fn experiment_by_name(&self, workspace: &str, name: &str) -> HubResult<Experiment> {
+        self.workspaces.require(workspace)?;
+        let id: Option<String> = self
+            .records
+            .get(EXPERIMENT_NAMES_TREE, &format!("{workspace}/{name}"))?;
+        match id {
+            Some(id) => self.experiment(&id),
+            None if name == DEFAULT_EXPERIMENT => self.ensure_default(workspace),
+            None => Err(HubError::not_found("experiment", name)),
+        }
+    }
+
+    fn ensure_default(&self, workspace: &str) -> HubResult<Experiment> {
+        match self.create_experiment(workspace, DEFAULT_EXPERIMENT, BTreeMap::new()) {
+            Err(HubError::AlreadyExists { .. }) => {
+                let id: String = self
+                    .records
+                    .get(
+                        EXPERIMENT_NAMES_TREE,
+                        &format!("{workspace}/{DEFAULT_EXPERIMENT}"),
+                    )?
+                    .ok_or_else(|| HubError::not_found("experiment", DEFAULT_EXPERIMENT))?;
+                self.experiment(&id)
+            }
+            other => other,
+        }
+    }
+
+    /// An experiment by id.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn experiment(&self, id: &str) -> HubResult<Experiment> {
+        self.records
+            .get(EXPERIMENTS_TREE, id)?
+            .ok_or_else(|| HubError::not_found("experiment", id))
+    }
+
+    /// An experiment by id within a workspace; `0` is the workspace's Default experiment.
+    ///
+    /// # Errors
+    /// `NotFound`, also for an experiment of another workspace.
+    pub fn experiment_in(&self, workspace: &str, id: &str) -> HubResult<Experiment> {
+        if id == "0" {
+            return self.experiment_by_name(workspace, DEFAULT_EXPERIMENT);
+        }
+        let experiment = self.experiment(id)?;
+        if experiment.workspace != workspace {
+            return Err(HubError::not_found("experiment", id));
+        }
+        Ok(experiment)
+    }
+
+    /// Every experiment of a workspace (the Default one included), by id.
+    ///
+    /// # Errors
+    /// `NotFound` for the workspace.
+    pub fn experiments(&self, workspace: &str, include_deleted: bool) -> HubResult<Vec<Experiment>> {
+        self.ensure_default(workspace)?;
+        let ids: Vec<String> = self
+            .records
+            .scan(EXPERIMENT_NAMES_TREE, &format!("{workspace}/"))?;
+        let mut experiments = Vec::new();
+        for id in ids {
+            let experiment = self.experiment(&id)?;
+            if include_deleted || experiment.lifecycle == Lifecycle::Active {
+                experiments.push(experiment);
+            }
+        }
+        experiments.sort_by_key(|e| e.id.parse::<u64>().unwrap_or(u64::MAX));
+        Ok(experiments)
+    }
+
+    /// Renames, tags, deletes or restores an experiment.
+    ///
+    /// # Errors
+    /// `NotFound`; `AlreadyExists` when renaming onto a taken name.
+    pub fn update_experiment(
+        &self,
+        id: &str,
+        change: impl Fn(&mut Experiment),
+    ) -> HubResult<Experiment> {
+        let before = self.experiment(id)?;
+        let after = self
+            .records
+            .update::<Experiment, HubError>(EXPERIMENTS_TREE, id, |current| {
+                let mut e = current.ok_or_else(|| HubError::not_found("experiment", id))?;
+                change(&mut e);
+                e.updated_ms = crate::now_ms();
+                Ok(e)
+            })?;
+        if before.name != after.name {
+            check_experiment_name(&after.name)?;
+            let new_key = format!("{}/{}", after.workspace, after.name);
+            if !self
+                .records
+                .insert_new(EXPERIMENT_NAMES_TREE, &new_key, &after.id)?
+            {
+                self.records.put(EXPERIMENTS_TREE, id, &before)?;
+                return Err(HubError::already_exists("experiment", after.name));
+            }
+            self.records.delete(
+                EXPERIMENT_NAMES_TREE,
+                &format!("{}/{}", before.workspace, before.name),
+            )?;
+        }
+        Ok(after)
+    }
+
+    // === runs ===
+
+    /// Creates a run under an experiment.
+    ///
+    /// # Errors
+    /// `NotFound` for the experiment; `InvalidArgument` for bad keys.
+    pub fn create_run(&self, new: NewRun) -> HubResult<Run> {
+        let experiment = self.experiment_in(&new.workspace, &new.experiment_id)?;
+        for (k, v) in &new.params {
+            check_param(k, v)?;
+        }
+        for (k, v) in &new.tags {
+            check_tag(k, v)?;
+        }
+        let id = crate::auth::random_hex(16)?;
+        let now = crate::now_ms();
+        let name = new
+            .name
+            .filter(|n| !n.is_empty())
+            .or_else(|| new.tags.get("mlflow.runName").cloned())
+            .unwrap_or_else(|| format!("run-{}", &id[..8]));
+        let mut tags = new.tags;
+        tags.entry("mlflow.runName".into())
+            .or_insert_with(|| name.clone());
+        let started_ms = match new.status {
+            RunStatus::Running => Some(new.start_ms.unwrap_or(now)),
+            _ => new.start_ms,
+        };
+        let run = Run {
+            id: id.clone(),
+            workspace: new.workspace,
+            experiment_id: experiment.id.clone(),
+            name,
+            status: new.status,
+            lifecycle: Lifecycle::Active,
+            created_ms: now,
+            started_ms,
+            ended_ms: None,
+            params: new.params,
+            tags,
+            metrics: BTreeMap::new(),
+            compute: new.compute,
+            labels: new.labels,
+            executor: None,
+            heartbeat_ms: None,
+            job: new.job,
+            parent_run_id: new.parent_run_id,
+            sweep_id: new.sweep_id,
+            inputs: new.inputs,
+            outputs: Vec::new(),
+            exit_code: None,
+            error: None,
+            log_tail: Vec::new(),
+            log_lines: 0,
+            cancel_requested: false,
+            user: new.user,
+        };
+        self.records.put(RUNS_TREE, &id, &run)?;
+        self.records.put(
+            EXPERIMENT_RUNS_TREE,
+            &format!("{}/{id}", experiment.id),
+            &now,
+        )?;
+        self.changed();
+        tracing::info!(run = %id, experiment = %experiment.name, status = run.status.as_str(), "run created");
+        Ok(run)
+    }
+
+    /// # Errors
+    /// `NotFound`.
+    pub fn run(&self, id: &str) -> HubResult<Run> {
+        self.records
+            .get(RUNS_TREE, id)?
+            .ok_or_else(|| HubError::not_found("run", id))
+    }
+
+    /// Changes a run record atomically; `change` may run more than once.
+    ///
+    /// # Errors
+    /// `NotFound`, or what `change` returns.
+    pub fn update_run(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Run) -> HubResult<()>,
+    ) -> HubResult<Run> {
+        let run = self
+            .records
+            .update::<Run, HubError>(RUNS_TREE, id, |current| {
+                let mut run = current.ok_or_else(|| HubError::not_found("run", id))?;
+                change(&mut run)?;
+                Ok(run)
+            })?;
+        self.changed();
+        Ok(run)
+    }
+
+    /// Moves a run to a terminal status (no-op if it already has one).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        log_tail: Vec<String>,
+    ) -> HubResult<Run> {
+        let run = self.update_run(id, |run| {
+            if run.status.is_terminal() {
+                return Ok(());
+            }
+            run.status = status;
+            run.ended_ms = Some(crate::now_ms());
+            run.exit_code = exit_code;
+            run.error = error.clone();
+            run.log_tail = log_tail.clone();
+            Ok(())
+        })?;
+        self.records.flush()?;
+        tracing::info!(run = %id, status = run.status.as_str(), "run finished");
+        Ok(run)
+    }
+
+    /// Logs metric points. Non-finite values are kept (MLflow allows NaN and infinities).
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` for a bad key; `FailedPrecondition` for a deleted run.
+    pub fn log_metrics(&self, run_id: &str, points: &[(String, MetricPoint)]) -> HubResult<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in points {
+            check_key("metric", key)?;
+        }
+        let run = self.run(run_id)?;
+        if run.lifecycle == Lifecycle::Deleted {
+            return Err(HubError::FailedPrecondition(format!(
+                "run {run_id} is deleted"
+            )));
+        }
+        for (key, point) in points {
+            let seq = self.metric_seq.fetch_add(1, Ordering::Relaxed);
+            self.records.put(
+                METRICS_TREE,
+                &format!("{run_id}/{}/{seq:020}", hex_key(key)),
+                point,
+            )?;
+        }
+        self.update_run(run_id, |run| {
+            for (key, point) in points {
+                match run.metrics.get(key) {
+                    Some(old) if !is_latest(point, old) => {}
+                    _ => {
+                        run.metrics.insert(key.clone(), *point);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Every point of one metric, in the order logged.
+    ///
+    /// # Errors
+    /// `NotFound` for the run.
+    pub fn metric_history(&self, run_id: &str, key: &str) -> HubResult<Vec<MetricPoint>> {
+        self.run(run_id)?;
+        Ok(self
+            .records
+            .scan(METRICS_TREE, &format!("{run_id}/{}/", hex_key(key)))?)
+    }
+
+    /// Logs params. A param is written once: logging it again with the same value is fine,
+    /// with another value it is refused (as MLflow does), so a run's params never change.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a changed value or a bad key.
+    pub fn log_params(&self, run_id: &str, params: &[(String, String)]) -> HubResult<()> {
+        for (k, v) in params {
+            check_param(k, v)?;
+        }
+        self.update_run(run_id, |run| {
+            for (k, v) in params {
+                match run.params.get(k) {
+                    Some(old) if old != v => {
+                        return Err(HubError::invalid(format!(
+                            "param '{k}' of run {run_id} is already '{old}'; changing it to '{v}' is not allowed"
+                        )))
+                    }
+                    _ => {
+                        run.params.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Sets tags (overwriting). `mlflow.runName` also renames the run.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad key or value.
+    pub fn set_tags(&self, run_id: &str, tags: &[(String, String)]) -> HubResult<Run> {
+        for (k, v) in tags {
+            check_tag(k, v)?;
+        }
+        self.update_run(run_id, |run| {
+            for (k, v) in tags {
+                if k == "mlflow.runName" {
+                    run.name = v.clone();
+                }
+                run.tags.insert(k.clone(), v.clone());
+            }
+            Ok(())
+        })
+    }
+
+    /// # Errors
+    /// `NotFound` for the run or the tag.
+    pub fn delete_tag(&self, run_id: &str, key: &str) -> HubResult<Run> {
+        self.update_run(run_id, |run| {
+            run.tags
+                .remove(key)
+                .map(|_| ())
+                .ok_or_else(|| HubError::not_found("tag", key))
+        })
+    }
+
+    /// Appends lines to a run's log and returns the new line count.
+    ///
+    /// # Errors
+    /// `NotFound` for the run.
+    pub fn append_log(&self, run_id: &str, lines: &[(i64, String)]) -> HubResult<u64> {
+        if lines.is_empty() {
+            return Ok(self.run(run_id)?.log_lines);
+        }
+        // Reserve the line numbers first, so concurrent appenders never share one.
+        let mut first = 0;
+        let run = self.update_run(run_id, |run| {
+            first = run.log_lines + 1;
+            run.log_lines += lines.len() as u64;
+            Ok(())
+        })?;
+        for (i, (timestamp_ms, text)) in lines.iter().enumerate() {
+            let number = first + i as u64;
+            let line = LogLine {
+                number,
+                timestamp_ms: *timestamp_ms,
+                text: text.clone(),
+            };
+            self.records
+                .put(LOGS_TREE, &format!("{run_id}/{number:012}"), &line)?;
+        }
+        self.changed();
+        Ok(run.log_lines)
+    }
+
+    /// Log lines after line `after` (0: from the start), at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn log_lines(&self, run_id: &str, after: u64, limit: usize) -> HubResult<Vec<LogLine>> {
+        let from = format!("{run_id}/{:012}", after + 1);
+        let to = format!("{run_id}/{:012}", after.saturating_add(limit as u64 + 1));
+        let lines = self.records.scan_range_bytes(LOGS_TREE, &from, &to)?;
+        lines
+            .into_iter()
+            .map(|(key, bytes)| {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    HubError::Internal(format!("log record {key} is corrupt: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The last `n` lines of a run's log.
+    ///
+    /// # Errors
+    /// `NotFound` for the run.
+    pub fn log_tail(&self, run_id: &str, n: usize) -> HubResult<Vec<String>> {
+        let total = self.run(run_id)?.log_lines;
+        let after = total.saturating_sub(n as u64);
+        Ok(self
+            .log_lines(run_id, after, n)?
+            .into_iter()
+            .map(|l| l.text)
+            .collect())
+    }
+
+    /// Marks a run deleted (MLflow's `runs/delete`); it stops showing in searches.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn set_run_lifecycle(&self, run_id: &str, lifecycle: Lifecycle) -> HubResult<Run> {
+        self.update_run(run_id, |run| {
+            run.lifecycle = lifecycle;
+            Ok(())
+        })
+    }
+
+    /// Ids of every run of an experiment, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn experiment_run_ids(&self, experiment_id: &str) -> HubResult<Vec<String>> {
+        let prefix = format!("{experiment_id}/");
+        let mut keyed: Vec<(i64, String)> = self
+            .records
+            .scan_with_keys::<i64>(EXPERIMENT_RUNS_TREE, &prefix)?
+            .into_iter()
+            .map(|(key, created)| (created, key[prefix.len()..].to_string()))
+            .collect();
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Runs matching a query, ordered by its order-by and then newest first.
+    ///
+    /// # Errors
+    /// `NotFound` for an experiment of another workspace.
+    pub fn search_runs(&self, query: &RunQuery<'_>) -> HubResult<Vec<Run>> {
+        let experiment_ids = if query.experiment_ids.is_empty() {
+            self.experiments(query.workspace, false)?
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        } else {
+            let mut ids = Vec::new();
+            for id in &query.experiment_ids {
+                ids.push(self.experiment_in(query.workspace, id)?.id);
+            }
+            ids
+        };
+        let mut runs = Vec::new();
+        for experiment_id in experiment_ids {
+            for run_id in self.experiment_run_ids(&experiment_id)? {
+                let Some(run) = self.records.get::<Run>(RUNS_TREE, &run_id)? else {
+                    continue;
+                };
+                if run.lifecycle == Lifecycle::Deleted && !query.include_deleted {
+                    continue;
+                }
+                if let Some(filter) = query.filter {
+                    if !filter(&run) {
+                        continue;
+                    }
+                }
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| {
+            query
+                .order_by
+                .map(|order| order(a, b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| b.created_ms.cmp(&a.created_ms))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        if query.limit > 0 {
+            runs.truncate(query.limit);
+        }
+        Ok(runs)
+    }
+
+    /// Runs waiting for an executor on a compute target, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn queued_runs(&self, compute: Compute) -> HubResult<Vec<Run>> {
+        let mut runs: Vec<Run> = self
+            .records
+            .scan::<Run>(RUNS_TREE, "")?
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Queued && r.compute == compute)
+            .collect();
+        runs.sort_by_key(|r| r.created_ms);
+        Ok(runs)
+    }
+
+    /// Runs an executor holds now.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn running_runs(&self) -> HubResult<Vec<Run>> {
+        Ok(self
+            .records
+            .scan::<Run>(RUNS_TREE, "")?
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Running && r.executor.is_some())
+            .collect())
+    }
+
+    // === artifacts ===
+
+    /// Records that `path` under an artifact root holds a stored blob.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a path with `..` or an absolute path.
+    pub fn put_artifact(&self, full_path: &str, entry: &ArtifactEntry) -> HubResult<()> {
+        check_artifact_path(full_path)?;
+        self.records.put(ARTIFACT_INDEX_TREE, full_path, entry)?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// `NotFound`.
+    pub fn artifact(&self, full_path: &str) -> HubResult<ArtifactEntry> {
+        check_artifact_path(full_path)?;
+        self.records
+            .get(ARTIFACT_INDEX_TREE, full_path)?
+            .ok_or_else(|| HubError::not_found("artifact", full_path))
+    }
+
+    /// Every file below a folder, with paths relative to it.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn artifacts_under(&self, folder: &str) -> HubResult<Vec<(String, ArtifactEntry)>> {
+        let prefix = format!("{}/", folder.trim_end_matches('/'));
+        Ok(self
+            .records
+            .scan_with_keys::<ArtifactEntry>(ARTIFACT_INDEX_TREE, &prefix)?
+            .into_iter()
+            .map(|(key, entry)| (key[prefix.len()..].to_string(), entry))
+            .collect())
+    }
+
+    /// The direct children of an artifact folder (MLflow's `list_artifacts`): files with
+    /// their sizes, sub-folders once each. Paths are relative to `root`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn list_artifact_folder(&self, root: &str, folder: &str) -> HubResult<Vec<ArtifactListing>> {
+        let folder = folder.trim_matches('/');
+        let base = if folder.is_empty() {
+            root.trim_end_matches('/').to_string()
+        } else {
+            format!("{}/{folder}", root.trim_end_matches('/'))
+        };
+        let mut listing: Vec<ArtifactListing> = Vec::new();
+        for (rel, entry) in self.artifacts_under(&base)? {
+            let (name, is_dir) = match rel.split_once('/') {
+                Some((dir, _)) => (dir.to_string(), true),
+                None => (rel.clone(), false),
+            };
+            let path = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
+            if is_dir {
+                if listing.last().is_some_and(|l| l.path == path) {
+                    continue;
+                }
+                listing.push(ArtifactListing {
+                    path,
+                    is_dir: true,
+                    size_bytes: 0,
+                });
+            } else {
+                listing.push(ArtifactListing {
+                    path,
+                    is_dir: false,
+                    size_bytes: entry.size_bytes,
+                });
+            }
+        }
+        Ok(listing)
+    }
+
+    pub fn flush(&self) -> HubResult<()> {
+        Ok(self.records.flush()?)
+    }
+}
+
+fn check_experiment_name(name: &str) -> HubResult<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.contains('/') {
+        return Err(HubError::invalid(format!(
+            "experiment name '{name}' must be 1 to 200 characters without '/'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_param(key: &str, value: &str) -> HubResult<()> {
+    check_key("param", key)?;
+    if value.chars().count() > MAX_PARAM_VALUE_CHARS {
+        return Err(HubError::invalid(format!(
+            "param '{key}' is longer than {MAX_PARAM_VALUE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_tag(key: &str, value: &str) -> HubResult<()> {
+    check_key("tag", key)?;
+    if value.chars().count() > MAX_TAG_VALUE_CHARS {
+        return Err(HubError::invalid(format!(
+            "tag '{key}' is longer than {MAX_TAG_VALUE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an artifact path: relative, no `..`, no empty parts.
+///
+/// # Errors
+/// `InvalidArgument` naming the path.
+pub fn check_artifact_path(path: &str) -> HubResult<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path.contains('\0')
+        || path.split('/').any(|part| part == ".." || part == ".");
+    if bad {
+        return Err(HubError::invalid(format!(
+            "artifact path '{path}' must be relative, without '.', '..' or backslashes"
+        )));
+    }
+    Ok(())
+}
