@@ -1,1 +1,36 @@
-//! Job execution (work in progress).
+//! Running Shoal training jobs on one machine.
+//!
+//! Both the hub's `local` compute target (a subprocess on the hub host) and remote workers
+//! (`shoal-hub worker --hub URL`) run jobs through this crate, so a run behaves the same
+//! wherever it lands: the submitted source folder travels as a deterministic snapshot, the
+//! training command runs in its own process group with logs and metrics streamed as events,
+//! cancellation takes down every process the job started, and files under `outputs/` are listed
+//! with digests for upload.
+//!
+//! Everything here is Linux/Unix only: process groups and signals are the mechanism.
+//!
+//! # Layout
+//! - [`snapshot`]: [`pack_dir`] / [`unpack`], the `.gitignore`- and `.shoalignore`-aware source
+//!   archive.
+//! - [`process`]: [`run_job`], one job as a process group, with [`JobEvent`]s while it runs.
+//! - [`metrics_file`]: the `SHOAL_METRICS` line format and its parser.
+//! - [`outputs`]: [`collect_outputs`], the files a run leaves under `outputs/`.
+//! - [`error`]: [`ComputeError`], shared by all of the above.
+
+pub mod error;
+pub mod metrics_file;
+pub mod outputs;
+pub mod process;
+pub mod snapshot;
+
+pub use error::{ComputeError, ComputeResult};
+pub use metrics_file::{parse_metrics_line, MetricPoint, MAX_METRICS_LINE_BYTES};
+pub use outputs::{collect_outputs, OutputFile};
+pub use process::{
+    run_job, JobEvent, JobOutcome, JobSpec, JobStatus, LogLine, LogStream, DEFAULT_GRACE,
+    LOG_TAIL_LINES, MAX_LOG_LINE_BYTES, METRICS_ENV_VAR, PIPE_DRAIN_TIMEOUT,
+};
+pub use snapshot::{
+    pack_dir, pack_dir_to_writer, unpack, Snapshot, SnapshotInfo, UnpackSummary,
+    SHOAL_IGNORE_FILENAME,
+};
