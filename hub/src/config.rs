@@ -10,6 +10,12 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
 pub const DEFAULT_MQTT_LISTEN: &str = "0.0.0.0:1883";
 /// The largest model an upload may carry unless configured otherwise.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
+/// Runs the hub executes at once on its own host unless configured otherwise.
+pub const DEFAULT_LOCAL_RUN_CONCURRENCY: usize = 2;
+pub const DEFAULT_WORKER_HEARTBEAT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(30);
+/// Largest dataset, source snapshot or run output unless configured otherwise.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which broker the hub and its devices use.
@@ -47,6 +53,12 @@ pub struct HubConfig {
     pub shutdown_grace: std::time::Duration,
     /// How long raw telemetry windows are kept; hourly roll-ups stay longer.
     pub telemetry_retention: std::time::Duration,
+    /// Runs the `local` compute target executes at once.
+    pub local_run_concurrency: usize,
+    /// A remote worker that has not reported for this long has lost its run.
+    pub worker_heartbeat_timeout: std::time::Duration,
+    /// Largest source snapshot, dataset or run output accepted.
+    pub max_upload_bytes: u64,
 }
 
 impl HubConfig {
@@ -64,6 +76,9 @@ impl HubConfig {
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             telemetry_retention: crate::telemetry::DEFAULT_RAW_RETENTION,
+            local_run_concurrency: DEFAULT_LOCAL_RUN_CONCURRENCY,
+            worker_heartbeat_timeout: DEFAULT_WORKER_HEARTBEAT_TIMEOUT,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
     }
 
@@ -94,6 +109,19 @@ impl HubConfig {
         }
         if self.max_model_bytes == 0 {
             return Err(HubError::invalid("max model bytes must be above 0"));
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(HubError::invalid("max upload bytes must be above 0"));
+        }
+        if self.local_run_concurrency == 0 {
+            return Err(HubError::invalid(
+                "local run concurrency must be at least 1",
+            ));
+        }
+        if self.worker_heartbeat_timeout.is_zero() {
+            return Err(HubError::invalid(
+                "the worker heartbeat timeout must be above 0",
+            ));
         }
         Ok(())
     }

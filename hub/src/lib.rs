@@ -30,14 +30,18 @@ pub mod deployment;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod jobs;
 pub mod mlflow;
 pub mod monitor;
 pub mod mqtt;
 pub mod registry;
+pub mod search;
 pub mod shutdown;
 pub mod storage;
+pub mod sweep;
 pub mod telemetry;
 pub mod tracking;
+pub mod worker;
 pub mod workspace;
 
 use std::future::Future;
@@ -87,6 +91,8 @@ pub struct BoundHub {
     registry: Registry,
     tracking: tracking::Tracking,
     datasets: dataset::Datasets,
+    jobs: jobs::Jobs,
+    sweeps: sweep::Sweeps,
     fleet: Fleet,
     deployments: Deployments,
     telemetry: telemetry::Telemetry,
@@ -116,6 +122,18 @@ impl Hub {
         let tracking = tracking::Tracking::new(records.clone(), workspaces.clone());
         let datasets =
             dataset::Datasets::new(records.clone(), artifacts.clone(), workspaces.clone());
+        let jobs = jobs::Jobs::new(
+            tracking.clone(),
+            datasets.clone(),
+            registry.clone(),
+            artifacts.clone(),
+            jobs::JobsConfig {
+                runs_dir: config.data_dir.join("runs"),
+                local_concurrency: config.local_run_concurrency,
+                heartbeat_timeout: config.worker_heartbeat_timeout,
+                max_upload_bytes: config.max_upload_bytes,
+            },
+        );
         let fleet = Fleet::new(records.clone(), workspaces.clone())?;
 
         let (broker, mqtt_addr, target, advertised) = match &config.mqtt {
@@ -171,6 +189,14 @@ impl Hub {
             monitor::Monitors::new(records.clone(), workspaces.clone(), telemetry.clone());
         let grpc = TcpListener::bind(config.grpc_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
+        jobs.set_endpoints(jobs::HubEndpoints {
+            grpc_url: format!("http://{}", reachable(grpc.local_addr()?)),
+            http_url: format!("http://{}", reachable(http.local_addr()?)),
+            // Runs act with the admin token for now (scoped per-run tokens come with roles).
+            token: std::fs::read_to_string(config.data_dir.join(auth::ADMIN_TOKEN_FILE))
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default(),
+        });
         Ok(BoundHub {
             config,
             grpc,
@@ -183,6 +209,8 @@ impl Hub {
             registry,
             tracking,
             datasets,
+            sweeps: sweep::Sweeps::new(records.clone(), jobs.clone()),
+            jobs,
             fleet,
             deployments,
             telemetry,
@@ -280,6 +308,9 @@ impl BoundHub {
             }
         });
 
+        tasks.spawn(self.jobs.clone().run_scheduler(cancel.clone()));
+        tasks.spawn(self.sweeps.clone().run_controller(cancel.clone()));
+
         tasks.spawn(run_monitors(
             self.monitors.clone(),
             self.publisher.clone(),
@@ -316,6 +347,10 @@ impl BoundHub {
             fleet::fleet_service_server::FleetServiceServer,
             registry::registry_service_server::RegistryServiceServer,
             telemetry::telemetry_service_server::TelemetryServiceServer,
+            training::{
+                training_service_server::TrainingServiceServer,
+                worker_service_server::WorkerServiceServer,
+            },
             workspace::workspace_service_server::WorkspaceServiceServer,
         };
         let max_message = 4 * 1024 * 1024;
@@ -354,7 +389,22 @@ impl BoundHub {
                 telemetry: self.telemetry.clone(),
                 monitors: self.monitors.clone(),
             },
-            auth,
+            auth.clone(),
+        );
+        let training_api = tonic::service::interceptor::InterceptedService::new(
+            TrainingServiceServer::new(api::TrainingApi {
+                jobs: self.jobs.clone(),
+                sweeps: self.sweeps.clone(),
+            })
+            .max_decoding_message_size(max_message),
+            auth.clone(),
+        );
+        let worker_api = tonic::service::interceptor::InterceptedService::new(
+            WorkerServiceServer::new(api::WorkerApi {
+                jobs: self.jobs.clone(),
+            })
+            .max_decoding_message_size(max_message),
+            auth.clone(),
         );
         // Storage is open and the broker is up: tell probes the services are ready.
         health_reporter
@@ -372,6 +422,9 @@ impl BoundHub {
         health_reporter
             .set_serving::<TelemetryServiceServer<api::TelemetryApi>>()
             .await;
+        health_reporter
+            .set_serving::<TrainingServiceServer<api::TrainingApi>>()
+            .await;
 
         tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
@@ -384,6 +437,8 @@ impl BoundHub {
             .add_service(fleet_api)
             .add_service(deployment_api)
             .add_service(telemetry_api)
+            .add_service(training_api)
+            .add_service(worker_api)
             .serve_with_incoming_shutdown(incoming, async move {
                 tokio::select! {
                     _ = shutdown => {}
@@ -404,6 +459,15 @@ impl BoundHub {
         let flushed = self.workspaces.flush();
         served.map_err(|e| HubError::Internal(format!("grpc server: {e}")))?;
         flushed
+    }
+}
+
+/// The address a process on this host reaches a listener at (loopback for a wildcard).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
     }
 }
 

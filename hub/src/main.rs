@@ -25,6 +25,53 @@ struct Cli {
 enum Command {
     /// Serves gRPC, HTTP and MQTT until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Runs queued `--compute worker` runs of a hub on this machine.
+    Worker(WorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The hub's gRPC address.
+    #[arg(long, env = "SHOAL_HUB", default_value = "http://127.0.0.1:7070")]
+    hub: String,
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// This worker's id (default: the host name and process id).
+    #[arg(long)]
+    id: Option<String>,
+    /// Labels runs can ask for (`--labels gpu,arm`).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Where runs are unpacked and executed.
+    #[arg(long, default_value = "./shoal-worker")]
+    work_dir: PathBuf,
+}
+
+async fn worker(args: WorkerArgs) -> ExitCode {
+    let id = args.id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = shoal_hub::worker::WorkerConfig {
+        hub_url: args.hub,
+        token: args.token,
+        worker_id: id.clone(),
+        labels: args.labels,
+        work_dir: args.work_dir,
+    };
+    eprintln!(
+        "shoal-hub worker {id}: serving runs from {}",
+        config.hub_url
+    );
+    match shoal_hub::worker::run_worker(config, shoal_hub::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal-hub worker: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -54,6 +101,15 @@ struct ServeArgs {
     /// Hours raw telemetry windows are kept (hourly roll-ups stay).
     #[arg(long, default_value_t = 7 * 24)]
     telemetry_retention_hours: u64,
+    /// Runs executed at once on this host (`--compute local`).
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_LOCAL_RUN_CONCURRENCY)]
+    local_run_concurrency: usize,
+    /// Seconds without a report after which a remote worker's run is failed.
+    #[arg(long, default_value_t = 30)]
+    worker_heartbeat_timeout_secs: u64,
+    /// The largest dataset, source snapshot or run output an upload may carry.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -73,6 +129,10 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.max_model_bytes = args.max_model_bytes;
     config.telemetry_retention =
         std::time::Duration::from_secs(args.telemetry_retention_hours * 3600);
+    config.local_run_concurrency = args.local_run_concurrency;
+    config.worker_heartbeat_timeout =
+        std::time::Duration::from_secs(args.worker_heartbeat_timeout_secs);
+    config.max_upload_bytes = args.max_upload_bytes;
     config.validate()?;
     Ok(config)
 }
@@ -86,7 +146,10 @@ async fn main() -> ExitCode {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Worker(args) => return worker(args).await,
+    };
     let config = match build_config(args) {
         Ok(config) => config,
         Err(error) => {

@@ -567,3 +567,54 @@ fn output_baselines(model: &[u8], rows: &[f32], width: usize) -> HubResult<Vec<O
     }
     Ok(baselines)
 }
+
+// Used by the MLflow API, whose clients create a registered model before its first version.
+impl Registry {
+    /// Creates a model with no versions yet (MLflow's `registered-models/create`).
+    ///
+    /// # Errors
+    /// `AlreadyExists` for a taken name; `InvalidArgument` for a bad one; `NotFound` for the
+    /// workspace.
+    pub fn create_model(&self, workspace: &str, name: &str, description: &str) -> HubResult<Model> {
+        self.workspaces.require(workspace)?;
+        check_name("model name", name)?;
+        let model = Model {
+            workspace: workspace.to_string(),
+            name: name.to_string(),
+            description: description.to_string(),
+            latest_version: 0,
+            aliases: BTreeMap::new(),
+            created_at_ms: crate::now_ms(),
+        };
+        if !self
+            .records
+            .insert_new(MODELS_TREE, &model_key(workspace, name), &model)?
+        {
+            return Err(HubError::already_exists("model", name));
+        }
+        tracing::info!(%workspace, model = %name, "model created");
+        Ok(model)
+    }
+
+    /// Replaces a model's description.
+    ///
+    /// # Errors
+    /// `NotFound` for the model.
+    pub fn set_model_description(
+        &self,
+        workspace: &str,
+        name: &str,
+        description: &str,
+    ) -> HubResult<Model> {
+        self.model(workspace, name)?;
+        self.records.update::<Model, HubError>(
+            MODELS_TREE,
+            &model_key(workspace, name),
+            |current| {
+                let mut model = current.ok_or_else(|| HubError::not_found("model", name))?;
+                model.description = description.to_string();
+                Ok(model)
+            },
+        )
+    }
+}

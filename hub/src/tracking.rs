@@ -157,6 +157,8 @@ impl Compute {
 /// One point of a metric series.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricPoint {
+    /// NaN and infinities are stored as strings: JSON numbers cannot hold them.
+    #[serde(with = "non_finite_f64")]
     pub value: f64,
     pub step: i64,
     pub timestamp_ms: i64,
@@ -417,8 +419,7 @@ impl Tracking {
             return Err(HubError::already_exists("experiment", name));
         }
         // The default workspace's Default experiment is MLflow's experiment 0.
-        let id = if workspace == crate::workspace::DEFAULT_WORKSPACE && name == DEFAULT_EXPERIMENT
-        {
+        let id = if workspace == crate::workspace::DEFAULT_WORKSPACE && name == DEFAULT_EXPERIMENT {
             "0".to_string()
         } else {
             self.next_experiment_id()?
@@ -452,14 +453,12 @@ impl Tracking {
     pub fn ensure_experiment(&self, workspace: &str, name: &str) -> HubResult<Experiment> {
         match self.experiment_by_name(workspace, name) {
             Ok(e) => Ok(e),
-            Err(HubError::NotFound { .. }) => match self.create_experiment(
-                workspace,
-                name,
-                BTreeMap::new(),
-            ) {
-                Err(HubError::AlreadyExists { .. }) => self.experiment_by_name(workspace, name),
-                other => other,
-            },
+            Err(HubError::NotFound { .. }) => {
+                match self.create_experiment(workspace, name, BTreeMap::new()) {
+                    Err(HubError::AlreadyExists { .. }) => self.experiment_by_name(workspace, name),
+                    other => other,
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -523,7 +522,11 @@ impl Tracking {
     ///
     /// # Errors
     /// `NotFound` for the workspace.
-    pub fn experiments(&self, workspace: &str, include_deleted: bool) -> HubResult<Vec<Experiment>> {
+    pub fn experiments(
+        &self,
+        workspace: &str,
+        include_deleted: bool,
+    ) -> HubResult<Vec<Experiment>> {
         self.ensure_default(workspace)?;
         let ids: Vec<String> = self
             .records
@@ -549,14 +552,14 @@ impl Tracking {
         change: impl Fn(&mut Experiment),
     ) -> HubResult<Experiment> {
         let before = self.experiment(id)?;
-        let after = self
-            .records
-            .update::<Experiment, HubError>(EXPERIMENTS_TREE, id, |current| {
-                let mut e = current.ok_or_else(|| HubError::not_found("experiment", id))?;
-                change(&mut e);
-                e.updated_ms = crate::now_ms();
-                Ok(e)
-            })?;
+        let after =
+            self.records
+                .update::<Experiment, HubError>(EXPERIMENTS_TREE, id, |current| {
+                    let mut e = current.ok_or_else(|| HubError::not_found("experiment", id))?;
+                    change(&mut e);
+                    e.updated_ms = crate::now_ms();
+                    Ok(e)
+                })?;
         if before.name != after.name {
             check_experiment_name(&after.name)?;
             let new_key = format!("{}/{}", after.workspace, after.name);
@@ -846,9 +849,8 @@ impl Tracking {
         lines
             .into_iter()
             .map(|(key, bytes)| {
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    HubError::Internal(format!("log record {key} is corrupt: {e}"))
-                })
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| HubError::Internal(format!("log record {key} is corrupt: {e}")))
             })
             .collect()
     }
@@ -1010,7 +1012,11 @@ impl Tracking {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn list_artifact_folder(&self, root: &str, folder: &str) -> HubResult<Vec<ArtifactListing>> {
+    pub fn list_artifact_folder(
+        &self,
+        root: &str,
+        folder: &str,
+    ) -> HubResult<Vec<ArtifactListing>> {
         let folder = folder.trim_matches('/');
         let base = if folder.is_empty() {
             root.trim_end_matches('/').to_string()
@@ -1098,4 +1104,44 @@ pub fn check_artifact_path(path: &str) -> HubResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Serde for an `f64` that may be NaN or infinite (MLflow allows such metric values): finite
+/// values as JSON numbers, the others as `"NaN"`, `"Infinity"`, `"-Infinity"`.
+mod non_finite_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if *value == f64::INFINITY {
+            serializer.serialize_str("Infinity")
+        } else if *value == f64::NEG_INFINITY {
+            serializer.serialize_str("-Infinity")
+        } else {
+            serializer.serialize_f64(*value)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Number(f64),
+        Text(String),
+        /// Records written before non-finite values were encoded hold `null` for them.
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(n) => Ok(n),
+            Stored::Null(()) => Ok(f64::NAN),
+            Stored::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => other.parse().map_err(serde::de::Error::custom),
+            },
+        }
+    }
 }

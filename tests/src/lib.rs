@@ -85,6 +85,7 @@ pub struct TestHubBuilder {
     external: Option<String>,
     data_dir: Option<PathBuf>,
     max_model_bytes: Option<u64>,
+    worker_heartbeat_timeout: Option<Duration>,
 }
 
 impl TestHub {
@@ -94,6 +95,7 @@ impl TestHub {
             external: external_broker(),
             data_dir: None,
             max_model_bytes: None,
+            worker_heartbeat_timeout: None,
         }
     }
 
@@ -303,6 +305,12 @@ impl TestHubBuilder {
         self
     }
 
+    /// How long a remote worker may stay silent before its run is failed.
+    pub fn worker_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.worker_heartbeat_timeout = Some(timeout);
+        self
+    }
+
     pub async fn start(self) -> TestHub {
         init_logging();
         let (temp, data_dir) = match self.data_dir {
@@ -322,6 +330,9 @@ impl TestHubBuilder {
         }
         if let Some(max) = self.max_model_bytes {
             config.max_model_bytes = max;
+        }
+        if let Some(timeout) = self.worker_heartbeat_timeout {
+            config.worker_heartbeat_timeout = timeout;
         }
         let topic_prefix = config.topic_prefix.clone();
         let hub = Hub::bind(config).await.expect("bind the test hub");

@@ -5,12 +5,14 @@ mod deployments;
 mod fleet;
 mod registry;
 mod telemetry;
+mod training;
 mod workspaces;
 
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
 pub use telemetry::{alert_to_wire, TelemetryApi};
+pub use training::{dataset_to_wire, run_to_wire, TrainingApi, WorkerApi};
 pub use workspaces::WorkspaceApi;
 
 use std::sync::Arc;
@@ -77,4 +79,53 @@ pub(crate) fn workspace_or_default(workspace: &str) -> &str {
     } else {
         workspace
     }
+}
+
+/// Streams the chunks that follow an upload's header into the artifact store, refusing the
+/// upload as soon as it passes `limit` bytes. `chunk_of` returns a message's bytes, or `None`
+/// for a message that is not a chunk (a second header), which aborts the upload.
+///
+/// # Errors
+/// `ResourceExhausted` over the limit (naming `what` and `limit_flag`), `InvalidArgument` for a
+/// message out of place, the stream's own error, or a storage error.
+pub(crate) async fn receive_chunks<M>(
+    stream: &mut tonic::Streaming<M>,
+    artifacts: &crate::artifacts::ArtifactStore,
+    limit: u64,
+    what: &str,
+    limit_flag: &str,
+    chunk_of: impl Fn(M) -> Option<Vec<u8>>,
+) -> Result<(String, u64), Status> {
+    use futures::StreamExt;
+    let too_large = |size: u64| {
+        status(HubError::ResourceExhausted(format!(
+            "{what} is {size} bytes, over the hub's limit of {limit} bytes ({limit_flag})"
+        )))
+    };
+    let mut writer = artifacts.writer().await.map_err(|e| status(e.into()))?;
+    while let Some(message) = stream.next().await {
+        let chunk = match message.map(&chunk_of) {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                writer.abort().await;
+                return Err(Status::invalid_argument(
+                    "only the first upload message may be a header",
+                ));
+            }
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
+        let size = writer.written() + chunk.len() as u64;
+        if size > limit {
+            writer.abort().await;
+            return Err(too_large(size));
+        }
+        if let Err(e) = writer.write(&chunk).await {
+            writer.abort().await;
+            return Err(status(e.into()));
+        }
+    }
+    writer.finish().await.map_err(|e| status(e.into()))
 }

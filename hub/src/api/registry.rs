@@ -4,7 +4,7 @@ use futures::{Stream, StreamExt};
 use shoal_proto::registry::{self as pb, registry_service_server::RegistryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{status, workspace_or_default};
+use super::{receive_chunks, status, workspace_or_default};
 use crate::error::HubError;
 use crate::registry::{signature_to_wire, Model, ModelVersion, NewVersion, Registry};
 
@@ -121,39 +121,18 @@ impl RegistryService for RegistryApi {
         if header.size_bytes > self.max_model_bytes {
             return Err(status(too_large(header.size_bytes, self.max_model_bytes)));
         }
-        let mut writer = self
-            .registry
-            .artifacts()
-            .writer()
-            .await
-            .map_err(|e| status(e.into()))?;
-        while let Some(message) = stream.next().await {
-            let chunk = match message {
-                Ok(pb::UploadModelRequest {
-                    part: Some(pb::upload_model_request::Part::Chunk(c)),
-                }) => c,
-                Ok(_) => {
-                    writer.abort().await;
-                    return Err(Status::invalid_argument(
-                        "only the first upload message may be a header",
-                    ));
-                }
-                Err(e) => {
-                    writer.abort().await;
-                    return Err(e);
-                }
-            };
-            if writer.written() + chunk.len() as u64 > self.max_model_bytes {
-                let size = writer.written() + chunk.len() as u64;
-                writer.abort().await;
-                return Err(status(too_large(size, self.max_model_bytes)));
-            }
-            if let Err(e) = writer.write(&chunk).await {
-                writer.abort().await;
-                return Err(status(e.into()));
-            }
-        }
-        let (digest, size) = writer.finish().await.map_err(|e| status(e.into()))?;
+        let (digest, size) = receive_chunks(
+            &mut stream,
+            self.registry.artifacts(),
+            self.max_model_bytes,
+            "model",
+            "--max-model-bytes",
+            |m| match m.part {
+                Some(pb::upload_model_request::Part::Chunk(c)) => Some(c),
+                _ => None,
+            },
+        )
+        .await?;
         let version = self
             .registry
             .register(new, digest, size)

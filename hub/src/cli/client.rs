@@ -4,6 +4,8 @@ use shoal_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use shoal_proto::fleet::fleet_service_client::FleetServiceClient;
 use shoal_proto::registry::registry_service_client::RegistryServiceClient;
 use shoal_proto::telemetry::telemetry_service_client::TelemetryServiceClient;
+use shoal_proto::training::training_service_client::TrainingServiceClient;
+use shoal_proto::training::worker_service_client::WorkerServiceClient;
 use shoal_proto::workspace::workspace_service_client::WorkspaceServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -37,6 +39,8 @@ pub struct HubClient {
     pub fleet: FleetServiceClient<Authed>,
     pub deployments: DeploymentServiceClient<Authed>,
     pub telemetry: TelemetryServiceClient<Authed>,
+    pub training: TrainingServiceClient<Authed>,
+    pub worker: WorkerServiceClient<Authed>,
 }
 
 impl HubClient {
@@ -73,7 +77,16 @@ impl HubClient {
                 channel.clone(),
                 interceptor.clone(),
             ),
-            telemetry: TelemetryServiceClient::with_interceptor(channel, interceptor),
+            telemetry: TelemetryServiceClient::with_interceptor(
+                channel.clone(),
+                interceptor.clone(),
+            ),
+            worker: WorkerServiceClient::with_interceptor(channel.clone(), interceptor.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            training: TrainingServiceClient::with_interceptor(channel, interceptor)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         })
     }
 }

@@ -8,8 +8,9 @@ mod client;
 mod demo;
 mod output;
 mod telemetry;
+mod training;
 
-pub use client::{describe_status, HubClient};
+pub use client::{describe_status, HubClient, TokenInterceptor};
 pub use output::Format;
 pub use telemetry::{parse_duration_ms, upload_baseline};
 
@@ -93,6 +94,18 @@ enum Command {
     /// Alerts raised by drift monitors.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Versioned CSV datasets with their profiles.
+    #[command(subcommand)]
+    Dataset(training::DatasetCommand),
+    /// Experiments, which group runs.
+    #[command(subcommand)]
+    Experiment(training::ExperimentCommand),
+    /// Training runs: built-in trainers or your own scripts.
+    #[command(subcommand)]
+    Run(training::RunCommand),
+    /// Hyperparameter sweeps over a built-in trainer.
+    #[command(subcommand)]
+    Sweep(training::SweepCommand),
 }
 
 #[derive(Subcommand)]
@@ -220,7 +233,11 @@ enum ModelCommand {
 
 #[derive(Args)]
 struct RegisterArgs {
+    /// The ONNX file; with --from-run, the path of a run's artifact (outputs/model.onnx).
     file: PathBuf,
+    /// Register an ONNX file a run wrote, keeping the run as the version's lineage.
+    #[arg(long, conflicts_with = "baseline")]
+    from_run: Option<String>,
     #[arg(long)]
     name: String,
     #[arg(long, default_value = "")]
@@ -388,6 +405,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         },
         Command::Model(command) => match command {
+            ModelCommand::Register(args) if args.from_run.is_some() => {
+                let registered = hub
+                    .training
+                    .register_from_run(shoal_proto::training::RegisterFromRunRequest {
+                        run_id: args.from_run.unwrap_or_default(),
+                        path: args.file.display().to_string(),
+                        model: args.name,
+                        description: args.description,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                println!("{}@{}", registered.model, registered.version);
+            }
             ModelCommand::Register(args) => {
                 let mut version = register_model(
                     &mut hub,
@@ -730,6 +761,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 &rows,
             );
         }
+        Command::Dataset(command) => training::dataset(&mut hub, &ws, out, command).await?,
+        Command::Experiment(command) => training::experiment(&mut hub, &ws, out, command).await?,
+        Command::Run(command) => training::run(&mut hub, &ws, out, command).await?,
+        Command::Sweep(command) => training::sweep(&mut hub, &ws, out, command).await?,
         Command::Telemetry(TelemetryCommand::Tail { device }) => {
             telemetry::tail(&mut hub, &ws, device.as_deref().unwrap_or(""), out).await?;
         }

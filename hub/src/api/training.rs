@@ -1,0 +1,832 @@
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use shoal_proto::training::{
+    self as pb, training_service_server::TrainingService, worker_service_server::WorkerService,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{receive_chunks, status, workspace_or_default};
+use crate::dataset::DatasetVersion;
+use crate::error::HubError;
+use crate::jobs::{Jobs, Outcome, Submission};
+use crate::sweep::{SweepSpec, Sweeps};
+use crate::tracking::{
+    BuiltinJob, Compute, Experiment, Job, MetricPoint, Run, RunQuery, ScriptJob,
+};
+
+/// Log lines per message of a log stream.
+const LOG_PAGE_LINES: usize = 500;
+/// Bytes per message when streaming a snapshot to a worker.
+const SOURCE_CHUNK_BYTES: usize = 256 * 1024;
+
+pub struct TrainingApi {
+    pub jobs: Jobs,
+    pub sweeps: Sweeps,
+}
+
+pub fn dataset_to_wire(v: DatasetVersion) -> pb::DatasetVersion {
+    use shoal_drift::FeatureKind;
+    let columns = v
+        .profile
+        .columns
+        .iter()
+        .map(|c| {
+            let mut column = pb::ColumnProfile {
+                name: c.name.clone(),
+                count: c.count,
+                nulls: c.nulls,
+                distinct: c.distinct,
+                min: c.min,
+                max: c.max,
+                mean: c.mean,
+                std: c.std,
+                ..Default::default()
+            };
+            match &c.kind {
+                FeatureKind::Numeric(n) => {
+                    column.kind = "numeric".into();
+                    column.edges = n.edges.clone();
+                    column.bin_counts = n.counts.clone();
+                }
+                FeatureKind::Categorical(k) => {
+                    column.kind = "categorical".into();
+                    column.top_values = k.vocabulary.clone();
+                    column.top_counts = k.counts.iter().take(k.vocabulary.len()).copied().collect();
+                }
+            }
+            column
+        })
+        .collect();
+    pb::DatasetVersion {
+        workspace: v.workspace,
+        name: v.name,
+        version: v.version,
+        digest: v.digest,
+        size_bytes: v.size_bytes,
+        rows: v.profile.rows,
+        columns,
+        description: v.description,
+        created_at_ms: v.created_ms,
+        source_run: v.source_run.unwrap_or_default(),
+    }
+}
+
+fn experiment_to_wire(e: Experiment, runs: u64) -> pb::Experiment {
+    pb::Experiment {
+        artifact_location: e.artifact_location(),
+        workspace: e.workspace,
+        id: e.id,
+        name: e.name,
+        created_at_ms: e.created_ms,
+        tags: e.tags.into_iter().collect(),
+        runs,
+    }
+}
+
+pub fn run_to_wire(run: Run, experiment: &str) -> pb::Run {
+    let command = match &run.job {
+        Some(Job::Script(job)) => job.command.clone(),
+        Some(Job::Builtin(job)) => vec![format!("builtin:{}", job.trainer)],
+        None => Vec::new(),
+    };
+    let source_digest = match &run.job {
+        Some(Job::Script(job)) => job.source_digest.clone(),
+        _ => String::new(),
+    };
+    pb::Run {
+        artifact_uri: run.artifact_uri(),
+        id: run.id,
+        workspace: run.workspace,
+        experiment_id: run.experiment_id,
+        experiment: experiment.to_string(),
+        name: run.name,
+        status: run.status.as_str().into(),
+        created_at_ms: run.created_ms,
+        started_at_ms: run.started_ms.unwrap_or(0),
+        ended_at_ms: run.ended_ms.unwrap_or(0),
+        params: run.params.into_iter().collect(),
+        tags: run.tags.into_iter().collect(),
+        metrics: run
+            .metrics
+            .into_iter()
+            .map(|(k, m)| {
+                (
+                    k,
+                    pb::MetricValue {
+                        value: m.value,
+                        step: m.step,
+                        timestamp_ms: m.timestamp_ms,
+                    },
+                )
+            })
+            .collect(),
+        compute: run.compute.as_str().into(),
+        executor: run.executor.unwrap_or_default(),
+        parent_run_id: run.parent_run_id.unwrap_or_default(),
+        sweep_id: run.sweep_id.unwrap_or_default(),
+        source_digest,
+        command,
+        inputs: run.inputs,
+        outputs: run.outputs,
+        exit_code: run.exit_code,
+        error: run.error.unwrap_or_default(),
+        log_tail: run.log_tail,
+        labels: run.labels,
+    }
+}
+
+fn builtin_from_wire(b: pb::BuiltinJob) -> BuiltinJob {
+    BuiltinJob {
+        trainer: b.trainer,
+        dataset: b.dataset,
+        target: b.target,
+        features: b.features,
+        register_as: (!b.register_as.is_empty()).then_some(b.register_as),
+    }
+}
+
+impl TrainingApi {
+    fn wire_run(&self, run: Run) -> pb::Run {
+        let experiment = self
+            .jobs
+            .tracking()
+            .experiment(&run.experiment_id)
+            .map(|e| e.name)
+            .unwrap_or_default();
+        run_to_wire(run, &experiment)
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::RunLogsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TrainingService for TrainingApi {
+    async fn upload_dataset(
+        &self,
+        request: Request<Streaming<pb::UploadDatasetRequest>>,
+    ) -> Result<Response<pb::DatasetVersion>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload starts with a header naming the dataset",
+                ))
+            }
+        };
+        let workspace = workspace_or_default(&header.workspace).to_string();
+        let datasets = self.jobs.datasets();
+        datasets
+            .check_new(&workspace, &header.name)
+            .map_err(status)?;
+        let limit = self.jobs.max_upload_bytes();
+        let (digest, size) = receive_chunks(
+            &mut stream,
+            datasets.artifacts(),
+            limit,
+            "dataset",
+            "--max-upload-bytes",
+            |m| match m.part {
+                Some(pb::upload_dataset_request::Part::Chunk(c)) => Some(c),
+                _ => None,
+            },
+        )
+        .await?;
+        let version = datasets
+            .register(
+                &workspace,
+                &header.name,
+                &header.description,
+                digest,
+                size,
+                None,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(dataset_to_wire(version)))
+    }
+
+    async fn list_datasets(
+        &self,
+        request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let r = request.into_inner();
+        let versions = self
+            .jobs
+            .datasets()
+            .list(workspace_or_default(&r.workspace))
+            .map_err(status)?;
+        Ok(Response::new(pb::ListDatasetsResponse {
+            versions: versions.into_iter().map(dataset_to_wire).collect(),
+        }))
+    }
+
+    async fn get_dataset(
+        &self,
+        request: Request<pb::GetDatasetRequest>,
+    ) -> Result<Response<pb::DatasetVersion>, Status> {
+        let r = request.into_inner();
+        let version = self
+            .jobs
+            .datasets()
+            .resolve(workspace_or_default(&r.workspace), &r.reference)
+            .map_err(status)?;
+        Ok(Response::new(dataset_to_wire(version)))
+    }
+
+    async fn create_experiment(
+        &self,
+        request: Request<pb::CreateExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let r = request.into_inner();
+        let experiment = self
+            .jobs
+            .tracking()
+            .create_experiment(workspace_or_default(&r.workspace), &r.name, BTreeMap::new())
+            .map_err(status)?;
+        Ok(Response::new(experiment_to_wire(experiment, 0)))
+    }
+
+    async fn list_experiments(
+        &self,
+        request: Request<pb::ListExperimentsRequest>,
+    ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
+        let r = request.into_inner();
+        let tracking = self.jobs.tracking();
+        let experiments = tracking
+            .experiments(workspace_or_default(&r.workspace), false)
+            .map_err(status)?;
+        let mut wire = Vec::new();
+        for e in experiments {
+            let runs = tracking.experiment_run_ids(&e.id).map_err(status)?.len() as u64;
+            wire.push(experiment_to_wire(e, runs));
+        }
+        Ok(Response::new(pb::ListExperimentsResponse {
+            experiments: wire,
+        }))
+    }
+
+    async fn submit_run(
+        &self,
+        request: Request<Streaming<pb::SubmitRunRequest>>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::SubmitRunRequest {
+                part: Some(pb::submit_run_request::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a submission starts with a header describing the run",
+                ))
+            }
+        };
+        let compute = Compute::parse(&header.compute).map_err(status)?;
+        let job = match header.job {
+            Some(pb::submit_run_header::Job::Builtin(b)) => Job::Builtin(builtin_from_wire(b)),
+            Some(pb::submit_run_header::Job::Script(s)) => {
+                let limit = self.jobs.max_upload_bytes();
+                let (digest, size) = receive_chunks(
+                    &mut stream,
+                    self.jobs.artifacts(),
+                    limit,
+                    "source snapshot",
+                    "--max-upload-bytes",
+                    |m| match m.part {
+                        Some(pb::submit_run_request::Part::Chunk(c)) => Some(c),
+                        _ => None,
+                    },
+                )
+                .await?;
+                if size == 0 {
+                    return Err(Status::invalid_argument(
+                        "a script run needs its source snapshot (--dir)",
+                    ));
+                }
+                Job::Script(ScriptJob {
+                    command: s.command,
+                    env: s.env.into_iter().collect(),
+                    source_digest: digest,
+                    source_bytes: size,
+                })
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "a run needs a job: a built-in trainer or a script",
+                ))
+            }
+        };
+        let submission = Submission {
+            workspace: workspace_or_default(&header.workspace).to_string(),
+            experiment: if header.experiment.is_empty() {
+                crate::tracking::DEFAULT_EXPERIMENT.to_string()
+            } else {
+                header.experiment
+            },
+            name: (!header.name.is_empty()).then_some(header.name),
+            params: header.params.into_iter().collect(),
+            tags: header.tags.into_iter().collect(),
+            compute,
+            labels: header.labels,
+            job,
+            parent_run_id: None,
+            sweep_id: None,
+        };
+        let jobs = self.jobs.clone();
+        let run = tokio::task::spawn_blocking(move || jobs.submit(submission))
+            .await
+            .map_err(|e| status(HubError::Internal(format!("submit task: {e}"))))?
+            .map_err(status)?;
+        Ok(Response::new(self.wire_run(run)))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let run = self
+            .jobs
+            .tracking()
+            .run(&request.into_inner().run_id)
+            .map_err(status)?;
+        Ok(Response::new(self.wire_run(run)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let r = request.into_inner();
+        let workspace = workspace_or_default(&r.workspace);
+        let tracking = self.jobs.tracking();
+        let mut experiment_ids = Vec::new();
+        for name in &r.experiments {
+            experiment_ids.push(
+                tracking
+                    .experiment_by_name(workspace, name)
+                    .map_err(status)?
+                    .id,
+            );
+        }
+        let filter = crate::search::run_filter(&r.filter).map_err(status)?;
+        let order = crate::search::run_order(&r.order_by).map_err(status)?;
+        let runs = tracking
+            .search_runs(&RunQuery {
+                workspace,
+                experiment_ids,
+                filter: filter.as_deref(),
+                order_by: order.as_deref(),
+                include_deleted: false,
+                limit: r.limit as usize,
+            })
+            .map_err(status)?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: runs.into_iter().map(|run| self.wire_run(run)).collect(),
+        }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let run = self
+            .jobs
+            .cancel(&request.into_inner().run_id, "canceled by a user")
+            .map_err(status)?;
+        Ok(Response::new(self.wire_run(run)))
+    }
+
+    async fn get_metric_history(
+        &self,
+        request: Request<pb::MetricHistoryRequest>,
+    ) -> Result<Response<pb::MetricHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let points = self
+            .jobs
+            .tracking()
+            .metric_history(&r.run_id, &r.key)
+            .map_err(status)?;
+        Ok(Response::new(pb::MetricHistoryResponse {
+            points: points
+                .into_iter()
+                .map(|p| pb::MetricValue {
+                    value: p.value,
+                    step: p.step,
+                    timestamp_ms: p.timestamp_ms,
+                })
+                .collect(),
+        }))
+    }
+
+    type StreamRunLogsStream = LogStream;
+
+    async fn stream_run_logs(
+        &self,
+        request: Request<pb::RunLogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let r = request.into_inner();
+        let tracking = self.jobs.tracking().clone();
+        tracking.run(&r.run_id).map_err(status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut changes = tracking.subscribe();
+            let mut after = r.from_line;
+            loop {
+                // Read the status before the lines, so lines written just before the end are
+                // never missed.
+                let finished = match tracking.run(&r.run_id) {
+                    Ok(run) => run.status.is_terminal(),
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                loop {
+                    let lines = match tracking.log_lines(&r.run_id, after, LOG_PAGE_LINES) {
+                        Ok(lines) => lines,
+                        Err(e) => {
+                            let _ = tx.send(Err(status(e))).await;
+                            return;
+                        }
+                    };
+                    if lines.is_empty() {
+                        break;
+                    }
+                    after = lines.last().map_or(after, |l| l.number);
+                    let message = pb::RunLogsResponse {
+                        lines: lines
+                            .into_iter()
+                            .map(|l| pb::LogLine {
+                                number: l.number,
+                                timestamp_ms: l.timestamp_ms,
+                                text: l.text,
+                            })
+                            .collect(),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                if !r.follow || finished {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_run_artifacts(
+        &self,
+        request: Request<pb::ListRunArtifactsRequest>,
+    ) -> Result<Response<pb::ListRunArtifactsResponse>, Status> {
+        let tracking = self.jobs.tracking();
+        let run = tracking.run(&request.into_inner().run_id).map_err(status)?;
+        let artifacts = tracking
+            .artifacts_under(&run.artifact_root())
+            .map_err(status)?;
+        Ok(Response::new(pb::ListRunArtifactsResponse {
+            artifacts: artifacts
+                .into_iter()
+                .map(|(path, entry)| pb::RunArtifact {
+                    path,
+                    size_bytes: entry.size_bytes,
+                    digest: entry.digest,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn register_from_run(
+        &self,
+        request: Request<pb::RegisterFromRunRequest>,
+    ) -> Result<Response<pb::RegisterFromRunResponse>, Status> {
+        let r = request.into_inner();
+        let tracking = self.jobs.tracking();
+        let run = tracking.run(&r.run_id).map_err(status)?;
+        let path = r.path.trim_start_matches("./");
+        let entry = tracking
+            .artifact(&format!("{}/{path}", run.artifact_root()))
+            .map_err(status)?;
+        let features: Vec<String> = run
+            .tags
+            .get("shoal.features")
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let reference = if features.is_empty() {
+            crate::jobs::builtin::register_plain(
+                &self.jobs,
+                &run,
+                &r.model,
+                &r.description,
+                entry.digest,
+                entry.size_bytes,
+            )
+            .await
+        } else {
+            crate::jobs::builtin::register_model(
+                &self.jobs,
+                &run,
+                &r.model,
+                &features,
+                entry.digest,
+                entry.size_bytes,
+            )
+            .await
+        }
+        .map_err(status)?;
+        let version = reference
+            .rsplit_once('@')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Response::new(pb::RegisterFromRunResponse {
+            model: r.model,
+            version,
+        }))
+    }
+
+    async fn submit_sweep(
+        &self,
+        request: Request<pb::SubmitSweepRequest>,
+    ) -> Result<Response<pb::Sweep>, Status> {
+        let r = request.into_inner();
+        let builtin = r
+            .builtin
+            .ok_or_else(|| Status::invalid_argument("a sweep needs a built-in trainer job"))?;
+        let spec = SweepSpec {
+            workspace: workspace_or_default(&r.workspace).to_string(),
+            experiment: if r.experiment.is_empty() {
+                crate::tracking::DEFAULT_EXPERIMENT.to_string()
+            } else {
+                r.experiment
+            },
+            name: r.name,
+            job: builtin_from_wire(builtin),
+            space: r.space.into_iter().collect(),
+            sampling: r.sampling,
+            seed: r.seed,
+            max_runs: r.max_runs,
+            concurrency: r.concurrency,
+            metric: r.metric,
+            goal: r.goal,
+            early_stop: r.early_stop,
+        };
+        let sweeps = self.sweeps.clone();
+        let sweep = tokio::task::spawn_blocking(move || sweeps.submit(spec))
+            .await
+            .map_err(|e| status(HubError::Internal(format!("sweep task: {e}"))))?
+            .map_err(status)?;
+        Ok(Response::new(crate::sweep::sweep_to_wire(sweep)))
+    }
+
+    async fn get_sweep(
+        &self,
+        request: Request<pb::GetSweepRequest>,
+    ) -> Result<Response<pb::Sweep>, Status> {
+        let sweep = self
+            .sweeps
+            .get(&request.into_inner().sweep_id)
+            .map_err(status)?;
+        Ok(Response::new(crate::sweep::sweep_to_wire(sweep)))
+    }
+
+    async fn list_sweeps(
+        &self,
+        request: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let r = request.into_inner();
+        let sweeps = self
+            .sweeps
+            .list(workspace_or_default(&r.workspace))
+            .map_err(status)?;
+        Ok(Response::new(pb::ListSweepsResponse {
+            sweeps: sweeps
+                .into_iter()
+                .map(crate::sweep::sweep_to_wire)
+                .collect(),
+        }))
+    }
+}
+
+// === remote workers ===
+
+pub struct WorkerApi {
+    pub jobs: Jobs,
+}
+
+fn lines_from_wire(lines: Vec<pb::LogLine>) -> Vec<(i64, String)> {
+    lines
+        .into_iter()
+        .map(|l| (l.timestamp_ms, l.text))
+        .collect()
+}
+
+fn metrics_from_wire(metrics: Vec<pb::WorkerMetric>) -> Vec<(String, MetricPoint)> {
+    metrics
+        .into_iter()
+        .map(|m| {
+            (
+                m.key,
+                MetricPoint {
+                    value: m.value,
+                    step: m.step,
+                    timestamp_ms: m.timestamp_ms,
+                },
+            )
+        })
+        .collect()
+}
+
+type SourceStream = Pin<Box<dyn Stream<Item = Result<pb::SourceChunk, Status>> + Send>>;
+
+/// Longest a lease call waits for work.
+const MAX_LEASE_WAIT_MS: u32 = 30_000;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn lease_run(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = request.into_inner();
+        if r.worker_id.is_empty() || r.worker_id == "local" {
+            return Err(Status::invalid_argument(
+                "a worker needs an id other than 'local'",
+            ));
+        }
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(u64::from(r.wait_ms.min(MAX_LEASE_WAIT_MS)));
+        let mut changes = self.jobs.tracking().subscribe();
+        loop {
+            let (jobs, worker, labels) = (self.jobs.clone(), r.worker_id.clone(), r.labels.clone());
+            let leased = tokio::task::spawn_blocking(move || jobs.lease(&worker, &labels))
+                .await
+                .map_err(|e| status(HubError::Internal(format!("lease task: {e}"))))?
+                .map_err(status)?;
+            if let Some(run) = leased {
+                let (command, env, source_digest, source_bytes) = match &run.job {
+                    Some(Job::Script(job)) => (
+                        job.command.clone(),
+                        job.env.clone(),
+                        job.source_digest.clone(),
+                        job.source_bytes,
+                    ),
+                    _ => {
+                        let message = "only script runs can run on remote workers";
+                        let _ = self
+                            .jobs
+                            .finish(&run, Outcome::Exited(-1), vec![message.into()]);
+                        continue;
+                    }
+                };
+                let endpoints = self.jobs.endpoints();
+                let env = crate::jobs::local::run_environment(
+                    &run,
+                    &endpoints.grpc_url,
+                    &endpoints.http_url,
+                    &endpoints.token,
+                    &env,
+                );
+                return Ok(Response::new(pb::LeaseResponse {
+                    lease: Some(pb::Lease {
+                        run_id: run.id,
+                        command,
+                        env: env.into_iter().collect(),
+                        source_digest,
+                        source_bytes,
+                        heartbeat_ms: (self.jobs.heartbeat_timeout().as_millis() / 3).max(100)
+                            as u32,
+                    }),
+                }));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(Response::new(pb::LeaseResponse { lease: None }));
+                }
+                changed = changes.changed() => if changed.is_err() {
+                    return Ok(Response::new(pb::LeaseResponse { lease: None }));
+                },
+            }
+        }
+    }
+
+    type DownloadSourceStream = SourceStream;
+
+    async fn download_source(
+        &self,
+        request: Request<pb::DownloadSourceRequest>,
+    ) -> Result<Response<SourceStream>, Status> {
+        let r = request.into_inner();
+        let run = self
+            .jobs
+            .leased_run(&r.run_id, &r.worker_id)
+            .map_err(status)?;
+        let Some(Job::Script(job)) = run.job else {
+            return Err(Status::failed_precondition(
+                "the run has no source snapshot",
+            ));
+        };
+        let bytes = self
+            .jobs
+            .artifacts()
+            .read(&job.source_digest)
+            .await
+            .map_err(|e| status(e.into()))?;
+        let chunks: Vec<Result<pb::SourceChunk, Status>> = bytes
+            .chunks(SOURCE_CHUNK_BYTES)
+            .map(|c| Ok(pb::SourceChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let r = request.into_inner();
+        let jobs = self.jobs.clone();
+        let cancel = tokio::task::spawn_blocking(move || {
+            jobs.worker_report(
+                &r.run_id,
+                &r.worker_id,
+                &lines_from_wire(r.lines),
+                &metrics_from_wire(r.metrics),
+            )
+        })
+        .await
+        .map_err(|e| status(HubError::Internal(format!("report task: {e}"))))?
+        .map_err(status)?;
+        Ok(Response::new(pb::ReportResponse { cancel }))
+    }
+
+    async fn upload_output(
+        &self,
+        request: Request<Streaming<pb::UploadOutputRequest>>,
+    ) -> Result<Response<pb::UploadOutputResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UploadOutputRequest {
+                part: Some(pb::upload_output_request::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload starts with a header naming the file",
+                ))
+            }
+        };
+        let run = self
+            .jobs
+            .leased_run(&header.run_id, &header.worker_id)
+            .map_err(status)?;
+        crate::tracking::check_artifact_path(&header.path).map_err(status)?;
+        let (digest, size) = receive_chunks(
+            &mut stream,
+            self.jobs.artifacts(),
+            self.jobs.max_upload_bytes(),
+            "output",
+            "--max-upload-bytes",
+            |m| match m.part {
+                Some(pb::upload_output_request::Part::Chunk(c)) => Some(c),
+                _ => None,
+            },
+        )
+        .await?;
+        self.jobs
+            .record_output(&run, &header.path, digest.clone(), size)
+            .map_err(status)?;
+        Ok(Response::new(pb::UploadOutputResponse { digest }))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = request.into_inner();
+        let outcome = match r.outcome.as_str() {
+            "exited" => Outcome::Exited(r.code),
+            "signaled" => Outcome::Signaled(r.code),
+            "canceled" => Outcome::Canceled,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown outcome '{other}': exited, signaled or canceled"
+                )))
+            }
+        };
+        self.jobs
+            .worker_complete(&r.run_id, &r.worker_id, outcome, r.log_tail)
+            .map_err(status)?;
+        Ok(Response::new(pb::CompleteResponse {}))
+    }
+}

@@ -1,0 +1,181 @@
+//! The `mlflow-artifacts` proxy: clients PUT and GET run files at
+//! `/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/{path}` and list folders
+//! with `?path=`. Bytes go to the content-addressed [`ArtifactStore`](crate::artifacts::ArtifactStore);
+//! the tracking index maps each path to its blob.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::runs::run_in_workspace;
+use super::{Call, MlflowError, MlflowResult};
+use crate::http::HttpState;
+use crate::tracking::{check_artifact_path, ArtifactEntry, Run};
+
+/// Bytes read from disk per chunk of a download.
+const DOWNLOAD_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The run an artifact path (`{experiment}/{run}/artifacts/...`) belongs to, checked to be of
+/// the workspace, and the path below the run's artifact root.
+fn owning_run(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Run, String)> {
+    check_artifact_path(path)?;
+    let mut parts = path.splitn(4, '/');
+    let (Some(experiment), Some(run_id), Some("artifacts")) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(MlflowError::NotFound(format!(
+            "artifact path '{path}' is not under a run's artifact root \
+             ('<experiment>/<run>/artifacts/...')"
+        )));
+    };
+    let run = state.tracking.run(run_id)?;
+    if run.workspace != workspace || run.experiment_id != experiment {
+        return Err(MlflowError::NotFound(format!(
+            "run '{run_id}' not found in experiment '{experiment}'"
+        )));
+    }
+    let below = parts.next().unwrap_or("").to_string();
+    Ok((run, below))
+}
+
+/// `PUT artifacts/{path}`: streams the body into the artifact store, within the hub's size
+/// limit, then indexes it under the path.
+pub(crate) async fn upload(
+    state: &HttpState,
+    workspace: &str,
+    path: &str,
+    body: Body,
+) -> MlflowResult<Value> {
+    let (run, below) = owning_run(state, workspace, path)?;
+    if below.is_empty() {
+        return Err(MlflowError::InvalidParameter(format!(
+            "artifact path '{path}' names the run's artifact root, not a file"
+        )));
+    }
+    let limit = state.max_artifact_bytes;
+    let mut writer = state
+        .artifacts
+        .writer()
+        .await
+        .map_err(crate::error::HubError::from)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                writer.abort().await;
+                return Err(MlflowError::InvalidParameter(format!(
+                    "upload of '{path}' broke off: {e}"
+                )));
+            }
+        };
+        if writer.written() + chunk.len() as u64 > limit {
+            writer.abort().await;
+            return Err(MlflowError::InvalidParameter(format!(
+                "artifact '{path}' is larger than this hub's limit of {limit} bytes"
+            )));
+        }
+        if let Err(e) = writer.write(&chunk).await {
+            writer.abort().await;
+            return Err(crate::error::HubError::from(e).into());
+        }
+    }
+    let (digest, size_bytes) = writer
+        .finish()
+        .await
+        .map_err(crate::error::HubError::from)?;
+    state
+        .tracking
+        .put_artifact(path, &ArtifactEntry { digest, size_bytes })?;
+    tracing::debug!(run = %run.id, path = %below, size_bytes, "mlflow artifact stored");
+    Ok(json!({}))
+}
+
+/// `GET artifacts/{path}`: streams the file's bytes.
+pub(crate) async fn download(
+    state: &HttpState,
+    workspace: &str,
+    path: &str,
+) -> MlflowResult<Response> {
+    owning_run(state, workspace, path)?;
+    let entry = state.tracking.artifact(path)?;
+    if !crate::artifacts::is_valid_digest(&entry.digest) {
+        return Err(MlflowError::Internal(format!(
+            "artifact '{path}' is indexed under an invalid digest"
+        )));
+    }
+    let file = tokio::fs::File::open(state.artifacts.path(&entry.digest))
+        .await
+        .map_err(|e| MlflowError::Internal(format!("artifact '{path}' blob unreadable: {e}")))?;
+    let chunks = futures::stream::try_unfold(file, |mut file| async move {
+        let mut buffer = vec![0u8; DOWNLOAD_CHUNK_BYTES];
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buffer.truncate(n);
+        Ok(Some((axum::body::Bytes::from(buffer), file)))
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("content-length", entry.size_bytes.to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// `GET artifacts?path=`: the direct children of a folder, with paths relative to it.
+pub(crate) fn list(call: Call) -> MlflowResult<Value> {
+    let path = call.fields.opt_str("path")?.unwrap_or_default();
+    let path = path.trim_matches('/');
+    let (run, below) = owning_run(&call.state, &call.workspace, path)?;
+    let files = call
+        .state
+        .tracking
+        .list_artifact_folder(&run.artifact_root(), &below)?
+        .into_iter()
+        .map(|entry| {
+            let name = entry
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&entry.path)
+                .to_string();
+            file_json(&name, entry.is_dir, entry.size_bytes)
+        })
+        .collect::<Vec<_>>();
+    Ok(json!({ "files": files }))
+}
+
+/// `GET /api/2.0/mlflow/artifacts/list?run_id=&path=`: a run's folder, paths relative to the
+/// run's artifact root.
+pub(crate) fn list_for_run(call: Call) -> MlflowResult<Value> {
+    let run = run_in_workspace(&call, &call.fields.run_id()?)?;
+    let folder = call.fields.opt_str("path")?.unwrap_or_default();
+    let folder = folder.trim_matches('/');
+    if !folder.is_empty() {
+        check_artifact_path(folder)?;
+    }
+    let files = call
+        .state
+        .tracking
+        .list_artifact_folder(&run.artifact_root(), folder)?
+        .into_iter()
+        .map(|entry| file_json(&entry.path, entry.is_dir, entry.size_bytes))
+        .collect::<Vec<_>>();
+    Ok(json!({ "root_uri": run.artifact_uri(), "files": files }))
+}
+
+fn file_json(path: &str, is_dir: bool, size_bytes: u64) -> Value {
+    if is_dir {
+        json!({ "path": path, "is_dir": true })
+    } else {
+        json!({ "path": path, "is_dir": false, "file_size": size_bytes })
+    }
+}

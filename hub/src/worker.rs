@@ -1,0 +1,298 @@
+//! `shoal-hub worker`: a remote compute target. It leases queued `worker` runs from a hub over
+//! gRPC, downloads and unpacks their source snapshot, runs the command in its own process
+//! group, streams log lines and `SHOAL_METRICS` points back (every report is also a
+//! heartbeat), uploads `outputs/`, and reports how the command ended. A cancel seen in a
+//! report's answer stops the process group.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_proto::training::{self as pb, worker_service_client::WorkerServiceClient};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::TokenInterceptor;
+use crate::jobs::local::{pump_events, EventBatch, METRICS_FILE};
+
+/// How long one lease call may wait on the hub for work.
+const LEASE_WAIT_MS: u32 = 10_000;
+/// Pause after a failed call before trying again.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// Largest source snapshot a worker unpacks.
+const MAX_SOURCE_BYTES: u64 = 1024 * 1024 * 1024;
+
+type Client = WorkerServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>,
+>;
+
+/// What a worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub hub_url: String,
+    pub token: Option<String>,
+    /// Unique per worker; runs record it as their executor.
+    pub worker_id: String,
+    pub labels: Vec<String>,
+    /// Runs get `{work_dir}/{run_id}`.
+    pub work_dir: PathBuf,
+}
+
+/// Serves runs until `shutdown` completes; a run in progress is stopped and reported.
+///
+/// # Errors
+/// When the hub cannot be reached at start.
+pub async fn run_worker(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let hub = crate::cli::HubClient::connect(&config.hub_url, config.token.as_deref()).await?;
+    let mut client: Client = hub.worker;
+    std::fs::create_dir_all(&config.work_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.work_dir.display()))?;
+    let stop = CancellationToken::new();
+    let serving = async {
+        while !stop.is_cancelled() {
+            let lease = client
+                .lease_run(pb::LeaseRequest {
+                    worker_id: config.worker_id.clone(),
+                    labels: config.labels.clone(),
+                    wait_ms: LEASE_WAIT_MS,
+                })
+                .await;
+            match lease {
+                Ok(answer) => {
+                    if let Some(lease) = answer.into_inner().lease {
+                        let run_id = lease.run_id.clone();
+                        tracing::info!(run = %run_id, "run leased");
+                        if let Err(error) = execute(&mut client, &config, lease, &stop).await {
+                            tracing::warn!(run = %run_id, %error, "run failed on this worker");
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(error = %crate::cli::describe_status(&status), "lease failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = shutdown => stop.cancel(),
+    }
+    Ok(())
+}
+
+async fn execute(
+    client: &mut Client,
+    config: &WorkerConfig,
+    lease: pb::Lease,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    let run_id = lease.run_id.clone();
+    let workdir = config.work_dir.join(&run_id);
+    let archive = config.work_dir.join(format!("{run_id}.tar.gz"));
+    // Fetch and unpack the source.
+    let mut stream = client
+        .download_source(pb::DownloadSourceRequest {
+            run_id: run_id.clone(),
+            worker_id: config.worker_id.clone(),
+        })
+        .await
+        .map_err(|s| crate::cli::describe_status(&s))?
+        .into_inner();
+    let mut bytes = Vec::with_capacity(lease.source_bytes as usize);
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|s| crate::cli::describe_status(&s))?.data);
+    }
+    std::fs::write(&archive, &bytes).map_err(|e| format!("cannot write the snapshot: {e}"))?;
+    if let Err(error) =
+        crate::jobs::local::unpack_snapshot(&archive, &workdir, MAX_SOURCE_BYTES).await
+    {
+        let _ = std::fs::remove_file(&archive);
+        complete(
+            client,
+            config,
+            &run_id,
+            "exited",
+            -1,
+            vec![error.to_string()],
+        )
+        .await;
+        return Err(error.to_string());
+    }
+    let _ = std::fs::remove_file(&archive);
+
+    let spec = shoal_compute::JobSpec {
+        env: lease.env.into_iter().collect(),
+        metrics_file: Some(workdir.join(METRICS_FILE)),
+        ..shoal_compute::JobSpec::new(lease.command.clone(), &workdir)
+    };
+    let cancel = stop.child_token();
+    let (tx, rx) = mpsc::channel(1024);
+    let (batches_tx, mut batches_rx) = mpsc::channel::<EventBatch>(64);
+    let pump = tokio::spawn(pump_events(rx, move |batch| {
+        let batches = batches_tx.clone();
+        async move {
+            let _ = batches.send(batch).await;
+        }
+    }));
+    let job = tokio::spawn(shoal_compute::run_job(spec, tx, cancel.clone()));
+    // Report progress as it comes, and at least every heartbeat period.
+    let heartbeat = Duration::from_millis(u64::from(lease.heartbeat_ms.max(100)));
+    let mut ticker = tokio::time::interval(heartbeat);
+    loop {
+        let batch = tokio::select! {
+            batch = batches_rx.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = ticker.tick() => EventBatch::default(),
+        };
+        if report(client, config, &run_id, batch).await {
+            cancel.cancel();
+        }
+    }
+    let _ = pump.await;
+    let outcome = match job.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => {
+            complete(
+                client,
+                config,
+                &run_id,
+                "exited",
+                -1,
+                vec![error.to_string()],
+            )
+            .await;
+            return Err(error.to_string());
+        }
+        Err(error) => {
+            complete(
+                client,
+                config,
+                &run_id,
+                "exited",
+                -1,
+                vec![error.to_string()],
+            )
+            .await;
+            return Err(error.to_string());
+        }
+    };
+    upload_outputs(client, config, &run_id, &workdir).await;
+    let (kind, code) = match outcome.status {
+        shoal_compute::JobStatus::Exited(code) => ("exited", code),
+        shoal_compute::JobStatus::Signaled(signal) => ("signaled", signal),
+        shoal_compute::JobStatus::Canceled => ("canceled", 0),
+    };
+    complete(client, config, &run_id, kind, code, outcome.log_tail).await;
+    Ok(())
+}
+
+/// Sends one report; returns whether the hub asked to stop the run.
+async fn report(
+    client: &mut Client,
+    config: &WorkerConfig,
+    run_id: &str,
+    batch: EventBatch,
+) -> bool {
+    let request = pb::ReportRequest {
+        run_id: run_id.into(),
+        worker_id: config.worker_id.clone(),
+        lines: batch
+            .lines
+            .into_iter()
+            .map(|(timestamp_ms, text)| pb::LogLine {
+                number: 0,
+                timestamp_ms,
+                text,
+            })
+            .collect(),
+        metrics: batch
+            .metrics
+            .into_iter()
+            .map(|(key, p)| pb::WorkerMetric {
+                key,
+                value: p.value,
+                step: p.step,
+                timestamp_ms: p.timestamp_ms,
+            })
+            .collect(),
+    };
+    match client.report(request).await {
+        Ok(answer) => answer.into_inner().cancel,
+        Err(status) => {
+            tracing::warn!(run = %run_id, error = %crate::cli::describe_status(&status), "report failed");
+            false
+        }
+    }
+}
+
+async fn upload_outputs(
+    client: &mut Client,
+    config: &WorkerConfig,
+    run_id: &str,
+    workdir: &std::path::Path,
+) {
+    let outputs = workdir.join("outputs");
+    let files =
+        match tokio::task::spawn_blocking(move || shoal_compute::collect_outputs(&outputs)).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(error)) => {
+                tracing::warn!(run = %run_id, %error, "cannot list outputs");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(run = %run_id, %error, "outputs task failed");
+                return;
+            }
+        };
+    for file in files {
+        let bytes = match tokio::fs::read(&file.abs_path).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %file.abs_path.display(), %error, "cannot read an output");
+                continue;
+            }
+        };
+        let mut messages = vec![pb::UploadOutputRequest {
+            part: Some(pb::upload_output_request::Part::Header(
+                pb::UploadOutputHeader {
+                    run_id: run_id.into(),
+                    worker_id: config.worker_id.clone(),
+                    path: format!("outputs/{}", file.rel_path),
+                    size_bytes: file.size,
+                },
+            )),
+        }];
+        messages.extend(bytes.chunks(256 * 1024).map(|c| pb::UploadOutputRequest {
+            part: Some(pb::upload_output_request::Part::Chunk(c.to_vec())),
+        }));
+        if let Err(status) = client.upload_output(futures::stream::iter(messages)).await {
+            tracing::warn!(path = %file.rel_path, error = %crate::cli::describe_status(&status), "output upload failed");
+        }
+    }
+}
+
+async fn complete(
+    client: &mut Client,
+    config: &WorkerConfig,
+    run_id: &str,
+    outcome: &str,
+    code: i32,
+    log_tail: Vec<String>,
+) {
+    let request = pb::CompleteRequest {
+        run_id: run_id.into(),
+        worker_id: config.worker_id.clone(),
+        outcome: outcome.into(),
+        code,
+        log_tail,
+    };
+    if let Err(status) = client.complete(request).await {
+        tracing::warn!(run = %run_id, error = %crate::cli::describe_status(&status), "cannot report the run's end");
+    }
+}

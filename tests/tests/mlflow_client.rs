@@ -1,0 +1,563 @@
+//! The official MLflow client (`mlflow-skinny` from PyPI) runs an ordinary tracking script
+//! against a real hub, unchanged: experiments, runs, params, metrics, tags, artifacts, search,
+//! and model registration into Shoal's ONNX registry. Errors come back in MLflow's format.
+//!
+//! The client is installed once into a virtualenv under the cargo target folder; set
+//! `SHOAL_TEST_PYTHON` to choose the interpreter that creates it (default `python3`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shoal_integration_tests::{unique, TestHub};
+use shoal_model::build::Mlp;
+use shoal_proto::registry as rpb;
+use shoal_proto::training::training_service_client::TrainingServiceClient;
+use shoal_proto::training::{GetRunRequest, MetricHistoryRequest};
+use shoal_proto::workspace as wpb;
+
+/// The client version the API is tested against.
+const MLFLOW_SKINNY: &str = "3.17.2";
+
+/// How long the Python script may take, installing nothing (the venv exists by then).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A Python with `mlflow-skinny` installed, creating the virtualenv on first use; tests of
+/// this file share one set-up.
+fn mlflow_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(install_mlflow).clone()
+}
+
+fn install_mlflow() -> PathBuf {
+    let venv =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-mlflow-{MLFLOW_SKINNY}"));
+    let python = venv.join("bin").join("python");
+    let installed = || {
+        Command::new(&python)
+            .args([
+                "-c",
+                &format!("import mlflow; assert mlflow.__version__ == '{MLFLOW_SKINNY}'"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !installed() {
+        let base = std::env::var("SHOAL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let created = Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {base} to create a virtualenv: {e}; install Python 3 with venv")
+            });
+        assert!(
+            created.status.success(),
+            "'{base} -m venv {}' failed (install python3-venv): {}",
+            venv.display(),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let pip = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("mlflow-skinny=={MLFLOW_SKINNY}"))
+            .output()
+            .expect("run pip");
+        assert!(
+            pip.status.success() && installed(),
+            "installing mlflow-skinny=={MLFLOW_SKINNY} into {} failed; install it there by hand \
+             ('{} -m pip install mlflow-skinny=={MLFLOW_SKINNY}'): {}",
+            venv.display(),
+            python.display(),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+    }
+    python
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// Runs a Python script with the MLflow client pointed at `tracking_uri`; returns the JSON
+/// of its `SUMMARY` line.
+async fn run_mlflow_script(tracking_uri: &str, token: &str, args: &[&str]) -> Value {
+    let python = tokio::task::spawn_blocking(mlflow_python)
+        .await
+        .expect("venv set-up");
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(script("mlflow_roundtrip.py"))
+        .args(args)
+        .env("MLFLOW_TRACKING_URI", tracking_uri)
+        .env("MLFLOW_TRACKING_TOKEN", token)
+        // A refused call should fail the script at once, not after minutes of back-off.
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+        .env("GIT_PYTHON_REFRESH", "quiet")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SCRIPT_DEADLINE, command.output())
+        .await
+        .expect("the MLflow script finished in time")
+        .expect("run the MLflow script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "MLflow script failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY "))
+        .unwrap_or_else(|| panic!("no SUMMARY line in:\n{stdout}\n{stderr}"));
+    serde_json::from_str(line).expect("summary is JSON")
+}
+
+async fn training_client(
+    hub: &TestHub,
+) -> TrainingServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", hub.grpc_addr))
+        .expect("grpc url")
+        .connect()
+        .await
+        .expect("connect to the hub");
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {}", hub.token)
+        .parse()
+        .expect("token header");
+    TrainingServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", header.clone());
+        Ok(request)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_tracks_runs_and_registers_models() {
+    let hub = TestHub::builder().embedded().start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let onnx = Mlp::seeded(&[4, 8, 2], 1).to_onnx();
+    let onnx_path = dir.path().join("occupancy.onnx");
+    std::fs::write(&onnx_path, &onnx).expect("write the model");
+    let experiment = unique("occ-");
+
+    let summary = run_mlflow_script(
+        &format!("http://{}", hub.http_addr),
+        &hub.token,
+        &[
+            &experiment,
+            "occ-mlflow",
+            onnx_path.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+
+    // What the client read back.
+    let run_id = summary["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(summary["status"], "FINISHED", "{summary}");
+    assert_eq!(summary["run_name"], "mlp-baseline");
+    assert_eq!(
+        summary["params"],
+        json!({"lr": "0.01", "hidden": "8", "optimizer": "adam", "batch_size": "32"})
+    );
+    assert_eq!(summary["metrics"]["loss"], json!(0.2));
+    assert!((summary["metrics"]["accuracy"].as_f64().expect("accuracy") - 0.8).abs() < 1e-9);
+    assert_eq!(
+        summary["metrics"]["weird"],
+        Value::Null,
+        "NaN survives: {summary}"
+    );
+    assert_eq!(
+        summary["tags"],
+        json!({"stage": "baseline", "team": "occupancy", "device_class": "pi4"})
+    );
+    assert_eq!(
+        summary["loss_history"],
+        json!([[0, 1.0], [1, 0.5], [2, 1.0 / 3.0], [3, 0.25], [4, 0.2]])
+    );
+    assert_eq!(
+        summary["accuracy_history"].as_array().map(Vec::len),
+        Some(4)
+    );
+    assert_eq!(
+        summary["artifacts"],
+        json!([["model", true], ["notes.txt", false]])
+    );
+    assert_eq!(
+        summary["model_artifacts"],
+        json!(["model/MLmodel", "model/model.onnx"])
+    );
+    assert_eq!(summary["notes_roundtrip"], true);
+    assert_eq!(summary["onnx_roundtrip"], true);
+    assert_eq!(summary["search_hits"], json!([run_id]));
+    assert_eq!(summary["search_misses"], 0);
+    assert_eq!(summary["search_by_name"], 1);
+    assert_eq!(summary["model_version"], "1");
+    assert_eq!(summary["alias_version"], "1");
+    assert_eq!(summary["alias_run_id"], run_id);
+    assert_eq!(summary["registered_latest"], json!(["1"]));
+    assert_eq!(summary["non_onnx_error"], "INVALID_PARAMETER_VALUE");
+    assert!(
+        summary["non_onnx_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Shoal registers ONNX models")),
+        "{summary}"
+    );
+
+    assert_eq!(summary["experiments_found"], json!([experiment]));
+    assert_eq!(summary["deleted_runs"], json!(["scratch"]));
+    assert_eq!(summary["first_by_name"], json!(["mlp-baseline"]));
+    assert_eq!(summary["scratch_status"], "KILLED");
+
+    // The same run, seen through Shoal's own API.
+    let mut training = training_client(&hub).await;
+    let run = training
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .expect("get the run over gRPC")
+        .into_inner();
+    assert_eq!(run.name, "mlp-baseline");
+    assert_eq!(run.status, "completed");
+    assert_eq!(
+        run.params.get("optimizer").map(String::as_str),
+        Some("adam")
+    );
+    assert_eq!(
+        run.metrics.get("loss").map(|m| (m.step, m.value)),
+        Some((4, 0.2))
+    );
+    assert_eq!(run.outputs, vec!["occ-mlflow@1".to_string()]);
+    let history = training
+        .get_metric_history(MetricHistoryRequest {
+            run_id: run_id.clone(),
+            key: "loss".into(),
+        })
+        .await
+        .expect("metric history over gRPC")
+        .into_inner();
+    assert_eq!(history.points.len(), 5);
+
+    // The registered version is the very ONNX file, validated into Shoal's registry.
+    let version = hub
+        .client()
+        .await
+        .registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: "default".into(),
+            name: "occ-mlflow".into(),
+            reference: "champion".into(),
+        })
+        .await
+        .expect("the version over gRPC")
+        .into_inner();
+    assert_eq!(version.version, 1);
+    assert_eq!(version.size_bytes, onnx.len() as u64);
+    assert_eq!(version.aliases, vec!["champion".to_string()]);
+
+    // A tracking URI with a workspace path puts everything, artifacts included, there.
+    hub.client()
+        .await
+        .workspaces
+        .create_workspace(wpb::CreateWorkspaceRequest {
+            name: "occ".into(),
+            description: String::new(),
+        })
+        .await
+        .expect("create workspace");
+    let summary = run_mlflow_script(
+        &format!("http://{}/workspaces/occ", hub.http_addr),
+        &hub.token,
+        &[
+            &experiment,
+            "occ-mlflow",
+            onnx_path.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(summary["onnx_roundtrip"], true, "{summary}");
+    assert_eq!(
+        summary["model_version"], "1",
+        "a fresh registry in occ: {summary}"
+    );
+    let occ_run = training
+        .get_run(GetRunRequest {
+            run_id: summary["run_id"].as_str().expect("run id").to_string(),
+        })
+        .await
+        .expect("get the occ run over gRPC")
+        .into_inner();
+    assert_eq!(occ_run.workspace, "occ");
+    let occ_version = hub
+        .client()
+        .await
+        .registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: "occ".into(),
+            name: "occ-mlflow".into(),
+            reference: "champion".into(),
+        })
+        .await
+        .expect("the occ version over gRPC")
+        .into_inner();
+    assert_eq!(occ_version.digest, version.digest);
+    hub.shutdown().await;
+}
+
+/// One raw MLflow REST call; returns the status and the JSON body.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.expect("http call");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON {text:?}: {e}"));
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_come_back_in_mlflow_format() {
+    let hub = TestHub::builder().embedded().start().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/2.0/mlflow", hub.http_addr);
+    let token = Some(hub.token.as_str());
+    use reqwest::Method;
+
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/experiments/get?experiment_id=0"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/experiments/get?experiment_id=0"),
+        Some("nope"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/runs/get?run_id=0123456789abcdef0123456789abcdef"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/traces/search"),
+        token,
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("ENDPOINT_NOT_FOUND")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/api/2.0/mlflow/traces/search") && message.contains("Shoal"),
+        "{message}"
+    );
+
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/create"),
+        token,
+        Some("{not json".into()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+
+    // A run in the Default experiment (id 0), then a batch over MLflow's limit.
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/create"),
+        token,
+        Some(json!({"experiment_id": "0", "run_name": "raw"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["run"]["info"]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    let metrics: Vec<Value> = (0..1001)
+        .map(|i| json!({"key": "m", "value": i, "timestamp": 1, "step": i}))
+        .collect();
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/log-batch"),
+        token,
+        Some(json!({"run_id": run_id, "metrics": metrics}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1000"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/log-metric"),
+        token,
+        Some(json!({"run_id": run_id, "key": "m", "value": "oops"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("'value'"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/log-parameter"),
+        token,
+        Some(json!({"run_id": run_id, "key": "lr", "value": "0.1"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/log-parameter"),
+        token,
+        Some(json!({"run_id": run_id, "key": "lr", "value": "0.2"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+
+    // Workspaces: the path prefix selects one, and their experiments stay apart.
+    hub.client()
+        .await
+        .workspaces
+        .create_workspace(wpb::CreateWorkspaceRequest {
+            name: "occ".into(),
+            description: String::new(),
+        })
+        .await
+        .expect("create workspace");
+    let occ = format!("http://{}/workspaces/occ/api/2.0/mlflow", hub.http_addr);
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{occ}/experiments/create"),
+        token,
+        Some(json!({"name": "only-in-occ"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        &http,
+        Method::GET,
+        &format!("{occ}/experiments/get-by-name?experiment_name=only-in-occ"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/experiments/get-by-name?experiment_name=only-in-occ"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+    // The default workspace's run is not reachable from `occ`.
+    let (status, _) = call(
+        &http,
+        Method::GET,
+        &format!("{occ}/runs/get?run_id={run_id}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    hub.shutdown().await;
+}

@@ -1,0 +1,698 @@
+//! Training in the hub: datasets with profiles, built-in trainer runs that register their
+//! model, script runs on the local compute target (logs, SHOAL_METRICS, outputs, failure,
+//! cancel), run search, sweeps with early termination, and remote workers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_integration_tests::{wait_for, TestHub};
+use shoal_proto::registry as rpb;
+use shoal_proto::training as pb;
+
+/// Three well-separated clusters over four features: label 0, 1 or 2 by the first two.
+fn clusters_csv(rows: usize, seed: u64) -> String {
+    let mut rng = shoal_model::build::SplitMix64(seed);
+    let mut csv = String::from("temp,light,co2,humidity,label\n");
+    for i in 0..rows {
+        let class = i % 3;
+        let (cx, cy) = [(0.0, 0.0), (6.0, 0.0), (0.0, 6.0)][class];
+        let jitter = |rng: &mut shoal_model::build::SplitMix64| rng.unit() - 0.5;
+        csv.push_str(&format!(
+            "{:.4},{:.4},{:.4},{:.4},c{class}\n",
+            cx + jitter(&mut rng),
+            cy + jitter(&mut rng),
+            400.0 + 50.0 * jitter(&mut rng),
+            40.0 + 10.0 * jitter(&mut rng)
+        ));
+    }
+    csv
+}
+
+async fn upload_dataset(
+    hub: &TestHub,
+    name: &str,
+    csv: &str,
+) -> Result<pb::DatasetVersion, tonic::Status> {
+    let mut client = hub.client().await;
+    let mut messages = vec![pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Header(
+            pb::UploadDatasetHeader {
+                workspace: String::new(),
+                name: name.into(),
+                description: String::new(),
+                size_bytes: csv.len() as u64,
+            },
+        )),
+    }];
+    messages.extend(
+        csv.as_bytes()
+            .chunks(1000)
+            .map(|c| pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())),
+            }),
+    );
+    client
+        .training
+        .upload_dataset(futures::stream::iter(messages))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn submit(hub: &TestHub, header: pb::SubmitRunHeader, snapshot: Option<Vec<u8>>) -> pb::Run {
+    let mut client = hub.client().await;
+    let mut messages = vec![pb::SubmitRunRequest {
+        part: Some(pb::submit_run_request::Part::Header(header)),
+    }];
+    if let Some(bytes) = snapshot {
+        messages.extend(bytes.chunks(64 * 1024).map(|c| pb::SubmitRunRequest {
+            part: Some(pb::submit_run_request::Part::Chunk(c.to_vec())),
+        }));
+    }
+    client
+        .training
+        .submit_run(futures::stream::iter(messages))
+        .await
+        .expect("run submitted")
+        .into_inner()
+}
+
+fn builtin_header(
+    experiment: &str,
+    dataset: &str,
+    params: &[(&str, &str)],
+    register: &str,
+) -> pb::SubmitRunHeader {
+    pb::SubmitRunHeader {
+        experiment: experiment.into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        job: Some(pb::submit_run_header::Job::Builtin(pb::BuiltinJob {
+            trainer: "mlp".into(),
+            dataset: dataset.into(),
+            target: "label".into(),
+            features: Vec::new(),
+            register_as: register.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Packs a folder of (name, contents, executable) files.
+fn snapshot(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, contents) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, contents).expect("write");
+    }
+    let packed = shoal_compute::pack_dir(dir.path(), 1 << 20).expect("pack");
+    (dir, packed.bytes)
+}
+
+fn script_header(experiment: &str, script: &str, compute: &str) -> pb::SubmitRunHeader {
+    pb::SubmitRunHeader {
+        experiment: experiment.into(),
+        compute: compute.into(),
+        params: HashMap::from([("lr".to_string(), "0.1".to_string())]),
+        job: Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
+            command: vec!["sh".into(), script.into()],
+            env: HashMap::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+async fn get_run(hub: &TestHub, id: &str) -> pb::Run {
+    hub.client()
+        .await
+        .training
+        .get_run(pb::GetRunRequest { run_id: id.into() })
+        .await
+        .expect("get run")
+        .into_inner()
+}
+
+async fn wait_for_end(hub: &TestHub, id: &str) -> pb::Run {
+    wait_for(&format!("run {id} to end"), || async {
+        let run = get_run(hub, id).await;
+        ["completed", "failed", "canceled"]
+            .contains(&run.status.as_str())
+            .then_some(run)
+    })
+    .await
+}
+
+async fn history(hub: &TestHub, id: &str, key: &str) -> Vec<pb::MetricValue> {
+    hub.client()
+        .await
+        .training
+        .get_metric_history(pb::MetricHistoryRequest {
+            run_id: id.into(),
+            key: key.into(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .points
+}
+
+async fn all_logs(hub: &TestHub, id: &str, follow: bool) -> Vec<String> {
+    let mut stream = hub
+        .client()
+        .await
+        .training
+        .stream_run_logs(pb::RunLogsRequest {
+            run_id: id.into(),
+            follow,
+            from_line: 0,
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(message) = stream.next().await {
+        lines.extend(
+            message
+                .expect("log message")
+                .lines
+                .into_iter()
+                .map(|l| l.text),
+        );
+    }
+    lines
+}
+
+#[tokio::test]
+async fn dataset_profile_matches_the_csv_and_ragged_rows_are_refused() {
+    let hub = TestHub::start().await;
+    let csv = "a,b,kind\n1,10,x\n2,,y\n3,30,x\n4,40,x\n";
+    let version = upload_dataset(&hub, "tiny", csv).await.expect("registered");
+    assert_eq!(
+        (version.name.as_str(), version.version, version.rows),
+        ("tiny", 1, 4)
+    );
+    let a = &version.columns[0];
+    assert_eq!((a.kind.as_str(), a.count, a.nulls), ("numeric", 4, 0));
+    assert_eq!((a.min, a.max, a.mean), (Some(1.0), Some(4.0), Some(2.5)));
+    // Population std of 1..4: sqrt(((1.5² + 0.5²) · 2) / 4) = sqrt(1.25).
+    assert!((a.std.expect("std") - 1.25f64.sqrt()).abs() < 1e-12);
+    let b = &version.columns[1];
+    assert_eq!((b.count, b.nulls, b.mean), (3, 1, Some(80.0 / 3.0)));
+    let kind = &version.columns[2];
+    assert_eq!(kind.kind, "categorical");
+    assert_eq!(kind.top_values, vec!["x".to_string(), "y".to_string()]);
+    assert_eq!(kind.top_counts, vec![3, 1]);
+    assert_eq!(version.columns[0].bin_counts.iter().sum::<u64>(), 4);
+
+    let again = upload_dataset(&hub, "tiny", csv)
+        .await
+        .expect("second version");
+    assert_eq!(again.version, 2);
+
+    let ragged = upload_dataset(&hub, "broken", "a,b\n1,2\n3\n").await;
+    let error = ragged.expect_err("ragged csv refused");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("line 3"), "{}", error.message());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn builtin_mlp_trains_logs_epochs_and_registers_with_a_baseline() {
+    let hub = TestHub::start().await;
+    upload_dataset(&hub, "sensors", &clusters_csv(600, 7))
+        .await
+        .expect("dataset");
+    let run = submit(
+        &hub,
+        builtin_header(
+            "occ",
+            "sensors@1",
+            &[("hidden", "16"), ("epochs", "15"), ("lr", "0.01")],
+            "occupancy",
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(run.status, "queued");
+    assert_eq!(run.inputs, vec!["sensors@1".to_string()]);
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(
+        done.status, "completed",
+        "{}: {:?}",
+        done.error, done.log_tail
+    );
+    let accuracy = done.metrics["accuracy"].value;
+    assert!(accuracy >= 0.95, "accuracy {accuracy}");
+    let points = history(&hub, &run.id, "accuracy").await;
+    let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+    assert_eq!(steps, (1..=15).collect::<Vec<_>>());
+    assert_eq!(done.outputs, vec!["occupancy@1".to_string()]);
+    let logs = all_logs(&hub, &run.id, false).await;
+    assert!(
+        logs.iter().any(|l| l.starts_with("epoch 15/15")),
+        "{logs:?}"
+    );
+
+    let version = hub
+        .client()
+        .await
+        .registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: String::new(),
+            name: "occupancy".into(),
+            reference: "1".into(),
+        })
+        .await
+        .expect("registered version")
+        .into_inner();
+    assert_eq!(version.tags.get("shoal.run"), Some(&run.id));
+    assert_eq!(
+        version.tags.get("shoal.dataset").map(String::as_str),
+        Some("sensors@1")
+    );
+    let baseline = version.baseline.expect("a baseline from the dataset");
+    let names: Vec<&str> = baseline.features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, vec!["temp", "light", "co2", "humidity"]);
+    assert_eq!(baseline.rows, 600);
+    assert_eq!(
+        baseline.outputs.len(),
+        1,
+        "prediction baseline from the model's outputs"
+    );
+
+    // Search over the runs: the filter grammar through the API.
+    let mut client = hub.client().await;
+    let found = client
+        .training
+        .list_runs(pb::ListRunsRequest {
+            experiments: vec!["occ".into()],
+            filter: "metrics.accuracy > 0.9 and params.hidden = '16'".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(found.runs.len(), 1);
+    let none = client
+        .training
+        .list_runs(pb::ListRunsRequest {
+            filter: "metrics.accuracy > 0.9 and (params.hidden = '8' or params.lr = '1')".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert!(none.runs.is_empty());
+    let bad = client
+        .training
+        .list_runs(pb::ListRunsRequest {
+            filter: "metrics.accuracy >> 0.9".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("syntax error");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("column"), "{}", bad.message());
+    hub.shutdown().await;
+}
+
+const TRAIN_SH: &str = r#"
+echo "run $SHOAL_RUN_ID starting"
+echo "to stderr" >&2
+mkdir -p outputs/nested
+for step in 1 2 3; do
+  echo "{\"step\": $step, \"loss\": 0.$((9 - step)), \"accuracy\": 0.$((6 + step))}" >> "$SHOAL_METRICS"
+  echo "step $step"
+done
+echo 'not json' >> "$SHOAL_METRICS"
+echo "weights" > outputs/model.txt
+echo "deep" > outputs/nested/notes.md
+echo "tracking $MLFLOW_TRACKING_URI run $MLFLOW_RUN_ID"
+"#;
+
+#[tokio::test]
+async fn script_run_streams_logs_records_metrics_and_collects_outputs() {
+    let hub = TestHub::start().await;
+    let (_dir, bytes) = snapshot(&[
+        ("train.sh", TRAIN_SH),
+        (".shoalignore", "data/\n"),
+        ("data/big.bin", "x"),
+    ]);
+    let run = submit(
+        &hub,
+        script_header("scripts", "train.sh", "local"),
+        Some(bytes),
+    )
+    .await;
+    let logs = all_logs(&hub, &run.id, true).await;
+    let done = get_run(&hub, &run.id).await;
+    assert_eq!(
+        done.status, "completed",
+        "{}: {:?}",
+        done.error, done.log_tail
+    );
+    assert_eq!(done.exit_code, Some(0));
+    assert!(
+        logs.contains(&format!("run {} starting", run.id)),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"to stderr".to_string()));
+    assert!(logs.contains(&"step 3".to_string()));
+    assert!(
+        logs.iter().any(|l| l.contains("line 4")),
+        "a warning names the bad metrics line: {logs:?}"
+    );
+    assert!(
+        logs.contains(&format!("tracking http://{} run {}", hub.http_addr, run.id)),
+        "{logs:?}"
+    );
+    let loss = history(&hub, &run.id, "loss").await;
+    let points: Vec<(i64, f64)> = loss.iter().map(|p| (p.step, p.value)).collect();
+    assert_eq!(points, vec![(1, 0.8), (2, 0.7), (3, 0.6)]);
+    assert_eq!(done.metrics["accuracy"].value, 0.9);
+    let artifacts = hub
+        .client()
+        .await
+        .training
+        .list_run_artifacts(pb::ListRunArtifactsRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .expect("artifacts")
+        .into_inner();
+    let paths: Vec<&str> = artifacts
+        .artifacts
+        .iter()
+        .map(|a| a.path.as_str())
+        .collect();
+    assert_eq!(paths, vec!["outputs/model.txt", "outputs/nested/notes.md"]);
+    assert!(
+        !hub.data_dir
+            .join("runs")
+            .join(&run.id)
+            .join("data")
+            .exists(),
+        ".shoalignore honoured"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_script_is_failed_with_its_log_tail() {
+    let hub = TestHub::start().await;
+    let (_dir, bytes) = snapshot(&[(
+        "fail.sh",
+        "for i in $(seq 1 80); do echo \"line $i\"; done\necho 'out of memory, giving up' >&2\nexit 3\n",
+    )]);
+    let run = submit(
+        &hub,
+        script_header("scripts", "fail.sh", "local"),
+        Some(bytes),
+    )
+    .await;
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(done.status, "failed");
+    assert_eq!(done.exit_code, Some(3));
+    assert!(done.error.contains("code 3"), "{}", done.error);
+    assert!(done.log_tail.len() <= 50);
+    assert!(
+        done.log_tail
+            .contains(&"out of memory, giving up".to_string()),
+        "{:?}",
+        done.log_tail
+    );
+    assert!(done.log_tail.contains(&"line 80".to_string()));
+    assert!(!done.log_tail.contains(&"line 1".to_string()));
+    hub.shutdown().await;
+}
+
+/// Whether a process is gone (or a zombie waiting for a parent that never reaps it).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+async fn read_pid(path: &Path) -> u32 {
+    wait_for(&format!("{} to be written", path.display()), || async {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await
+}
+
+const STUBBORN_SH: &str = r#"
+sh -c 'trap "" TERM; echo $$ > child.pid; while true; do sleep 1; done' &
+echo $$ > main.pid
+echo "waiting"
+while true; do sleep 1; done
+"#;
+
+#[tokio::test]
+async fn cancel_kills_the_whole_process_group() {
+    let hub = TestHub::start().await;
+    let (_dir, bytes) = snapshot(&[("stubborn.sh", STUBBORN_SH)]);
+    let run = submit(
+        &hub,
+        script_header("scripts", "stubborn.sh", "local"),
+        Some(bytes),
+    )
+    .await;
+    let folder: PathBuf = hub.data_dir.join("runs").join(&run.id);
+    let child = read_pid(&folder.join("child.pid")).await;
+    let main = read_pid(&folder.join("main.pid")).await;
+    let canceled = hub
+        .client()
+        .await
+        .training
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(canceled.status, "running", "still stopping");
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(done.status, "canceled");
+    wait_for("the SIGTERM-ignoring child to be killed", || async {
+        (process_gone(child) && process_gone(main)).then_some(())
+    })
+    .await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn sweep_picks_the_best_run_and_median_stopping_stops_a_worse_one() {
+    let hub = TestHub::start().await;
+    upload_dataset(&hub, "sensors", &clusters_csv(450, 11))
+        .await
+        .expect("dataset");
+    let mut client = hub.client().await;
+    let sweep = client
+        .training
+        .submit_sweep(pb::SubmitSweepRequest {
+            experiment: "tune".into(),
+            builtin: Some(pb::BuiltinJob {
+                trainer: "mlp".into(),
+                dataset: "sensors".into(),
+                target: "label".into(),
+                features: Vec::new(),
+                register_as: "tuned".into(),
+            }),
+            // A learning rate too small to learn anything in 8 epochs: clearly worse runs.
+            space: HashMap::from([
+                ("lr".to_string(), "choice(0.03, 0.0000001)".to_string()),
+                ("hidden".to_string(), "choice(4, 8, 16, 32)".to_string()),
+                ("epochs".to_string(), "8".to_string()),
+            ]),
+            sampling: "grid".into(),
+            max_runs: 8,
+            concurrency: 2,
+            metric: "accuracy".into(),
+            goal: "max".into(),
+            early_stop: "median".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("sweep submitted")
+        .into_inner();
+    let done = wait_for(&format!("sweep {} to end", sweep.id), || {
+        let mut client = client.clone();
+        let id = sweep.id.clone();
+        async move {
+            let s = client
+                .training
+                .get_sweep(pb::GetSweepRequest { sweep_id: id })
+                .await
+                .expect("get sweep")
+                .into_inner();
+            (s.status != "running").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(done.status, "completed", "{}", done.error);
+    assert_eq!(done.child_runs.len(), 8);
+    let mut children = Vec::new();
+    for id in &done.child_runs {
+        children.push(get_run(&hub, id).await);
+    }
+    for child in &children {
+        assert_eq!(child.parent_run_id, done.parent_run_id);
+    }
+    let top = children
+        .iter()
+        .filter(|c| c.status == "completed")
+        .map(|c| c.metrics["accuracy"].value)
+        .fold(f64::NEG_INFINITY, f64::max);
+    // Ties go to the earliest run.
+    let best = children
+        .iter()
+        .find(|c| c.status == "completed" && c.metrics["accuracy"].value == top)
+        .expect("a completed child");
+    assert_eq!(done.best_run_id, best.id);
+    assert_eq!(done.best_value, Some(top));
+    assert_eq!(best.params["lr"], "0.03");
+    assert_eq!(done.registered, "tuned@1");
+    let stopped: Vec<&pb::Run> = children
+        .iter()
+        .filter(|c| c.tags.get("shoal.early_stopped").map(String::as_str) == Some("true"))
+        .collect();
+    assert!(
+        stopped
+            .iter()
+            .any(|c| c.params["lr"].parse::<f64>().ok() == Some(1e-7)),
+        "a clearly worse run was stopped early: {:?}",
+        children
+            .iter()
+            .map(|c| (&c.params, &c.status, &c.error))
+            .collect::<Vec<_>>()
+    );
+    for run in &stopped {
+        assert_eq!(run.status, "canceled");
+        assert!(run.error.contains("median"), "{}", run.error);
+        assert!(history(&hub, &run.id, "accuracy").await.len() < 8);
+    }
+    hub.shutdown().await;
+}
+
+/// A worker on a runtime of its own; dropping the runtime makes it vanish at once, as a
+/// killed machine would.
+struct TestWorker {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestWorker {
+    fn start(hub: &TestHub, id: &str, work_dir: &Path) -> TestWorker {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("worker runtime");
+        let config = shoal_hub::worker::WorkerConfig {
+            hub_url: format!("http://{}", hub.grpc_addr),
+            token: Some(hub.token.clone()),
+            worker_id: id.into(),
+            labels: vec!["arm".into(), "cpu".into()],
+            work_dir: work_dir.to_path_buf(),
+        };
+        runtime.spawn(async move {
+            if let Err(error) = shoal_hub::worker::run_worker(config, std::future::pending()).await
+            {
+                panic!("worker failed: {error}");
+            }
+        });
+        TestWorker {
+            runtime: Some(runtime),
+        }
+    }
+
+    fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test]
+async fn remote_worker_runs_a_job_and_a_vanished_worker_fails_its_run() {
+    let hub = TestHub::builder()
+        .worker_heartbeat_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let worker = TestWorker::start(&hub, "edge-box-1", work.path());
+
+    let (_dir, bytes) = snapshot(&[("train.sh", TRAIN_SH)]);
+    let mut header = script_header("remote", "train.sh", "worker");
+    header.labels = vec!["arm".into()];
+    let run = submit(&hub, header, Some(bytes)).await;
+    let logs = all_logs(&hub, &run.id, true).await;
+    let done = get_run(&hub, &run.id).await;
+    assert_eq!(
+        done.status, "completed",
+        "{}: {:?}",
+        done.error, done.log_tail
+    );
+    assert_eq!(done.executor, "edge-box-1");
+    assert!(
+        logs.contains(&format!("run {} starting", run.id)),
+        "{logs:?}"
+    );
+    assert_eq!(history(&hub, &run.id, "loss").await.len(), 3);
+    let artifacts = hub
+        .client()
+        .await
+        .training
+        .list_run_artifacts(pb::ListRunArtifactsRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .expect("artifacts")
+        .into_inner();
+    assert_eq!(artifacts.artifacts.len(), 2);
+
+    // A run no worker has the labels for stays queued.
+    let mut gpu = script_header("remote", "train.sh", "worker");
+    gpu.labels = vec!["gpu".into()];
+    let (_dir2, bytes2) = snapshot(&[("train.sh", TRAIN_SH)]);
+    let waiting = submit(&hub, gpu, Some(bytes2)).await;
+
+    // A run whose worker vanishes mid-run is failed after the heartbeat timeout.
+    let (_dir3, bytes3) = snapshot(&[("stubborn.sh", STUBBORN_SH)]);
+    let long = submit(
+        &hub,
+        script_header("remote", "stubborn.sh", "worker"),
+        Some(bytes3),
+    )
+    .await;
+    let folder = work.path().join(&long.id);
+    let child = read_pid(&folder.join("child.pid")).await;
+    worker.kill();
+    let failed = wait_for_end(&hub, &long.id).await;
+    assert_eq!(failed.status, "failed");
+    assert!(failed.error.contains("edge-box-1"), "{}", failed.error);
+    assert!(failed.error.contains("heartbeat"), "{}", failed.error);
+    wait_for("the vanished worker's processes to be gone", || async {
+        process_gone(child).then_some(())
+    })
+    .await;
+    assert_eq!(get_run(&hub, &waiting.id).await.status, "queued");
+    hub.shutdown().await;
+}
