@@ -188,6 +188,14 @@ async fn demo_runs_end_to_end() {
         "demo failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        stdout.contains("dataset  registered sensors@1 (2000 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("registered occupancy@1"),
+        "trained and registered: {stdout}"
+    );
     assert!(stdout.contains("all 3 devices run occupancy@1"), "{stdout}");
     for id in ["cam-01", "cam-02", "cam-03"] {
         assert!(

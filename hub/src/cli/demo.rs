@@ -1,26 +1,56 @@
-//! `shoal demo`: a hub in a temporary folder, three agents, a generated model registered and
-//! deployed to them, a few inferences, and a readable summary. Nothing is downloaded; every
+//! `shoal demo`: a hub in a temporary folder, a bundled dataset, a model trained on it by a
+//! built-in trainer and registered with its drift baseline, three agents, a deployment, a few
+//! inferences, and a readable summary. Nothing is downloaded; every
 //! part is the real one (embedded broker, MQTT model transfer, tract inference over HTTP).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shoal_model::build::Mlp;
 use shoal_proto::{deployment as dpb, fleet as fpb};
 use tokio_util::sync::CancellationToken;
 
-use super::{agent_config, describe_status, device_json, output, register_model, HubClient};
+use super::{agent_config, describe_status, device_json, output, HubClient};
 use crate::{Hub, HubConfig};
 
 const DEVICES: [&str; 3] = ["cam-01", "cam-02", "cam-03"];
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(120);
-/// Sample sensor rows (temperature, humidity, light, CO₂), standardized as a trained model's
-/// first layer would expect them.
+/// The model's inputs, in order: the sensor columns of the bundled dataset.
+const FEATURES: [&str; 4] = ["temperature", "humidity", "light", "co2"];
+const DEMO_ROWS: usize = 2000;
+/// Sensor readings to ask the devices about: an empty room at night, a meeting, a sunny
+/// empty room.
 const SAMPLES: [[f32; 4]; 3] = [
-    [0.4, 1.2, 0.8, 0.3],
-    [1.1, -0.6, -1.4, -0.5],
-    [0.2, -0.1, 1.3, 1.9],
+    [19.5, 35.0, 5.0, 420.0],
+    [23.5, 48.0, 450.0, 1150.0],
+    [24.0, 40.0, 700.0, 450.0],
 ];
+
+/// The bundled dataset, written by code so nothing is downloaded: office sensor readings and
+/// whether the room was occupied (lit and breathed in), with 3 % of labels flipped.
+pub fn sensors_csv(rows: usize, seed: u64) -> String {
+    let mut rng = shoal_model::build::SplitMix64(seed);
+    // Uniform in [0, 1).
+    let mut unit = move || (rng.unit() + 1.0) / 2.0;
+    let mut csv = String::from("temperature,humidity,light,co2,occupied\n");
+    for _ in 0..rows {
+        let occupied = unit() < 0.45;
+        let (light, co2) = if occupied {
+            (250.0 + 500.0 * unit(), 750.0 + 600.0 * unit())
+        } else if unit() < 0.3 {
+            (300.0 + 500.0 * unit(), 400.0 + 250.0 * unit())
+        } else {
+            (150.0 * unit(), 400.0 + 450.0 * unit())
+        };
+        let temperature = 20.0 + 3.0 * unit() + if occupied { 1.0 } else { 0.0 };
+        let humidity = 30.0 + 25.0 * unit();
+        let label = if unit() < 0.03 { !occupied } else { occupied };
+        csv.push_str(&format!(
+            "{temperature:.2},{humidity:.1},{light:.1},{co2:.0},{}\n",
+            if label { "yes" } else { "no" }
+        ));
+    }
+    csv
+}
 
 pub async fn run(keep: bool) -> Result<(), String> {
     let started = Instant::now();
@@ -50,26 +80,70 @@ pub async fn run(keep: bool) -> Result<(), String> {
     let mut client = HubClient::connect(&hub_url, Some(token.trim())).await?;
     println!("  hub      gRPC {grpc}, MQTT {mqtt}");
 
-    // 2. A model written in Rust: a small MLP with a softmax over two classes.
-    let mlp = Mlp::seeded(&[4, 16, 2], 2026).with_softmax();
-    let model_path = root.join("occupancy.onnx");
-    std::fs::write(&model_path, mlp.to_onnx())
-        .map_err(|e| format!("cannot write the model: {e}"))?;
-    let version = register_model(
+    // 2. Train: a bundled sensor dataset, a built-in MLP run on the hub, the model
+    //    registered with the dataset's profile as its drift baseline.
+    let dataset_path = root.join("sensors.csv");
+    std::fs::write(&dataset_path, sensors_csv(DEMO_ROWS, 2026))
+        .map_err(|e| format!("cannot write the dataset: {e}"))?;
+    let dataset = super::training::upload_dataset(
         &mut client,
         "default",
-        &model_path,
-        "occupancy",
-        "demo MLP: 4 sensors -> occupied?",
-        Default::default(),
-        false,
+        &dataset_path,
+        "sensors",
+        "demo: office sensors",
     )
     .await?;
     println!(
-        "  model    registered occupancy@{} ({} bytes, sha256 {}…)",
+        "  dataset  registered sensors@{} ({} rows, {} columns)",
+        dataset.version,
+        dataset.rows,
+        dataset.columns.len()
+    );
+    let run = super::training::submit_builtin(
+        &mut client,
+        "default",
+        "occupancy",
+        shoal_proto::training::BuiltinJob {
+            trainer: "mlp".into(),
+            dataset: format!("sensors@{}", dataset.version),
+            target: "occupied".into(),
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+            register_as: "occupancy".into(),
+        },
+        &[("hidden", "16"), ("epochs", "30"), ("lr", "0.01")],
+    )
+    .await?;
+    let run = super::training::wait_for_run(&mut client, &run.id, ROLLOUT_DEADLINE).await?;
+    if run.status != "completed" {
+        return Err(format!(
+            "training run {} {}: {}",
+            run.id, run.status, run.error
+        ));
+    }
+    let metric = |k: &str| run.metrics.get(k).map_or(f64::NAN, |m| m.value);
+    println!(
+        "  train    run {} (mlp, hidden 16, 30 epochs): accuracy {:.3}, macro F1 {:.3}, registered {}",
+        &run.id[..8],
+        metric("accuracy"),
+        metric("macro_f1"),
+        run.outputs.join(", ")
+    );
+    let version = client
+        .registry
+        .get_model_version(shoal_proto::registry::GetModelVersionRequest {
+            workspace: "default".into(),
+            name: "occupancy".into(),
+            reference: "latest".into(),
+        })
+        .await
+        .map_err(|s| describe_status(&s))?
+        .into_inner();
+    println!(
+        "  model    occupancy@{} ({} bytes, sha256 {}…), baseline over {}",
         version.version,
         version.size_bytes,
-        &version.digest[..12]
+        &version.digest[..12],
+        FEATURES.join(", ")
     );
 
     // 3. Three devices, each with its own credentials and agent.

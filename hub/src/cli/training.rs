@@ -321,6 +321,104 @@ fn sweep_json(s: &pb::Sweep) -> Value {
     })
 }
 
+/// Streams a CSV to the hub as the next version of dataset `name`.
+///
+/// # Errors
+/// A one-line message for an unreadable file or a refused CSV.
+pub async fn upload_dataset(
+    hub: &mut HubClient,
+    ws: &str,
+    file: &Path,
+    name: &str,
+    description: &str,
+) -> Result<pb::DatasetVersion, String> {
+    let reader = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let size = reader
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .len();
+    let header = pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Header(
+            pb::UploadDatasetHeader {
+                workspace: ws.into(),
+                name: name.into(),
+                description: description.into(),
+                size_bytes: size,
+            },
+        )),
+    };
+    let chunk = |bytes| pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Chunk(bytes)),
+    };
+    let (stream, reading) = super::stream_file(reader, file, header, chunk, None);
+    let result = hub.training.upload_dataset(stream).await;
+    super::finish_upload(result, reading).await
+}
+
+/// Queues a built-in trainer run.
+///
+/// # Errors
+/// The hub's refusal, in one line.
+pub async fn submit_builtin(
+    hub: &mut HubClient,
+    ws: &str,
+    experiment: &str,
+    job: pb::BuiltinJob,
+    params: &[(&str, &str)],
+) -> Result<pb::Run, String> {
+    let header = pb::SubmitRunHeader {
+        workspace: ws.into(),
+        experiment: experiment.into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        job: Some(pb::submit_run_header::Job::Builtin(job)),
+        ..Default::default()
+    };
+    let messages = vec![pb::SubmitRunRequest {
+        part: Some(pb::submit_run_request::Part::Header(header)),
+    }];
+    Ok(hub
+        .training
+        .submit_run(futures::stream::iter(messages))
+        .await
+        .map_err(status)?
+        .into_inner())
+}
+
+/// Waits until a run ends, for at most `deadline`.
+///
+/// # Errors
+/// When the hub refuses or the deadline passes.
+pub async fn wait_for_run(
+    hub: &mut HubClient,
+    run_id: &str,
+    deadline: std::time::Duration,
+) -> Result<pb::Run, String> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let run = hub
+            .training
+            .get_run(pb::GetRunRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        if ["completed", "failed", "canceled"].contains(&run.status.as_str()) {
+            return Ok(run);
+        }
+        if std::time::Instant::now() > until {
+            return Err(format!("run {run_id} did not end within {deadline:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `shoal dataset …`.
 ///
 /// # Errors
@@ -337,30 +435,7 @@ pub async fn dataset(
             name,
             description,
         } => {
-            let reader = tokio::fs::File::open(&file)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let size = reader
-                .metadata()
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-                .len();
-            let header = pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Header(
-                    pb::UploadDatasetHeader {
-                        workspace: ws.into(),
-                        name,
-                        description,
-                        size_bytes: size,
-                    },
-                )),
-            };
-            let chunk = |bytes| pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Chunk(bytes)),
-            };
-            let (stream, reading) = super::stream_file(reader, &file, header, chunk, None);
-            let result = hub.training.upload_dataset(stream).await;
-            let version = super::finish_upload(result, reading).await?;
+            let version = upload_dataset(hub, ws, &file, &name, &description).await?;
             print_dataset(out, &version);
         }
         DatasetCommand::List => {
