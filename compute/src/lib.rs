@@ -15,15 +15,18 @@
 //! - [`process`]: [`run_job`], one job as a process group, with [`JobEvent`]s while it runs.
 //! - [`metrics_file`]: the `SHOAL_METRICS` line format and its parser.
 //! - [`outputs`]: [`collect_outputs`], the files a run leaves under `outputs/`.
+//! - [`leftover`]: [`kill_leftover_group`], for a runner restarted after a crash.
 //! - [`error`]: [`ComputeError`], shared by all of the above.
 
 pub mod error;
+pub mod leftover;
 pub mod metrics_file;
 pub mod outputs;
 pub mod process;
 pub mod snapshot;
 
 pub use error::{ComputeError, ComputeResult};
+pub use leftover::{kill_leftover_group, write_group_record, GroupRecord};
 pub use metrics_file::{parse_metrics_line, MetricPoint, MAX_METRICS_LINE_BYTES};
 pub use outputs::{collect_outputs, OutputFile};
 pub use process::{

@@ -91,6 +91,10 @@ pub struct JobSpec {
     pub metrics_file: Option<PathBuf>,
     /// Time between `SIGTERM` and `SIGKILL`, for checkpoints to be written on cancel.
     pub grace: Duration,
+    /// Where to keep a [`GroupRecord`](crate::GroupRecord) while the job runs, so that a
+    /// runner restarted after a crash can kill what its predecessor left behind
+    /// ([`kill_leftover_group`](crate::kill_leftover_group)). Removed once the group is gone.
+    pub group_file: Option<PathBuf>,
 }
 
 impl JobSpec {
@@ -102,6 +106,7 @@ impl JobSpec {
             env: Vec::new(),
             metrics_file: None,
             grace: DEFAULT_GRACE,
+            group_file: None,
         }
     }
 }
@@ -234,6 +239,18 @@ pub async fn run_job(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // The leader dies with the runner's thread even when the runner is SIGKILLed; the rest
+    // of the group is found again through the group record.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     if let Some(path) = &metrics_path {
         command.env(METRICS_ENV_VAR, path);
     }
@@ -256,6 +273,13 @@ pub async fn run_job(
     // With `process_group(0)` the child leads a new group whose id is its pid.
     let mut group = ProcessGroup::new(pid);
     debug!(pid, command = %program, "job started");
+    if let Some(path) = &spec.group_file {
+        if let Some(record) = crate::leftover::GroupRecord::for_leader(pid) {
+            if let Err(error) = crate::leftover::write_group_record(path, &record) {
+                warn!(pid, path = %path.display(), %error, "cannot write the process group record");
+            }
+        }
+    }
 
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL_LINES)));
     let stdout = child.stdout.take().expect("stdout was configured as piped");
@@ -289,6 +313,9 @@ pub async fn run_job(
         }
     };
     group.disarm();
+    if let Some(path) = &spec.group_file {
+        let _ = std::fs::remove_file(path);
+    }
 
     let drained = tokio::time::timeout(PIPE_DRAIN_TIMEOUT, async {
         for pump in &mut pumps {

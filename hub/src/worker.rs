@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::TokenInterceptor;
-use crate::jobs::local::{pump_events, EventBatch, METRICS_FILE};
+use crate::jobs::local::{pump_events, EventBatch, GROUP_FILE, METRICS_FILE};
 
 /// How long one lease call may wait on the hub for work.
 const LEASE_WAIT_MS: u32 = 10_000;
@@ -49,6 +49,12 @@ pub async fn run_worker(
     let mut client: Client = hub.worker;
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.work_dir.display()))?;
+    // A worker killed mid-run leaves its job's process group behind; stop it now. (The hub
+    // has failed that run after the heartbeat timeout.)
+    let leftovers = crate::jobs::local::kill_leftovers(&config.work_dir);
+    if leftovers > 0 {
+        tracing::warn!(leftovers, "killed jobs left running by an earlier worker");
+    }
     let stop = CancellationToken::new();
     let serving = async {
         while !stop.is_cancelled() {
@@ -127,6 +133,7 @@ async fn execute(
     let spec = shoal_compute::JobSpec {
         env: lease.env.into_iter().collect(),
         metrics_file: Some(workdir.join(METRICS_FILE)),
+        group_file: Some(workdir.join(GROUP_FILE)),
         ..shoal_compute::JobSpec::new(lease.command.clone(), &workdir)
     };
     let cancel = stop.child_token();

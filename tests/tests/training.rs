@@ -696,3 +696,58 @@ async fn remote_worker_runs_a_job_and_a_vanished_worker_fails_its_run() {
     assert_eq!(get_run(&hub, &waiting.id).await.status, "queued");
     hub.shutdown().await;
 }
+
+/// A worker process killed with SIGKILL mid-run: the hub fails the run after the heartbeat
+/// timeout, and the next worker started on the same folder kills the job's leftover processes.
+#[tokio::test]
+async fn a_sigkilled_worker_process_leaves_nothing_running_after_a_restart() {
+    let hub = TestHub::builder()
+        .worker_heartbeat_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let start_worker = |id: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_test-worker"))
+            .args([
+                format!("http://{}", hub.grpc_addr),
+                hub.token.clone(),
+                id.to_string(),
+                work.path().display().to_string(),
+            ])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start test-worker")
+    };
+    let mut worker = start_worker("box-a");
+    let (_dir, bytes) = snapshot(&[("stubborn.sh", STUBBORN_SH)]);
+    let run = submit(
+        &hub,
+        script_header("remote", "stubborn.sh", "worker"),
+        Some(bytes),
+    )
+    .await;
+    let folder = work.path().join(&run.id);
+    let child = read_pid(&folder.join("child.pid")).await;
+    let main = read_pid(&folder.join("main.pid")).await;
+    worker.start_kill().expect("SIGKILL the worker");
+    worker.wait().await.expect("reaped");
+
+    let failed = wait_for_end(&hub, &run.id).await;
+    assert_eq!(failed.status, "failed");
+    assert!(failed.error.contains("box-a"), "{}", failed.error);
+    // The job's leader dies with the worker; its SIGTERM-ignoring child lives on as an
+    // orphan in the job's process group until a worker comes back to this folder.
+    wait_for("the job's leader to die with its worker", || async {
+        process_gone(main).then_some(())
+    })
+    .await;
+    let mut restarted = start_worker("box-a2");
+    wait_for(
+        "the restarted worker to kill the leftover child",
+        || async { process_gone(child).then_some(()) },
+    )
+    .await;
+    restarted.start_kill().expect("stop the worker");
+    let _ = restarted.wait().await;
+    hub.shutdown().await;
+}

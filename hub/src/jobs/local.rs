@@ -19,6 +19,9 @@ const EVENT_BATCH: usize = 500;
 
 /// Name of the metrics file in a run's folder.
 pub const METRICS_FILE: &str = ".shoal/metrics.jsonl";
+/// Where a run's folder records its process group while it runs (see
+/// `shoal_compute::kill_leftover_group`).
+pub const GROUP_FILE: &str = ".shoal/group.json";
 
 /// The environment a script run gets: who it is and how to reach the hub, for Shoal's and
 /// MLflow's clients alike.
@@ -152,6 +155,7 @@ pub async fn execute(
             &job.env,
         ),
         metrics_file: Some(workdir.join(METRICS_FILE)),
+        group_file: Some(workdir.join(GROUP_FILE)),
         ..JobSpec::new(job.command.clone(), &workdir)
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -229,4 +233,23 @@ pub async fn store_file(
         writer.write(&buffer[..n]).await?;
     }
     Ok(writer.finish().await?)
+}
+
+/// Kills the process groups that runs in `{dir}/*/` left behind when their runner died, and
+/// returns how many there were.
+pub fn kill_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        match shoal_compute::kill_leftover_group(&entry.path().join(GROUP_FILE)) {
+            Ok(true) => killed += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(dir = %entry.path().display(), %error, "cannot check for a leftover job")
+            }
+        }
+    }
+    killed
 }

@@ -292,6 +292,10 @@ impl Jobs {
                 if lock(&self.inner.local).contains_key(&run.id) {
                     continue;
                 }
+                let record = self.inner.runs_dir.join(&run.id).join(local::GROUP_FILE);
+                if let Ok(true) = shoal_compute::kill_leftover_group(&record) {
+                    tracing::warn!(run = %run.id, "killed the processes of a run the hub restarted under");
+                }
                 "the hub restarted while the run was running".to_string()
             } else {
                 let last = run
