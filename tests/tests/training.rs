@@ -751,3 +751,78 @@ async fn a_sigkilled_worker_process_leaves_nothing_running_after_a_restart() {
     let _ = restarted.wait().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_onnx_file_a_script_wrote_is_registered_from_its_run() {
+    let hub = TestHub::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("export.sh"),
+        "mkdir -p outputs && cp model.onnx outputs/model.onnx\n",
+    )
+    .expect("write");
+    let onnx = shoal_model::build::Mlp::seeded(&[4, 8, 2], 3)
+        .with_softmax()
+        .to_onnx();
+    std::fs::write(dir.path().join("model.onnx"), &onnx).expect("write");
+    let bytes = shoal_compute::pack_dir(dir.path(), 1 << 20)
+        .expect("pack")
+        .bytes;
+    let run = submit(
+        &hub,
+        script_header("export", "export.sh", "local"),
+        Some(bytes),
+    )
+    .await;
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(done.status, "completed", "{:?}", done.log_tail);
+
+    let mut client = hub.client().await;
+    let missing = client
+        .training
+        .register_from_run(pb::RegisterFromRunRequest {
+            run_id: run.id.clone(),
+            path: "outputs/nothing.onnx".into(),
+            model: "exported".into(),
+            description: String::new(),
+        })
+        .await
+        .expect_err("no such artifact");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let registered = client
+        .training
+        .register_from_run(pb::RegisterFromRunRequest {
+            run_id: run.id.clone(),
+            path: "outputs/model.onnx".into(),
+            model: "exported".into(),
+            description: String::new(),
+        })
+        .await
+        .expect("registered")
+        .into_inner();
+    assert_eq!(
+        (registered.model.as_str(), registered.version),
+        ("exported", 1)
+    );
+    let version = client
+        .registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: String::new(),
+            name: "exported".into(),
+            reference: "1".into(),
+        })
+        .await
+        .expect("version")
+        .into_inner();
+    assert_eq!(version.tags.get("shoal.run"), Some(&run.id));
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&onnx))
+    };
+    assert_eq!(version.digest, digest);
+    assert_eq!(
+        get_run(&hub, &run.id).await.outputs,
+        vec!["exported@1".to_string()]
+    );
+    hub.shutdown().await;
+}
