@@ -192,3 +192,82 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         .all(|f| f.status == "not_enough_data" && f.psi.is_none()));
     hub.shutdown().await;
 }
+
+/// `shoal telemetry tail`: windows reach a tail as the hub stores them, filtered by device.
+/// A server-streaming call resolves only once the hub sends something, so the tail runs in a
+/// task while devices keep reporting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_tail_streams_windows_as_they_arrive() {
+    use futures::StreamExt;
+    let hub = TestHub::start().await;
+    let mlp = Mlp::seeded(&[4, 8, 2], 4).with_softmax();
+    let version = hub.register("occupancy", &mlp.to_onnx()).await.unwrap();
+    let training = sensor_rows(1, 500, 0.0);
+    hub.set_baseline("occupancy", "1", &sensor_csv(&training), &FEATURES)
+        .await
+        .unwrap();
+    let baseline = device_baseline(&training, &mlp);
+
+    let mut tail_client = hub.client().await;
+    let tail = tokio::spawn(async move {
+        let mut stream = tail_client
+            .telemetry
+            .tail_telemetry(shoal_proto::telemetry::TailTelemetryRequest {
+                workspace: "default".into(),
+                device: "cam-02".into(),
+            })
+            .await
+            .expect("tail")
+            .into_inner();
+        stream
+            .next()
+            .await
+            .expect("a window")
+            .expect("not an error")
+    });
+
+    let mut publishers = Vec::new();
+    for id in ["cam-02", "cam-03"] {
+        let device = hub.add_device(id).await;
+        let (client, mut eventloop) = mqtt_client_as(&device, &unique(&format!("{id}-")));
+        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        publishers.push((
+            id,
+            client,
+            DeviceTopics::new(&hub.topic_prefix, "default", id),
+        ));
+    }
+    let mut seq = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !tail.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail saw no window"
+        );
+        for (id, client, topics) in &publishers {
+            let meta = WindowMeta {
+                device: id,
+                boot_epoch: 1,
+                seq,
+                end_ms: shoal_hub::now_ms(),
+                model: "occupancy",
+                version: 1,
+                digest: &version.digest,
+                dropped_records: 0,
+            };
+            let payload = window_payload(&baseline, &mlp, &meta, &sensor_rows(seq, 20, 0.0));
+            client
+                .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        seq += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let event = tail.await.expect("the tail task");
+    let window = event.window.expect("a window");
+    assert_eq!(event.workspace, "default");
+    assert_eq!(window.device_id, "cam-02", "only the device asked for");
+    assert!(event.received_at_ms > 0);
+    hub.shutdown().await;
+}
