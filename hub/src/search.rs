@@ -2,17 +2,15 @@
 //! turned into the predicates [`crate::tracking::Tracking::search_runs`] takes. The gRPC API and
 //! the MLflow-compatible API both come through here, so a filter means the same on both.
 
-use std::cmp::Ordering;
-
 use shoal_experiment::{Filter, OrderBy};
 
 use crate::error::{HubError, HubResult};
-use crate::tracking::{Lifecycle, Run};
+use crate::tracking::{Lifecycle, Run, RunFilterFn, RunOrderFn};
 
 /// Keeps the runs a filter matches.
-pub type RunPredicate = Box<dyn Fn(&Run) -> bool + Sync>;
+pub type RunPredicate = Box<RunFilterFn<'static>>;
 /// Orders runs by order-by clauses.
-pub type RunOrder = Box<dyn Fn(&Run, &Run) -> Ordering + Sync>;
+pub type RunOrder = Box<RunOrderFn<'static>>;
 
 /// Parses a filter; `None` for an empty one.
 ///

@@ -315,15 +315,20 @@ pub struct ArtifactListing {
     pub size_bytes: u64,
 }
 
+/// Keeps a run or not (see `crate::search` for the filter grammar).
+pub type RunFilterFn<'a> = dyn Fn(&Run) -> bool + Sync + 'a;
+/// Orders two runs (see `crate::search` for order-by clauses).
+pub type RunOrderFn<'a> = dyn Fn(&Run, &Run) -> std::cmp::Ordering + Sync + 'a;
+
 /// Finds runs: the workspace, which experiments, and what must hold of each run.
 pub struct RunQuery<'a> {
     pub workspace: &'a str,
     /// Experiment ids; empty means every experiment of the workspace.
     pub experiment_ids: Vec<String>,
     /// Keeps the runs it returns true for.
-    pub filter: Option<&'a (dyn Fn(&Run) -> bool + Sync)>,
+    pub filter: Option<&'a RunFilterFn<'a>>,
     /// Orders runs before the default newest-first order.
-    pub order_by: Option<&'a (dyn Fn(&Run, &Run) -> std::cmp::Ordering + Sync)>,
+    pub order_by: Option<&'a RunOrderFn<'a>>,
     pub include_deleted: bool,
     pub limit: usize,
 }

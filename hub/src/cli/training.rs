@@ -52,6 +52,8 @@ pub struct BuiltinArgs {
     features: Vec<String>,
 }
 
+// Parsed once per command line; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum RunCommand {
     /// Queues a run: a built-in trainer on a dataset, or a command in a source folder
@@ -128,6 +130,8 @@ pub enum RunCommand {
     },
 }
 
+// Parsed once per command line; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum SweepCommand {
     /// Tunes a built-in trainer's params: --param hidden=choice(8,16,32) --param
