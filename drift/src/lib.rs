@@ -24,6 +24,7 @@
 //! - [`wire`]: conversions to and from the protobuf forms in manifests and telemetry.
 
 pub mod baseline;
+pub mod csv_lines;
 pub mod metrics;
 pub mod moments;
 pub mod profile;

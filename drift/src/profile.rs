@@ -28,6 +28,7 @@ use std::io::Read;
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
+use crate::csv_lines::CsvLines;
 use crate::{Baseline, CategoricalBaseline, FeatureBaseline, FeatureKind, NumericBaseline};
 
 /// Default number of categorical values kept in a vocabulary; the rest is OTHER.
@@ -186,7 +187,7 @@ pub fn profile_csv(
         .map_err(|source| ProfileError::Read { source })?;
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&input);
 
-    let mut lines = Lines::new(input);
+    let mut lines = CsvLines::new(input);
     let (header, mut csv_reader) = open(input, &mut lines)?;
     let selected = select_columns(&header, options.features.as_deref())?;
 
@@ -216,7 +217,7 @@ pub fn profile_csv(
         .iter()
         .map(|is_numeric| Accumulator::new(*is_numeric))
         .collect();
-    let mut lines = Lines::new(input);
+    let mut lines = CsvLines::new(input);
     let (_, mut csv_reader) = open(input, &mut lines)?;
     each_row(
         &mut csv_reader,
@@ -249,7 +250,7 @@ fn is_null(trimmed: &str) -> bool {
 /// Opens a CSV reader over `input` and reads its header.
 fn open<'a>(
     input: &'a [u8],
-    lines: &mut Lines<'_>,
+    lines: &mut CsvLines<'_>,
 ) -> Result<(Vec<String>, csv::Reader<&'a [u8]>), ProfileError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -305,7 +306,7 @@ fn select_columns(
 /// cells to `visit`. Returns the number of rows read.
 fn each_row(
     reader: &mut csv::Reader<&[u8]>,
-    lines: &mut Lines<'_>,
+    lines: &mut CsvLines<'_>,
     width: usize,
     max_rows: Option<u64>,
     mut visit: impl FnMut(&[&str]),
@@ -335,68 +336,13 @@ fn each_row(
 
 /// Decodes every cell of a record as UTF-8, naming the first bad one.
 fn decode(record: &ByteRecord, line: u64) -> Result<Vec<&str>, ProfileError> {
-    let mut cells = Vec::with_capacity(record.len());
-    for (index, bytes) in record.iter().enumerate() {
-        let cell = std::str::from_utf8(bytes).map_err(|_| ProfileError::Encoding {
-            line,
-            column: index + 1,
-        })?;
-        cells.push(cell);
-    }
-    Ok(cells)
+    crate::csv_lines::decode_record(record)
+        .map_err(|column| ProfileError::Encoding { line, column })
 }
 
-fn csv_error(source: csv::Error, lines: &mut Lines<'_>) -> ProfileError {
+fn csv_error(source: csv::Error, lines: &mut CsvLines<'_>) -> ProfileError {
     let line = lines.line_of(source.position());
     ProfileError::Csv { line, source }
-}
-
-/// Line numbers of records, counted from the input itself.
-///
-/// The csv crate's own line numbers skip blank lines and lag by one after CRLF line ends, but
-/// its byte offsets are right: a record's offset is where the previous record ended, so the
-/// record itself starts after the CR and LF bytes that follow (line ends and blank lines; a
-/// record cannot start with either). The line is one plus the LF bytes before that start.
-/// Records come in order, so each call only counts the bytes since the previous one.
-struct Lines<'a> {
-    input: &'a [u8],
-    /// How far LF bytes have been counted.
-    counted_to: usize,
-    /// LF bytes in `input[..counted_to]`.
-    newlines: u64,
-}
-
-// === impl Lines ===
-
-impl<'a> Lines<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        Self {
-            input,
-            counted_to: 0,
-            newlines: 0,
-        }
-    }
-
-    /// Returns the 1-based line on which the record at `position` starts (line 1 without a
-    /// position, which the csv crate always gives in practice).
-    fn line_of(&mut self, position: Option<&csv::Position>) -> u64 {
-        let Some(position) = position else {
-            return 1;
-        };
-        let offset = usize::try_from(position.byte()).unwrap_or(usize::MAX);
-        let mut start = offset.min(self.input.len());
-        while matches!(self.input.get(start), Some(b'\r' | b'\n')) {
-            start += 1;
-        }
-        if start < self.counted_to {
-            self.counted_to = 0;
-            self.newlines = 0;
-        }
-        let skipped = &self.input[self.counted_to..start];
-        self.newlines += skipped.iter().filter(|byte| **byte == b'\n').count() as u64;
-        self.counted_to = start;
-        self.newlines + 1
-    }
 }
 
 /// Values of one column collected in pass 2, by the type pass 1 inferred.

@@ -117,16 +117,7 @@ async fn execute(
         crate::jobs::local::unpack_snapshot(&archive, &workdir, MAX_SOURCE_BYTES).await
     {
         let _ = std::fs::remove_file(&archive);
-        complete(
-            client,
-            config,
-            &run_id,
-            "exited",
-            -1,
-            vec![error.to_string()],
-        )
-        .await;
-        return Err(error.to_string());
+        return Err(fail(client, config, &run_id, error.to_string()).await);
     }
     let _ = std::fs::remove_file(&archive);
 
@@ -164,30 +155,8 @@ async fn execute(
     let _ = pump.await;
     let outcome = match job.await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(error)) => {
-            complete(
-                client,
-                config,
-                &run_id,
-                "exited",
-                -1,
-                vec![error.to_string()],
-            )
-            .await;
-            return Err(error.to_string());
-        }
-        Err(error) => {
-            complete(
-                client,
-                config,
-                &run_id,
-                "exited",
-                -1,
-                vec![error.to_string()],
-            )
-            .await;
-            return Err(error.to_string());
-        }
+        Ok(Err(error)) => return Err(fail(client, config, &run_id, error.to_string()).await),
+        Err(error) => return Err(fail(client, config, &run_id, error.to_string()).await),
     };
     upload_outputs(client, config, &run_id, &workdir).await;
     let (kind, code) = match outcome.status {
@@ -282,6 +251,12 @@ async fn upload_outputs(
             tracing::warn!(path = %file.rel_path, error = %crate::cli::describe_status(&status), "output upload failed");
         }
     }
+}
+
+/// Reports a run that could not run here as failed; returns the message.
+async fn fail(client: &mut Client, config: &WorkerConfig, run_id: &str, message: String) -> String {
+    complete(client, config, run_id, "exited", -1, vec![message.clone()]).await;
+    message
 }
 
 async fn complete(

@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
+use shoal_drift::csv_lines::CsvLines;
 
 use crate::error::TrainError;
 
@@ -209,7 +210,7 @@ impl Dataset {
             .read_to_end(&mut input)
             .map_err(|source| DatasetError::Read { source })?;
         let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&input);
-        let mut lines = Lines::new(input);
+        let mut lines = CsvLines::new(input);
         let mut csv_reader = csv::ReaderBuilder::new()
             .has_headers(true)
             // Row widths are checked below, so the error names the line in our terms.
@@ -509,66 +510,13 @@ fn select_columns(header: &[String], spec: &DataSpec) -> Result<(usize, Vec<usiz
 
 /// Decodes every cell of a record as UTF-8, naming the first bad one.
 fn decode(record: &ByteRecord, line: u64) -> Result<Vec<&str>, DatasetError> {
-    let mut cells = Vec::with_capacity(record.len());
-    for (index, bytes) in record.iter().enumerate() {
-        let cell = std::str::from_utf8(bytes).map_err(|_| DatasetError::Encoding {
-            line,
-            column: index + 1,
-        })?;
-        cells.push(cell);
-    }
-    Ok(cells)
+    shoal_drift::csv_lines::decode_record(record)
+        .map_err(|column| DatasetError::Encoding { line, column })
 }
 
-fn csv_error(source: csv::Error, lines: &mut Lines<'_>) -> DatasetError {
+fn csv_error(source: csv::Error, lines: &mut CsvLines<'_>) -> DatasetError {
     let line = lines.line_of(source.position());
     DatasetError::Csv { line, source }
-}
-
-/// Line numbers of records, counted from the input itself (as `shoal-drift` does).
-///
-/// The csv crate's own line numbers skip blank lines and lag by one after CRLF line ends, but
-/// its byte offsets are right: a record starts after the CR and LF bytes that follow its
-/// offset. The line is one plus the LF bytes before that start. Records come in order, so each
-/// call only counts the bytes since the previous one.
-struct Lines<'a> {
-    input: &'a [u8],
-    /// How far LF bytes have been counted.
-    counted_to: usize,
-    /// LF bytes in `input[..counted_to]`.
-    newlines: u64,
-}
-
-// === impl Lines ===
-
-impl<'a> Lines<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        Self {
-            input,
-            counted_to: 0,
-            newlines: 0,
-        }
-    }
-
-    /// Returns the 1-based line on which the record at `position` starts.
-    fn line_of(&mut self, position: Option<&csv::Position>) -> u64 {
-        let Some(position) = position else {
-            return 1;
-        };
-        let offset = usize::try_from(position.byte()).unwrap_or(usize::MAX);
-        let mut start = offset.min(self.input.len());
-        while matches!(self.input.get(start), Some(b'\r' | b'\n')) {
-            start += 1;
-        }
-        if start < self.counted_to {
-            self.counted_to = 0;
-            self.newlines = 0;
-        }
-        let skipped = &self.input[self.counted_to..start];
-        self.newlines += skipped.iter().filter(|byte| **byte == b'\n').count() as u64;
-        self.counted_to = start;
-        self.newlines + 1
-    }
 }
 
 #[cfg(test)]

@@ -797,14 +797,7 @@ pub async fn register_model(
     tags: HashMap<String, String>,
     progress: bool,
 ) -> Result<rpb::ModelVersion, String> {
-    let reader = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let size = reader
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-        .len();
+    let (reader, size) = open_upload(file).await?;
     let header = rpb::UploadModelRequest {
         part: Some(rpb::upload_model_request::Part::Header(
             rpb::UploadModelHeader {
@@ -872,6 +865,22 @@ pub(crate) fn stream_file<M: Send + 'static>(
         Ok(())
     });
     (tokio_stream::wrappers::ReceiverStream::new(rx), reading)
+}
+
+/// Opens a file to upload and reads its size.
+///
+/// # Errors
+/// A one-line message naming the file.
+pub(crate) async fn open_upload(file: &Path) -> Result<(tokio::fs::File, u64), String> {
+    let reader = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let size = reader
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .len();
+    Ok((reader, size))
 }
 
 /// The answer of an upload call, or the read error that cut the upload short.

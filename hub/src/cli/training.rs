@@ -336,14 +336,7 @@ pub async fn upload_dataset(
     name: &str,
     description: &str,
 ) -> Result<pb::DatasetVersion, String> {
-    let reader = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let size = reader
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-        .len();
+    let (reader, size) = super::open_upload(file).await?;
     let header = pb::UploadDatasetRequest {
         part: Some(pb::upload_dataset_request::Part::Header(
             pb::UploadDatasetHeader {
