@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal_integration_tests::{unique, TestHub};
+use shoal_integration_tests::{unique, wait_for, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::registry as rpb;
 use shoal_proto::training::training_service_client::TrainingServiceClient;
@@ -507,6 +507,27 @@ async fn errors_come_back_in_mlflow_format() {
         "{body}"
     );
 
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/runs/search"),
+        token,
+        Some(json!({"experiment_ids": ["0"], "filter": "metrics.loss >>> 1"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("filter"),
+        "{body}"
+    );
+
     // Workspaces: the path prefix selects one, and their experiments stay apart.
     hub.client()
         .await
@@ -559,5 +580,134 @@ async fn errors_come_back_in_mlflow_format() {
     )
     .await;
     assert_eq!(status, 404);
+    // ... nor are its artifacts, through the artifact proxy.
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!(
+            "http://{}/workspaces/occ/api/2.0/mlflow-artifacts/artifacts?path=0/{run_id}/artifacts",
+            hub.http_addr
+        ),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+    // The web UI's `ajax-api` prefix serves the same API.
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!(
+            "http://{}/ajax-api/2.0/mlflow/experiments/get?experiment_id=0",
+            hub.http_addr
+        ),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["experiment"]["name"].as_str()),
+        (200, Some("Default")),
+        "{body}"
+    );
+    hub.shutdown().await;
+}
+
+const SCRIPT_WITH_MLFLOW: &str = r#"
+import os, sys
+import mlflow
+
+# MLFLOW_RUN_ID, set by the hub, makes start_run() continue the Shoal run.
+with mlflow.start_run() as run:
+    assert run.info.run_id == os.environ["SHOAL_RUN_ID"], run.info.run_id
+    mlflow.log_param("optimizer", "adam")
+    for step in range(3):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+print("logged through mlflow", flush=True)
+sys.exit(3)
+"#;
+
+/// A script run that logs through the official client: its params and metrics land in the
+/// run, and the command's exit code, not the client's `end_run()`, decides the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_run_logs_through_the_mlflow_client_and_its_exit_code_decides() {
+    use shoal_proto::training as pb;
+    let python = tokio::task::spawn_blocking(mlflow_python)
+        .await
+        .expect("venv set-up");
+    let hub = TestHub::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("train.py"), SCRIPT_WITH_MLFLOW).expect("write");
+    let snapshot = shoal_compute::pack_dir(dir.path(), 1 << 20).expect("pack");
+    let header = pb::SubmitRunHeader {
+        experiment: "scripts".into(),
+        job: Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
+            command: vec![python.display().to_string(), "train.py".into()],
+            env: [
+                ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+                ("GIT_PYTHON_REFRESH", "quiet"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        })),
+        ..Default::default()
+    };
+    let mut messages = vec![pb::SubmitRunRequest {
+        part: Some(pb::submit_run_request::Part::Header(header)),
+    }];
+    messages.push(pb::SubmitRunRequest {
+        part: Some(pb::submit_run_request::Part::Chunk(snapshot.bytes)),
+    });
+    let mut client = hub.client().await;
+    let run = client
+        .training
+        .submit_run(futures::stream::iter(messages))
+        .await
+        .expect("submitted")
+        .into_inner();
+    let done = wait_for("the script run to end", || {
+        let mut client = client.clone();
+        let id = run.id.clone();
+        async move {
+            let run = client
+                .training
+                .get_run(pb::GetRunRequest { run_id: id })
+                .await
+                .expect("get run")
+                .into_inner();
+            ["completed", "failed", "canceled"]
+                .contains(&run.status.as_str())
+                .then_some(run)
+        }
+    })
+    .await;
+    assert_eq!(done.status, "failed", "{:?}", done.log_tail);
+    assert_eq!(done.exit_code, Some(3));
+    assert!(
+        done.log_tail.contains(&"logged through mlflow".to_string()),
+        "{:?}",
+        done.log_tail
+    );
+    assert_eq!(
+        done.params.get("optimizer").map(String::as_str),
+        Some("adam")
+    );
+    let loss = client
+        .training
+        .get_metric_history(pb::MetricHistoryRequest {
+            run_id: run.id.clone(),
+            key: "loss".into(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .points;
+    let steps: Vec<i64> = loss.iter().map(|p| p.step).collect();
+    assert_eq!(steps, vec![0, 1, 2]);
     hub.shutdown().await;
 }

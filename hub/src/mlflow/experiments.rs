@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::runs::{parse_filter, Clause, Subject};
+use super::filter::{parse_filter, Clause, Subject};
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use crate::tracking::{Experiment, Lifecycle, DEFAULT_EXPERIMENT};
 

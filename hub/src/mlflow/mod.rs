@@ -14,6 +14,17 @@
 //! `MLFLOW_TRACKING_URI=http://hub:7080/workspaces/occ` selects `occ`. The `ajax-api` prefix of
 //! MLflow's web UI is accepted as well.
 //!
+//! # Coverage
+//! Served: experiments (create, get, get-by-name, search, update, delete, restore, set and
+//! delete tags); runs (create, update, get, search with filter, order and page tokens, delete,
+//! restore, log-metric, log-parameter, log-batch, set-tag, delete-tag, log-inputs and outputs
+//! accepted without being recorded); metrics/get-history; artifacts/list and the
+//! `mlflow-artifacts` proxy (upload, download, list); registered models (create, get, search,
+//! update, get-latest-versions, aliases) and model versions (create from a run's ONNX file,
+//! get, search, get-download-uri); `logged-models/search` (always empty). Everything else,
+//! such as traces, logged models, deletes in the registry and stage transitions, answers
+//! `ENDPOINT_NOT_FOUND`.
+//!
 //! Every request needs the admin token as `Authorization: Bearer <token>` (or as the password
 //! of HTTP basic auth). Requests are dispatched by hand rather than with one axum route per
 //! endpoint, so that any unknown endpoint answers `ENDPOINT_NOT_FOUND` in MLflow's format and
@@ -22,6 +33,7 @@
 mod artifacts;
 pub mod error;
 mod experiments;
+mod filter;
 mod models;
 mod runs;
 
@@ -191,8 +203,15 @@ async fn artifacts_api(
 }
 
 fn unsupported(method: &str, path: &str) -> MlflowError {
+    let hint = if path.contains("/logged-models") {
+        // MLflow 3's `log_model` goes through logged models, which Shoal does not keep.
+        "; log the model folder with mlflow.log_artifacts(dir, \"model\") and register \
+         runs:/<run id>/model"
+    } else {
+        ""
+    };
     MlflowError::EndpointNotFound(format!(
-        "{method} {path} is not an MLflow endpoint Shoal supports"
+        "{method} {path} is not an MLflow endpoint Shoal supports{hint}"
     ))
 }
 

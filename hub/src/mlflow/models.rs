@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::experiments::page_size;
-use super::runs::{parse_filter, run_in_workspace, Subject};
+use super::filter::{parse_filter, Subject};
+use super::runs::run_in_workspace;
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use crate::registry::{Model, ModelVersion, NewVersion, Registry};
 use crate::tracking::Run;

@@ -1,13 +1,13 @@
 //! `runs/*` and `metrics/get-history`: create, update, read, search and delete runs, and log
 //! metrics, params and tags into them.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use super::experiments::page_size;
 use super::{json_double, key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
+use crate::search::{RunOrder, RunPredicate};
 use crate::tracking::{Lifecycle, MetricPoint, NewRun, Run, RunQuery, RunStatus};
 
 /// MLflow's limits on one `log-batch` request.
@@ -122,6 +122,15 @@ pub(crate) fn update(call: Call) -> MlflowResult<Value> {
     let end_time = call.fields.opt_i64("end_time")?;
     let run_name = call.fields.opt_str("run_name")?;
     let run = call.state.tracking.update_run(&run.id, |run| {
+        // A run Shoal executes (a script on `local` or a worker) ends when its command does:
+        // the exit code decides, not the `end_run()` of an MLflow client inside the script.
+        if run.compute != crate::tracking::Compute::Tracked {
+            if let Some(name) = &run_name {
+                run.name = name.clone();
+                run.tags.insert("mlflow.runName".into(), name.clone());
+            }
+            return Ok(());
+        }
         // A terminal status is final in Shoal; resuming a finished run only logs more data.
         if let Some(status) = status {
             if !run.status.is_terminal() && run.status != status {
@@ -288,7 +297,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
     let page = page_size(&call, DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let filter = match call.fields.opt_str("filter")? {
-        Some(filter) => Some(run_predicate(&filter)?),
+        Some(filter) => run_predicate(&filter)?,
         None => None,
     };
     let order_by = run_order(&call.fields.str_list("order_by")?)?;
@@ -301,9 +310,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
         workspace: &call.workspace,
         experiment_ids,
         filter: Some(&view_filter),
-        order_by: order_by
-            .as_ref()
-            .map(|order| order.as_ref() as &(dyn Fn(&Run, &Run) -> Ordering + Sync)),
+        order_by: order_by.as_deref(),
         include_deleted: view != "ACTIVE_ONLY",
         limit: offset + page + 1,
     })?;
@@ -315,380 +322,22 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
     Ok(body)
 }
 
-// === filters and ordering ===
-//
-// TODO(shoal-experiment): replace this interim grammar with `shoal_experiment::Filter::parse`
-// and `OrderBy::parse_many` once the hub depends on that crate; only `run_predicate` and
-// `run_order` need to change.
+// === filters and ordering: the hub's run search grammar ===
 
-/// What a run filter is evaluated against.
-type RunPredicate = Box<dyn Fn(&Run) -> bool + Send + Sync>;
-/// How a run search is ordered.
-type RunOrder = Box<dyn Fn(&Run, &Run) -> Ordering + Send + Sync>;
-
-/// Compiles an MLflow filter string (`metrics.acc > 0.9 and params.lr = '0.1'`).
+/// Compiles an MLflow filter string (`metrics.acc > 0.9 and params.lr = '0.1'`) with the
+/// hub's run search grammar, so a filter means the same here as on the gRPC API.
 ///
 /// # Errors
 /// `INVALID_PARAMETER_VALUE` naming what could not be parsed.
-pub(crate) fn run_predicate(filter: &str) -> MlflowResult<RunPredicate> {
-    let clauses = parse_filter(filter)?;
-    Ok(Box::new(move |run: &Run| {
-        clauses.iter().all(|clause| clause.matches_run(run))
-    }))
+pub(crate) fn run_predicate(filter: &str) -> MlflowResult<Option<RunPredicate>> {
+    Ok(crate::search::run_filter(filter)?)
 }
 
 /// Compiles MLflow `order_by` items (`metrics.acc DESC`, `attributes.start_time`); `None`
-/// for no items. Runs without the ordering value sort last.
+/// for no items.
 ///
 /// # Errors
-/// `INVALID_PARAMETER_VALUE` for an item that is not `<field> [ASC|DESC]`.
+/// `INVALID_PARAMETER_VALUE` for an item the grammar does not accept.
 pub(crate) fn run_order(items: &[String]) -> MlflowResult<Option<RunOrder>> {
-    let mut keys = Vec::new();
-    for item in items {
-        let item = item.trim();
-        let (field, descending) = match item.rsplit_once(char::is_whitespace) {
-            Some((field, dir)) if dir.eq_ignore_ascii_case("desc") => (field.trim(), true),
-            Some((field, dir)) if dir.eq_ignore_ascii_case("asc") => (field.trim(), false),
-            _ => (item, false),
-        };
-        let mut lexer = Lexer::new(field);
-        let subject = lexer.subject()?;
-        if !lexer.at_end() {
-            return Err(MlflowError::field(
-                "order_by",
-                format!("'{item}' is not '<field> [ASC|DESC]'"),
-            ));
-        }
-        keys.push((subject, descending));
-    }
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Box::new(move |a: &Run, b: &Run| {
-        for (subject, descending) in &keys {
-            let ordering = match (subject.value_of(a), subject.value_of(b)) {
-                (Some(x), Some(y)) => {
-                    let o = x.compare(&y);
-                    if *descending {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                }
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
-            };
-            if ordering != Ordering::Equal {
-                return ordering;
-            }
-        }
-        Ordering::Equal
-    })))
-}
-
-/// What a clause or an order-by item looks at.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Subject {
-    Metric(String),
-    Param(String),
-    Tag(String),
-    Attribute(String),
-}
-
-/// A value read from a run for comparison.
-enum Scalar {
-    Number(f64),
-    Text(String),
-}
-
-impl Scalar {
-    fn compare(&self, other: &Scalar) -> Ordering {
-        match (self, other) {
-            (Scalar::Number(a), Scalar::Number(b)) => a.total_cmp(b),
-            (Scalar::Text(a), Scalar::Text(b)) => a.cmp(b),
-            (Scalar::Number(_), Scalar::Text(_)) => Ordering::Less,
-            (Scalar::Text(_), Scalar::Number(_)) => Ordering::Greater,
-        }
-    }
-}
-
-impl Subject {
-    fn value_of(&self, run: &Run) -> Option<Scalar> {
-        match self {
-            Subject::Metric(key) => run.metrics.get(key).map(|p| Scalar::Number(p.value)),
-            Subject::Param(key) => run.params.get(key).map(|v| Scalar::Text(v.clone())),
-            Subject::Tag(key) => run.tags.get(key).map(|v| Scalar::Text(v.clone())),
-            Subject::Attribute(name) => match name.as_str() {
-                "run_id" | "run_uuid" => Some(Scalar::Text(run.id.clone())),
-                "run_name" => Some(Scalar::Text(run.name.clone())),
-                "status" => Some(Scalar::Text(run.status.mlflow_name().into())),
-                "user_id" => Some(Scalar::Text(run.user.clone())),
-                "artifact_uri" => Some(Scalar::Text(run.artifact_uri())),
-                "experiment_id" => Some(Scalar::Text(run.experiment_id.clone())),
-                "start_time" | "created" => Some(Scalar::Number(
-                    run.started_ms.unwrap_or(run.created_ms) as f64,
-                )),
-                "end_time" => run.ended_ms.map(|t| Scalar::Number(t as f64)),
-                _ => None,
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Like,
-    ILike,
-}
-
-/// One `subject op value` comparison of a filter.
-#[derive(Debug, Clone)]
-pub(crate) struct Clause {
-    pub subject: Subject,
-    op: Op,
-    value: String,
-}
-
-impl Clause {
-    fn matches_run(&self, run: &Run) -> bool {
-        match self.subject.value_of(run) {
-            Some(Scalar::Number(n)) => self.matches_number(Some(n)),
-            Some(Scalar::Text(t)) => self.matches_str(Some(&t)),
-            None => false,
-        }
-    }
-
-    /// Whether a text value satisfies the clause; an absent value never does.
-    pub(crate) fn matches_str(&self, value: Option<&str>) -> bool {
-        let Some(value) = value else { return false };
-        let wanted = self.value.as_str();
-        match self.op {
-            Op::Eq => value == wanted,
-            Op::Ne => value != wanted,
-            Op::Lt => value < wanted,
-            Op::Le => value <= wanted,
-            Op::Gt => value > wanted,
-            Op::Ge => value >= wanted,
-            Op::Like => like(value, wanted),
-            Op::ILike => like(&value.to_lowercase(), &wanted.to_lowercase()),
-        }
-    }
-
-    /// Whether a number satisfies the clause; an absent value never does.
-    pub(crate) fn matches_number(&self, value: Option<f64>) -> bool {
-        let (Some(value), Ok(wanted)) = (value, self.value.parse::<f64>()) else {
-            return false;
-        };
-        match self.op {
-            Op::Eq => value == wanted,
-            Op::Ne => value != wanted,
-            Op::Lt => value < wanted,
-            Op::Le => value <= wanted,
-            Op::Gt => value > wanted,
-            Op::Ge => value >= wanted,
-            Op::Like | Op::ILike => false,
-        }
-    }
-}
-
-/// SQL `LIKE`: `%` matches any run of characters, `_` any one character.
-fn like(value: &str, pattern: &str) -> bool {
-    fn go(v: &[char], p: &[char]) -> bool {
-        match p.split_first() {
-            None => v.is_empty(),
-            Some(('%', rest)) => (0..=v.len()).any(|i| go(&v[i..], rest)),
-            Some(('_', rest)) => !v.is_empty() && go(&v[1..], rest),
-            Some((c, rest)) => v.first() == Some(c) && go(&v[1..], rest),
-        }
-    }
-    let v: Vec<char> = value.chars().collect();
-    let p: Vec<char> = pattern.chars().collect();
-    go(&v, &p)
-}
-
-/// Parses `clause (AND clause)*`.
-///
-/// # Errors
-/// `INVALID_PARAMETER_VALUE` naming the part of the filter that could not be read.
-pub(crate) fn parse_filter(filter: &str) -> MlflowResult<Vec<Clause>> {
-    let mut lexer = Lexer::new(filter);
-    let mut clauses = Vec::new();
-    if lexer.at_end() {
-        return Ok(clauses);
-    }
-    loop {
-        let subject = lexer.subject()?;
-        let op = lexer.op()?;
-        let value = lexer.value()?;
-        clauses.push(Clause { subject, op, value });
-        if lexer.at_end() {
-            return Ok(clauses);
-        }
-        let word = lexer.word();
-        if !word.eq_ignore_ascii_case("and") {
-            return Err(lexer.error(&format!(
-                "expected AND, found '{word}' (OR is not supported)"
-            )));
-        }
-    }
-}
-
-struct Lexer<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Lexer<'a> {
-    fn new(text: &'a str) -> Lexer<'a> {
-        Lexer { text, pos: 0 }
-    }
-
-    fn error(&self, problem: &str) -> MlflowError {
-        MlflowError::InvalidParameter(format!(
-            "filter '{}' at character {}: {problem}",
-            self.text, self.pos
-        ))
-    }
-
-    fn rest(&self) -> &'a str {
-        &self.text[self.pos..]
-    }
-
-    fn skip_ws(&mut self) {
-        let trimmed = self.rest().trim_start();
-        self.pos = self.text.len() - trimmed.len();
-    }
-
-    fn at_end(&mut self) -> bool {
-        self.skip_ws();
-        self.pos >= self.text.len()
-    }
-
-    /// Characters up to whitespace, an operator or a quote.
-    fn word(&mut self) -> &'a str {
-        self.skip_ws();
-        let rest = self.rest();
-        let end = rest
-            .find(|c: char| c.is_whitespace() || "=!<>.`\"'".contains(c))
-            .unwrap_or(rest.len());
-        self.pos += end;
-        &rest[..end]
-    }
-
-    fn quoted(&mut self, quote: char) -> MlflowResult<String> {
-        let rest = &self.rest()[1..];
-        let end = rest
-            .find(quote)
-            .ok_or_else(|| self.error(&format!("unclosed {quote}")))?;
-        self.pos += end + 2;
-        Ok(rest[..end].to_string())
-    }
-
-    fn subject(&mut self) -> MlflowResult<Subject> {
-        let first = self.word().to_string();
-        if first.is_empty() {
-            return Err(self.error("expected a field such as metrics.loss"));
-        }
-        if !self.rest().starts_with('.') {
-            return Ok(Subject::Attribute(first));
-        }
-        self.pos += 1;
-        let key = match self.rest().chars().next() {
-            Some(q @ ('`' | '"')) => self.quoted(q)?,
-            _ => {
-                // Keys may contain dots (`tags.mlflow.runName`): read to an operator or space.
-                let rest = self.rest();
-                let end = rest
-                    .find(|c: char| c.is_whitespace() || "=!<>".contains(c))
-                    .unwrap_or(rest.len());
-                self.pos += end;
-                rest[..end].to_string()
-            }
-        };
-        if key.is_empty() {
-            return Err(self.error("expected a key after the '.'"));
-        }
-        Ok(match first.to_ascii_lowercase().as_str() {
-            "metrics" | "metric" => Subject::Metric(key),
-            "params" | "param" | "parameters" | "parameter" => Subject::Param(key),
-            "tags" | "tag" => Subject::Tag(key),
-            "attributes" | "attribute" | "attr" | "run" => Subject::Attribute(key),
-            other => {
-                return Err(self.error(&format!(
-                    "unknown field type '{other}'; use metrics., params., tags. or attributes."
-                )))
-            }
-        })
-    }
-
-    fn op(&mut self) -> MlflowResult<Op> {
-        self.skip_ws();
-        for (symbol, op) in [
-            ("!=", Op::Ne),
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-            ("=", Op::Eq),
-            ("<", Op::Lt),
-            (">", Op::Gt),
-        ] {
-            if self.rest().starts_with(symbol) {
-                self.pos += symbol.len();
-                return Ok(op);
-            }
-        }
-        let word = self.word();
-        if word.eq_ignore_ascii_case("like") {
-            Ok(Op::Like)
-        } else if word.eq_ignore_ascii_case("ilike") {
-            Ok(Op::ILike)
-        } else {
-            Err(self.error(&format!(
-                "expected one of = != < <= > >= LIKE ILIKE, found '{word}'"
-            )))
-        }
-    }
-
-    fn value(&mut self) -> MlflowResult<String> {
-        self.skip_ws();
-        match self.rest().chars().next() {
-            Some(q @ ('\'' | '"')) => self.quoted(q),
-            Some(_) => {
-                let rest = self.rest();
-                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                self.pos += end;
-                Ok(rest[..end].to_string())
-            }
-            None => Err(self.error("expected a value")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_joined_clauses() {
-        let clauses =
-            parse_filter("metrics.acc >= 0.9 AND params.lr = '0.1' and tags.`my tag` LIKE 'a%'")
-                .expect("parses");
-        assert_eq!(clauses.len(), 3);
-        assert_eq!(clauses[0].subject, Subject::Metric("acc".into()));
-        assert_eq!(clauses[1].subject, Subject::Param("lr".into()));
-        assert_eq!(clauses[2].subject, Subject::Tag("my tag".into()));
-        assert!(clauses[2].matches_str(Some("abc")));
-        assert!(!clauses[2].matches_str(Some("cba")));
-        assert!(clauses[0].matches_number(Some(0.95)));
-        let dotted = parse_filter("tags.mlflow.runName = 'x'").expect("parses");
-        assert_eq!(dotted[0].subject, Subject::Tag("mlflow.runName".into()));
-        assert!(parse_filter("metrics.acc > 1 or params.x = 'y'").is_err());
-        assert!(parse_filter("bogus.x = 1").is_err());
-    }
+    Ok(crate::search::run_order(items)?)
 }
