@@ -15,13 +15,15 @@ pub type RunOrder = Box<RunOrderFn<'static>>;
 /// Parses a filter; `None` for an empty one.
 ///
 /// # Errors
-/// `InvalidArgument` with the column of the problem and a pointer line under the filter.
+/// `InvalidArgument` naming the filter, the column of the problem and what was expected.
 pub fn run_filter(filter: &str) -> HubResult<Option<RunPredicate>> {
     if filter.trim().is_empty() {
         return Ok(None);
     }
+    // One line (the column says where); a client that shows the filter can draw a pointer
+    // under it with `FilterError::pointer`.
     let parsed = Filter::parse(filter)
-        .map_err(|e| HubError::invalid(format!("filter: {e}\n{}", e.pointer(filter))))?;
+        .map_err(|e| HubError::invalid(format!("filter {filter:?}: {e}")))?;
     Ok(Some(Box::new(move |run: &Run| parsed.matches(run))))
 }
 

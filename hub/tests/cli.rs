@@ -204,3 +204,198 @@ async fn demo_runs_end_to_end() {
         );
     }
 }
+
+/// The training commands as the README shows them: a dataset, a built-in run that registers
+/// its model, a script run from a folder, search with a filter and order, logs, a sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_trains_searches_and_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::bind(HubConfig::for_test(dir.path().join("hub")))
+        .await
+        .unwrap();
+    let shoal = Shoal {
+        hub: format!("http://{}", hub.grpc_addr()),
+        token: std::fs::read_to_string(hub.admin_token_path())
+            .unwrap()
+            .trim()
+            .to_string(),
+    };
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(hub.run(cancel.clone().cancelled_owned()));
+
+    let csv = dir.path().join("sensors.csv");
+    std::fs::write(&csv, shoal_hub::cli::sensors_csv(600, 5)).unwrap();
+    let profile: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "dataset",
+                "register",
+                csv.to_str().unwrap(),
+                "--name",
+                "sensors",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(profile["reference"], "sensors@1");
+    assert_eq!(profile["rows"], 600);
+    assert_eq!(profile["columns"][4]["name"], "occupied");
+    assert_eq!(profile["columns"][4]["kind"], "categorical");
+
+    let ragged = dir.path().join("ragged.csv");
+    std::fs::write(&ragged, "a,b\n1,2\n3\n").unwrap();
+    let refused = shoal
+        .fails(
+            Some(&shoal.token),
+            &[
+                "dataset",
+                "register",
+                ragged.to_str().unwrap(),
+                "--name",
+                "bad",
+            ],
+        )
+        .await;
+    assert!(refused.contains("line 3"), "{refused}");
+
+    let run: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "run",
+                "submit",
+                "--experiment",
+                "occ",
+                "--builtin",
+                "mlp",
+                "--dataset",
+                "sensors@1",
+                "--target",
+                "occupied",
+                "--param",
+                "hidden=16",
+                "--param",
+                "epochs=20",
+                "--register",
+                "occupancy",
+                "--wait",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["outputs"][0], "occupancy@1");
+    assert!(run["metrics"]["accuracy"].as_f64().unwrap() > 0.9, "{run}");
+
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("train.sh"),
+        "echo \"{\\\"step\\\": 1, \\\"accuracy\\\": 0.5}\" >> \"$SHOAL_METRICS\"\necho hello from $SHOAL_RUN_ID\n",
+    )
+    .unwrap();
+    let script: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "run",
+                "submit",
+                "--experiment",
+                "occ",
+                "--dir",
+                src.to_str().unwrap(),
+                "--param",
+                "hidden=8",
+                "--wait",
+                "-o",
+                "json",
+                "--",
+                "sh",
+                "train.sh",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(script["status"], "completed", "{script}");
+    let script_id = script["id"].as_str().unwrap();
+    let logs = shoal.ok(&["run", "logs", script_id]).await;
+    assert_eq!(logs.trim(), format!("hello from {script_id}"));
+
+    let listed: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "run",
+                "list",
+                "--experiment",
+                "occ",
+                "--filter",
+                "metrics.accuracy > 0.4 and params.hidden = '8' or params.hidden = '16'",
+                "--order-by",
+                "metrics.accuracy",
+                "desc",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![run["id"].as_str().unwrap(), script_id]);
+    let bad = shoal
+        .fails(
+            Some(&shoal.token),
+            &["run", "list", "--filter", "metrics.accuracy >> 1"],
+        )
+        .await;
+    assert!(bad.contains("column"), "{bad}");
+
+    let sweep: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "sweep",
+                "submit",
+                "--experiment",
+                "occ",
+                "--builtin",
+                "mlp",
+                "--dataset",
+                "sensors",
+                "--target",
+                "occupied",
+                "--param",
+                "hidden=choice(4,8)",
+                "--param",
+                "lr=loguniform(1e-3,1e-1)",
+                "--param",
+                "epochs=5",
+                "--max-runs",
+                "3",
+                "--concurrency",
+                "2",
+                "--metric",
+                "accuracy",
+                "--goal",
+                "max",
+                "--register-best",
+                "occupancy",
+                "--wait",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(sweep["status"], "completed", "{sweep}");
+    assert_eq!(sweep["runs"], 3);
+    assert_eq!(sweep["registered"], "occupancy@2");
+
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -697,6 +697,44 @@ async fn remote_worker_runs_a_job_and_a_vanished_worker_fails_its_run() {
     hub.shutdown().await;
 }
 
+/// Cancel reaches a remote run through the answer to the worker's next report, and the
+/// worker stops the whole process group.
+#[tokio::test]
+async fn canceling_a_remote_run_stops_its_process_group_on_the_worker() {
+    let hub = TestHub::builder()
+        .worker_heartbeat_timeout(Duration::from_secs(3))
+        .start()
+        .await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let _worker = TestWorker::start(&hub, "edge-box-2", work.path());
+    let (_dir, bytes) = snapshot(&[("stubborn.sh", STUBBORN_SH)]);
+    let run = submit(
+        &hub,
+        script_header("remote", "stubborn.sh", "worker"),
+        Some(bytes),
+    )
+    .await;
+    let folder = work.path().join(&run.id);
+    let child = read_pid(&folder.join("child.pid")).await;
+    let main = read_pid(&folder.join("main.pid")).await;
+    hub.client()
+        .await
+        .training
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .expect("cancel");
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(done.status, "canceled", "{}", done.error);
+    assert_eq!(done.error, "canceled by a user");
+    wait_for("the remote job's processes to be gone", || async {
+        (process_gone(child) && process_gone(main)).then_some(())
+    })
+    .await;
+    hub.shutdown().await;
+}
+
 /// A worker process killed with SIGKILL mid-run: the hub fails the run after the heartbeat
 /// timeout, and the next worker started on the same folder kills the job's leftover processes.
 #[tokio::test]

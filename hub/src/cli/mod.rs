@@ -11,6 +11,7 @@ mod telemetry;
 mod training;
 
 pub use client::{describe_status, HubClient, TokenInterceptor};
+pub use demo::sensors_csv;
 pub use output::Format;
 pub use telemetry::{parse_duration_ms, upload_baseline};
 

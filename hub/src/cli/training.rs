@@ -564,9 +564,14 @@ async fn submit_script(
         .into_inner())
 }
 
-/// Prints a run's log from line `from`; with `follow`, until the run ends. Returns the last
-/// line number printed.
-async fn print_logs(hub: &mut HubClient, run: &str, follow: bool) -> Result<u64, String> {
+/// Prints a run's log (to stderr with `to_stderr`, so stdout keeps only the result); with
+/// `follow`, until the run ends. Returns the last line number printed.
+async fn print_logs(
+    hub: &mut HubClient,
+    run: &str,
+    follow: bool,
+    to_stderr: bool,
+) -> Result<u64, String> {
     use futures::StreamExt;
     let mut stream = hub
         .training
@@ -582,7 +587,11 @@ async fn print_logs(hub: &mut HubClient, run: &str, follow: bool) -> Result<u64,
     while let Some(message) = stream.next().await {
         let message = message.map_err(status)?;
         for line in message.lines {
-            println!("{}", line.text);
+            if to_stderr {
+                eprintln!("{}", line.text);
+            } else {
+                println!("{}", line.text);
+            }
             last = line.number;
         }
     }
@@ -667,7 +676,7 @@ pub async fn run(
                 return Ok(());
             }
             eprintln!("run {} queued; following its log", run.id);
-            print_logs(hub, &run.id, true).await?;
+            print_logs(hub, &run.id, true, true).await?;
             let done = hub
                 .training
                 .get_run(pb::GetRunRequest { run_id: run.id })
@@ -733,7 +742,7 @@ pub async fn run(
             print_one(out, &value);
         }
         RunCommand::Logs { run, follow } => {
-            print_logs(hub, &run, follow).await?;
+            print_logs(hub, &run, follow, false).await?;
         }
         RunCommand::Cancel { run } => {
             let run = hub
