@@ -22,8 +22,8 @@ pub fn run_filter(filter: &str) -> HubResult<Option<RunPredicate>> {
     }
     // One line (the column says where); a client that shows the filter can draw a pointer
     // under it with `FilterError::pointer`.
-    let parsed = Filter::parse(filter)
-        .map_err(|e| HubError::invalid(format!("filter {filter:?}: {e}")))?;
+    let parsed =
+        Filter::parse(filter).map_err(|e| HubError::invalid(format!("filter {filter:?}: {e}")))?;
     Ok(Some(Box::new(move |run: &Run| parsed.matches(run))))
 }
 

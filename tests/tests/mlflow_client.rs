@@ -1,9 +1,11 @@
-//! The official MLflow client (`mlflow-skinny` from PyPI) runs an ordinary tracking script
+//! The official MLflow client (`mlflow-skinny` from PyPI) runs ordinary tracking scripts
 //! against a real hub, unchanged: experiments, runs, params, metrics, tags, artifacts, search,
-//! and model registration into Shoal's ONNX registry. Errors come back in MLflow's format.
+//! MLflow 3 logged models (`mlflow.onnx.log_model`), and model registration into Shoal's ONNX
+//! registry. Errors come back in MLflow's format.
 //!
-//! The client is installed once into a virtualenv under the cargo target folder; set
-//! `SHOAL_TEST_PYTHON` to choose the interpreter that creates it (default `python3`).
+//! The client (with `onnx` and what `mlflow.onnx` needs) is installed once into a virtualenv
+//! under the cargo target folder; set `SHOAL_TEST_PYTHON` to choose the interpreter that
+//! creates it (default `python3`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,26 +23,38 @@ use shoal_proto::workspace as wpb;
 /// The client version the API is tested against.
 const MLFLOW_SKINNY: &str = "3.17.2";
 
+/// What `mlflow.onnx.log_model` needs next to the client: `onnx` (which builds the test
+/// model), `onnxruntime` (which the flavor imports when saving), and `numpy` and `pandas`
+/// (which `mlflow.onnx` imports). Each has wheels for CPython 3.11 on x86_64 and aarch64.
+const ONNX: &str = "1.17.0";
+const ONNX_EXTRAS: [&str; 3] = ["onnxruntime==1.20.1", "numpy==2.1.3", "pandas==2.2.3"];
+
 /// How long the Python script may take, installing nothing (the venv exists by then).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
 
-/// A Python with `mlflow-skinny` installed, creating the virtualenv on first use; tests of
-/// this file share one set-up.
+/// A Python with `mlflow-skinny` and `onnx` installed, creating the virtualenv on first use;
+/// tests of this file share one set-up.
 fn mlflow_python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(install_mlflow).clone()
 }
 
 fn install_mlflow() -> PathBuf {
-    let venv =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-mlflow-{MLFLOW_SKINNY}"));
+    // The folder names every pinned version, so a venv made for other pins is never reused.
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("python-mlflow-{MLFLOW_SKINNY}-onnx-{ONNX}"));
     let python = venv.join("bin").join("python");
     let installed = || {
         Command::new(&python)
             .args([
                 "-c",
-                &format!("import mlflow; assert mlflow.__version__ == '{MLFLOW_SKINNY}'"),
+                &format!(
+                    "import mlflow, onnx, onnxruntime, pandas; \
+                     assert mlflow.__version__ == '{MLFLOW_SKINNY}'; \
+                     assert onnx.__version__ == '{ONNX}'"
+                ),
             ])
+            .env("GIT_PYTHON_REFRESH", "quiet")
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -59,6 +73,11 @@ fn install_mlflow() -> PathBuf {
             venv.display(),
             String::from_utf8_lossy(&created.stderr)
         );
+        let mut packages = vec![
+            format!("mlflow-skinny=={MLFLOW_SKINNY}"),
+            format!("onnx=={ONNX}"),
+        ];
+        packages.extend(ONNX_EXTRAS.iter().map(|p| p.to_string()));
         let pip = Command::new(&python)
             .args([
                 "-m",
@@ -67,15 +86,17 @@ fn install_mlflow() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .arg(format!("mlflow-skinny=={MLFLOW_SKINNY}"))
+            .args(&packages)
             .output()
             .expect("run pip");
         assert!(
             pip.status.success() && installed(),
-            "installing mlflow-skinny=={MLFLOW_SKINNY} into {} failed; install it there by hand \
-             ('{} -m pip install mlflow-skinny=={MLFLOW_SKINNY}'): {}",
+            "installing {} into {} failed; install them there by hand \
+             ('{} -m pip install {}'): {}",
+            packages.join(" "),
             venv.display(),
             python.display(),
+            packages.join(" "),
             String::from_utf8_lossy(&pip.stderr)
         );
     }
@@ -88,15 +109,15 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a Python script with the MLflow client pointed at `tracking_uri`; returns the JSON
-/// of its `SUMMARY` line.
-async fn run_mlflow_script(tracking_uri: &str, token: &str, args: &[&str]) -> Value {
+/// Runs a Python script of `tests/python` with the MLflow client pointed at `tracking_uri`;
+/// returns the JSON of its `SUMMARY` line.
+async fn run_mlflow_script(name: &str, tracking_uri: &str, token: &str, args: &[&str]) -> Value {
     let python = tokio::task::spawn_blocking(mlflow_python)
         .await
         .expect("venv set-up");
     let mut command = tokio::process::Command::new(python);
     command
-        .arg(script("mlflow_roundtrip.py"))
+        .arg(script(name))
         .args(args)
         .env("MLFLOW_TRACKING_URI", tracking_uri)
         .env("MLFLOW_TRACKING_TOKEN", token)
@@ -157,6 +178,7 @@ async fn the_official_client_tracks_runs_and_registers_models() {
     let experiment = unique("occ-");
 
     let summary = run_mlflow_script(
+        "mlflow_roundtrip.py",
         &format!("http://{}", hub.http_addr),
         &hub.token,
         &[
@@ -282,6 +304,7 @@ async fn the_official_client_tracks_runs_and_registers_models() {
         .await
         .expect("create workspace");
     let summary = run_mlflow_script(
+        "mlflow_roundtrip.py",
         &format!("http://{}/workspaces/occ", hub.http_addr),
         &hub.token,
         &[
@@ -709,5 +732,313 @@ async fn a_script_run_logs_through_the_mlflow_client_and_its_exit_code_decides()
         .points;
     let steps: Vec<i64> = loss.iter().map(|p| p.step).collect();
     assert_eq!(steps, vec![0, 1, 2]);
+    hub.shutdown().await;
+}
+
+/// MLflow 3's `mlflow.onnx.log_model(...)`: the client creates a logged model, uploads its
+/// folder through the artifact proxy, finalizes it and links it to the run; registering it
+/// (by `models:/m-...` or by `runs:/<run>/<name>`) puts its ONNX file into Shoal's registry,
+/// and the run shows both the logged model and the versions taken from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlflow_3_log_model_creates_a_logged_model_that_registers_into_shoal() {
+    let hub = TestHub::builder().embedded().start().await;
+    let experiment = unique("logged-");
+    let summary = run_mlflow_script(
+        "mlflow_logged_model.py",
+        &format!("http://{}", hub.http_addr),
+        &hub.token,
+        &[&experiment, "occ-logged"],
+    )
+    .await;
+
+    let run_id = summary["run_id"].as_str().expect("run id").to_string();
+    let model_id = summary["model_id"].as_str().expect("model id").to_string();
+    assert!(
+        model_id.len() == 34
+            && model_id.starts_with("m-")
+            && model_id[2..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{model_id}"
+    );
+    assert_eq!(summary["model_uri"], format!("models:/{model_id}"));
+    assert_eq!(summary["logged_status"], "READY", "{summary}");
+    assert_eq!(summary["logged_name"], "onnx-model");
+    assert_eq!(summary["logged_source_run"], run_id.as_str());
+    assert_eq!(
+        summary["logged_params"]["opset"], "13",
+        "params given to log_model: {summary}"
+    );
+    assert_eq!(
+        summary["logged_params"]["hidden"], "0",
+        "log_model copies the run's params: {summary}"
+    );
+    let location = summary["logged_artifact_location"]
+        .as_str()
+        .expect("artifact location");
+    assert!(
+        location.starts_with("mlflow-artifacts:/")
+            && location.ends_with(&format!("/models/{model_id}/artifacts")),
+        "{location}"
+    );
+    let files: Vec<&str> = summary["logged_files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        files.contains(&"MLmodel") && files.contains(&"model.onnx"),
+        "{files:?}"
+    );
+    assert_eq!(summary["search_ids"], json!([model_id]));
+    assert_eq!(summary["search_none"], 0);
+    assert_eq!(summary["run_model_outputs"], json!([model_id]));
+    assert_eq!(
+        summary["loss_history"],
+        json!([[0, 0.5]]),
+        "log_model's re-logged metrics are not doubled: {summary}"
+    );
+
+    assert_eq!(summary["version"], "1");
+    assert_eq!(summary["version_source"], format!("models:/{model_id}"));
+    assert_eq!(summary["version_run_id"], run_id.as_str());
+    assert_eq!(summary["by_run_version"], "2");
+    assert_eq!(
+        summary["logged_model_versions"],
+        json!([
+            {"name": "occ-logged", "version": "1"},
+            {"name": "occ-logged", "version": "2"}
+        ])
+    );
+    assert_eq!(summary["download_roundtrip"], true, "{summary}");
+    assert_eq!(summary["load_registered_roundtrip"], true, "{summary}");
+    assert_eq!(summary["run_uri_roundtrip"], true, "{summary}");
+
+    // Shoal's own API: the run names its logged model and the versions registered from it.
+    let mut training = training_client(&hub).await;
+    let run = training
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .expect("get the run over gRPC")
+        .into_inner();
+    assert_eq!(run.status, "completed");
+    assert_eq!(
+        run.outputs,
+        vec!["occ-logged@1".to_string(), "occ-logged@2".to_string()]
+    );
+    let linked: Value = serde_json::from_str(
+        run.tags
+            .get("mlflow.loggedModels")
+            .map(String::as_str)
+            .unwrap_or("null"),
+    )
+    .expect("the tag is JSON");
+    assert_eq!(linked, json!([{"model_id": model_id, "step": 0}]));
+
+    // Both versions are the very ONNX file the script built, validated into the registry.
+    let mut registry = hub.client().await.registry;
+    let first = registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: "default".into(),
+            name: "occ-logged".into(),
+            reference: "1".into(),
+        })
+        .await
+        .expect("occ-logged@1 over gRPC")
+        .into_inner();
+    let second = registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: "default".into(),
+            name: "occ-logged".into(),
+            reference: "2".into(),
+        })
+        .await
+        .expect("occ-logged@2 over gRPC")
+        .into_inner();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.digest, second.digest);
+    hub.shutdown().await;
+}
+
+/// The logged-model endpoints, called raw: unknown ids, bad statuses and another
+/// workspace's models come back in MLflow's format, and a logged model without an ONNX file
+/// is refused by the registry with the ONNX-only message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_model_endpoints_answer_in_mlflow_format() {
+    use reqwest::Method;
+    let hub = TestHub::builder().embedded().start().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/2.0/mlflow", hub.http_addr);
+    let token = Some(hub.token.as_str());
+
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!("{base}/logged-models/m-0123456789abcdef0123456789abcdef"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/logged-models"),
+        token,
+        Some(json!({"experiment_id": "0", "name": "pickled"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let model_id = body["model"]["info"]["model_id"]
+        .as_str()
+        .expect("model id")
+        .to_string();
+    assert_eq!(body["model"]["info"]["status"], "LOGGED_MODEL_PENDING");
+    let location = body["model"]["info"]["artifact_uri"]
+        .as_str()
+        .expect("artifact uri")
+        .to_string();
+    assert_eq!(
+        location,
+        format!("mlflow-artifacts:/0/models/{model_id}/artifacts")
+    );
+
+    // A flavor Shoal cannot serve: a pickle next to its MLmodel.
+    let upload = http
+        .put(format!(
+            "http://{}/api/2.0/mlflow-artifacts/artifacts/0/models/{model_id}/artifacts/model.pkl",
+            hub.http_addr
+        ))
+        .bearer_auth(&hub.token)
+        .body("not onnx")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status().as_u16(), 200);
+
+    let (status, body) = call(
+        &http,
+        Method::PATCH,
+        &format!("{base}/logged-models/{model_id}"),
+        token,
+        Some(json!({"model_id": model_id, "status": "LOGGED_MODEL_PENDING"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &http,
+        Method::PATCH,
+        &format!("{base}/logged-models/{model_id}"),
+        token,
+        Some(json!({"model_id": model_id, "status": "LOGGED_MODEL_READY"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"]["info"]["status"], "LOGGED_MODEL_READY");
+
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/registered-models/create"),
+        token,
+        Some(json!({"name": "pickled"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/model-versions/create"),
+        token,
+        Some(
+            json!({"name": "pickled", "source": format!("models:/{model_id}"), "model_id": model_id})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Shoal registers ONNX models")),
+        "{body}"
+    );
+
+    // Another workspace sees neither the model nor its files.
+    hub.client()
+        .await
+        .workspaces
+        .create_workspace(wpb::CreateWorkspaceRequest {
+            name: "occ".into(),
+            description: String::new(),
+        })
+        .await
+        .expect("create workspace");
+    let (status, _) = call(
+        &http,
+        Method::GET,
+        &format!(
+            "http://{}/workspaces/occ/api/2.0/mlflow/logged-models/{model_id}",
+            hub.http_addr
+        ),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = call(
+        &http,
+        Method::GET,
+        &format!(
+            "http://{}/workspaces/occ/api/2.0/mlflow-artifacts/artifacts?path=0/models/{model_id}/artifacts",
+            hub.http_addr
+        ),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+
+    // Deleted, it leaves searches.
+    let (status, _) = call(
+        &http,
+        Method::DELETE,
+        &format!("{base}/logged-models/{model_id}"),
+        token,
+        Some(json!({"model_id": model_id}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{base}/logged-models/search"),
+        token,
+        Some(json!({"experiment_ids": ["0"]}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["models"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
     hub.shutdown().await;
 }

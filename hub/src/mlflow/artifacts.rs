@@ -1,6 +1,7 @@
 //! The `mlflow-artifacts` proxy: clients PUT and GET run files at
-//! `/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/{path}` and list folders
-//! with `?path=`. Bytes go to the content-addressed [`ArtifactStore`](crate::artifacts::ArtifactStore);
+//! `/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/{path}`, and the files of
+//! MLflow 3 logged models at `.../artifacts/{experiment}/models/{model id}/artifacts/{path}`,
+//! and list folders with `?path=`. Bytes go to the content-addressed [`ArtifactStore`](crate::artifacts::ArtifactStore);
 //! the tracking index maps each path to its blob.
 
 use axum::body::Body;
@@ -13,32 +14,76 @@ use tokio::io::AsyncReadExt;
 use super::runs::run_in_workspace;
 use super::{Call, MlflowError, MlflowResult};
 use crate::http::HttpState;
-use crate::tracking::{check_artifact_path, ArtifactEntry, Run};
+use crate::tracking::{check_artifact_path, ArtifactEntry, Lifecycle, LoggedModel, Run};
 
 /// Bytes read from disk per chunk of a download.
 const DOWNLOAD_CHUNK_BYTES: usize = 256 * 1024;
 
-/// The run an artifact path (`{experiment}/{run}/artifacts/...`) belongs to, checked to be of
-/// the workspace, and the path below the run's artifact root.
-fn owning_run(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Run, String)> {
-    check_artifact_path(path)?;
-    let mut parts = path.splitn(4, '/');
-    let (Some(experiment), Some(run_id), Some("artifacts")) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(MlflowError::NotFound(format!(
-            "artifact path '{path}' is not under a run's artifact root \
-             ('<experiment>/<run>/artifacts/...')"
-        )));
-    };
-    let run = state.tracking.run(run_id)?;
-    if run.workspace != workspace || run.experiment_id != experiment {
-        return Err(MlflowError::NotFound(format!(
-            "run '{run_id}' not found in experiment '{experiment}'"
-        )));
+/// What an artifact path belongs to: a run (`{experiment}/{run}/artifacts/...`) or an MLflow 3
+/// logged model (`{experiment}/models/{model id}/artifacts/...`).
+enum Owner {
+    Run(Box<Run>),
+    Model(Box<LoggedModel>),
+}
+
+impl Owner {
+    fn id(&self) -> &str {
+        match self {
+            Owner::Run(run) => &run.id,
+            Owner::Model(model) => &model.id,
+        }
     }
-    let below = parts.next().unwrap_or("").to_string();
-    Ok((run, below))
+
+    fn artifact_root(&self) -> String {
+        match self {
+            Owner::Run(run) => run.artifact_root(),
+            Owner::Model(model) => model.artifact_root(),
+        }
+    }
+}
+
+/// The run or logged model an artifact path belongs to, checked to be of the workspace, and
+/// the path below its artifact root.
+fn owner_of(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Owner, String)> {
+    check_artifact_path(path)?;
+    let parts: Vec<&str> = path.splitn(5, '/').collect();
+    match parts.as_slice() {
+        [experiment, "models", model_id, "artifacts", rest @ ..] => {
+            let missing = || {
+                MlflowError::NotFound(format!(
+                    "logged model '{model_id}' not found in experiment '{experiment}'"
+                ))
+            };
+            let model = match state.tracking.logged_model(model_id) {
+                Ok(model) => model,
+                Err(crate::error::HubError::NotFound { .. }) => return Err(missing()),
+                Err(other) => return Err(other.into()),
+            };
+            if model.workspace != workspace
+                || model.experiment_id != *experiment
+                || model.lifecycle == Lifecycle::Deleted
+            {
+                return Err(missing());
+            }
+            let below = rest.first().copied().unwrap_or("").to_string();
+            Ok((Owner::Model(Box::new(model)), below))
+        }
+        [experiment, run_id, "artifacts", rest @ ..] => {
+            let run = state.tracking.run(run_id)?;
+            if run.workspace != workspace || run.experiment_id != *experiment {
+                return Err(MlflowError::NotFound(format!(
+                    "run '{run_id}' not found in experiment '{experiment}'"
+                )));
+            }
+            let below = rest.join("/");
+            Ok((Owner::Run(Box::new(run)), below))
+        }
+        _ => Err(MlflowError::NotFound(format!(
+            "artifact path '{path}' is not under a run's artifact root \
+             ('<experiment>/<run>/artifacts/...') or a logged model's \
+             ('<experiment>/models/<model id>/artifacts/...')"
+        ))),
+    }
 }
 
 /// `PUT artifacts/{path}`: streams the body into the artifact store, within the hub's size
@@ -49,10 +94,10 @@ pub(crate) async fn upload(
     path: &str,
     body: Body,
 ) -> MlflowResult<Value> {
-    let (run, below) = owning_run(state, workspace, path)?;
+    let (owner, below) = owner_of(state, workspace, path)?;
     if below.is_empty() {
         return Err(MlflowError::InvalidParameter(format!(
-            "artifact path '{path}' names the run's artifact root, not a file"
+            "artifact path '{path}' names an artifact root, not a file"
         )));
     }
     let limit = state.max_artifact_bytes;
@@ -90,7 +135,7 @@ pub(crate) async fn upload(
     state
         .tracking
         .put_artifact(path, &ArtifactEntry { digest, size_bytes })?;
-    tracing::debug!(run = %run.id, path = %below, size_bytes, "mlflow artifact stored");
+    tracing::debug!(owner = %owner.id(), path = %below, size_bytes, "mlflow artifact stored");
     Ok(json!({}))
 }
 
@@ -100,7 +145,7 @@ pub(crate) async fn download(
     workspace: &str,
     path: &str,
 ) -> MlflowResult<Response> {
-    owning_run(state, workspace, path)?;
+    owner_of(state, workspace, path)?;
     let entry = state.tracking.artifact(path)?;
     if !crate::artifacts::is_valid_digest(&entry.digest) {
         return Err(MlflowError::Internal(format!(
@@ -134,11 +179,11 @@ pub(crate) async fn download(
 pub(crate) fn list(call: Call) -> MlflowResult<Value> {
     let path = call.fields.opt_str("path")?.unwrap_or_default();
     let path = path.trim_matches('/');
-    let (run, below) = owning_run(&call.state, &call.workspace, path)?;
+    let (owner, below) = owner_of(&call.state, &call.workspace, path)?;
     let files = call
         .state
         .tracking
-        .list_artifact_folder(&run.artifact_root(), &below)?
+        .list_artifact_folder(&owner.artifact_root(), &below)?
         .into_iter()
         .map(|entry| {
             let name = entry
@@ -172,7 +217,7 @@ pub(crate) fn list_for_run(call: Call) -> MlflowResult<Value> {
     Ok(json!({ "root_uri": run.artifact_uri(), "files": files }))
 }
 
-fn file_json(path: &str, is_dir: bool, size_bytes: u64) -> Value {
+pub(crate) fn file_json(path: &str, is_dir: bool, size_bytes: u64) -> Value {
     if is_dir {
         json!({ "path": path, "is_dir": true })
     } else {

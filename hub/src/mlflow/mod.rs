@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`error`]: MLflow's error codes and the single mapping from [`HubError`](crate::error::HubError).
 //! - `experiments`, `runs` (runs, logging, search), `artifacts` (the `mlflow-artifacts` proxy),
-//!   `models` (registered models and versions, backed by Shoal's ONNX registry).
+//!   `logged_models` (MLflow 3's logged models, which `log_model` creates), `models`
+//!   (registered models and versions, backed by Shoal's ONNX registry).
 //!
 //! # Paths and workspaces
 //! MLflow has no workspaces. `/api/2.0/mlflow/...` and `/api/2.0/mlflow-artifacts/...` serve
@@ -17,13 +18,14 @@
 //! # Coverage
 //! Served: experiments (create, get, get-by-name, search, update, delete, restore, set and
 //! delete tags); runs (create, update, get, search with filter, order and page tokens, delete,
-//! restore, log-metric, log-parameter, log-batch, set-tag, delete-tag, log-inputs and outputs
-//! accepted without being recorded); metrics/get-history; artifacts/list and the
-//! `mlflow-artifacts` proxy (upload, download, list); registered models (create, get, search,
-//! update, get-latest-versions, aliases) and model versions (create from a run's ONNX file,
-//! get, search, get-download-uri); `logged-models/search` (always empty). Everything else,
-//! such as traces, logged models, deletes in the registry and stage transitions, answers
-//! `ENDPOINT_NOT_FOUND`.
+//! restore, log-metric, log-parameter, log-batch, set-tag, delete-tag, log-inputs accepted
+//! without being recorded, outputs recording the run's logged models); metrics/get-history;
+//! artifacts/list and the `mlflow-artifacts` proxy (upload, download, list, for runs and
+//! logged models); logged models (create, get, finalize, delete, params, set and delete tags,
+//! search, list artifacts); registered models (create, get, search, update,
+//! get-latest-versions, aliases) and model versions (create from a run's or a logged model's
+//! ONNX file, get, search, get-download-uri). Everything else, such as traces, deletes in the
+//! registry and stage transitions, answers `ENDPOINT_NOT_FOUND`.
 //!
 //! Every request needs the admin token as `Authorization: Bearer <token>` (or as the password
 //! of HTTP basic auth). Requests are dispatched by hand rather than with one axum route per
@@ -34,6 +36,7 @@ mod artifacts;
 pub mod error;
 mod experiments;
 mod filter;
+mod logged_models;
 mod models;
 mod runs;
 
@@ -144,7 +147,11 @@ async fn tracking_call(
         ("GET", "metrics/get-history") => runs::metric_history(call),
         ("GET", "artifacts/list") => artifacts::list_for_run(call),
 
-        ("POST", "logged-models/search") => models::search_logged_models(call),
+        ("POST", "logged-models") => logged_models::create(call),
+        ("POST", "logged-models/search") => logged_models::search(call),
+        (method, endpoint) if endpoint.starts_with("logged-models/") => {
+            logged_models::route(call, method, &endpoint["logged-models/".len()..])
+        }
         ("POST", "registered-models/create") => models::create_model(call),
         ("GET", "registered-models/get") => models::get_model(call),
         ("GET", "registered-models/search") => models::search_models(call),
@@ -202,16 +209,10 @@ async fn artifacts_api(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn unsupported(method: &str, path: &str) -> MlflowError {
-    let hint = if path.contains("/logged-models") {
-        // MLflow 3's `log_model` goes through logged models, which Shoal does not keep.
-        "; log the model folder with mlflow.log_artifacts(dir, \"model\") and register \
-         runs:/<run id>/model"
-    } else {
-        ""
-    };
+/// `ENDPOINT_NOT_FOUND` for a method and path Shoal does not serve.
+pub(crate) fn unsupported(method: &str, path: &str) -> MlflowError {
     MlflowError::EndpointNotFound(format!(
-        "{method} {path} is not an MLflow endpoint Shoal supports{hint}"
+        "{method} {path} is not an MLflow endpoint Shoal supports"
     ))
 }
 

@@ -1,10 +1,18 @@
 //! `registered-models/*` and `model-versions/*`, backed by Shoal's registry.
 //!
 //! Shoal's registry holds ONNX models that tract has validated. `model-versions/create`
-//! resolves its `source` (`runs:/<run>/model`, `mlflow-artifacts:/...`, or an artifact path)
-//! to a file among the run's artifacts: an `.onnx` file itself, or the single `.onnx` file in
-//! a folder (MLflow's onnx flavor writes `model.onnx` next to `MLmodel`). Versions are READY
-//! as soon as they are created, and the run records the version among its outputs.
+//! resolves its `source` to a file among a run's or an MLflow 3 logged model's artifacts:
+//! - `models:/<model id>` (what MLflow 3's `log_model` and `register_model` send): the logged
+//!   model's files;
+//! - `runs:/<run>/<path>`: the run's files at `path`, or, when the run has none there, the
+//!   files of the run's logged model named like the first part of `path` (MLflow 3's
+//!   `log_model(name=...)`), the newest if there are several;
+//! - `mlflow-artifacts:/...` or an artifact path, of a run or a logged model.
+//!
+//! The file is an `.onnx` file itself, or the single `.onnx` file in a folder (MLflow's onnx
+//! flavor writes `model.onnx` next to `MLmodel`). Versions are READY as soon as they are
+//! created, and the run (the request's, or the logged model's source run) records the version
+//! among its outputs.
 
 use std::collections::BTreeMap;
 
@@ -12,24 +20,28 @@ use serde_json::{json, Value};
 
 use super::experiments::page_size;
 use super::filter::{parse_filter, Subject};
+use super::logged_models::logged_model_in_workspace;
 use super::runs::run_in_workspace;
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use crate::registry::{Model, ModelVersion, NewVersion, Registry};
-use crate::tracking::Run;
+use crate::tracking::{Lifecycle, LoggedModel, Run};
 
 /// Version tags that carry MLflow's `source` and `run_id`; not shown as user tags.
 const SOURCE_TAG: &str = "mlflow.source";
 const RUN_ID_TAG: &str = "mlflow.run_id";
+/// Version tag naming the logged model a version was taken from.
+const MODEL_ID_TAG: &str = "mlflow.model_id";
+
+fn is_hidden_tag(key: &str) -> bool {
+    [SOURCE_TAG, RUN_ID_TAG, MODEL_ID_TAG].contains(&key)
+}
 
 /// Models returned by one search page unless the client asks for fewer.
 const DEFAULT_SEARCH_PAGE: usize = 100;
 
 fn version_json(model: &Model, version: &ModelVersion) -> Value {
-    let tags = version
-        .tags
-        .iter()
-        .filter(|(k, _)| k.as_str() != SOURCE_TAG && k.as_str() != RUN_ID_TAG);
-    json!({
+    let tags = version.tags.iter().filter(|(k, _)| !is_hidden_tag(k));
+    let mut body = json!({
         "name": version.model,
         "version": version.version.to_string(),
         "creation_timestamp": version.created_at_ms,
@@ -43,7 +55,11 @@ fn version_json(model: &Model, version: &ModelVersion) -> Value {
         "status_message": "",
         "tags": key_value_list(tags),
         "aliases": Registry::aliases_of(model, version.version),
-    })
+    });
+    if let Some(model_id) = version.tags.get(MODEL_ID_TAG) {
+        body["model_id"] = json!(model_id);
+    }
+    body
 }
 
 fn model_json(registry: &Registry, model: &Model) -> MlflowResult<Value> {
@@ -78,16 +94,6 @@ fn version_number(call: &Call, field: &str) -> MlflowResult<u32> {
     let text = call.fields.str(field)?;
     text.parse()
         .map_err(|_| MlflowError::field(field, format!("'{text}' is not a version number")))
-}
-
-/// `logged-models/search`: MLflow 3 clients look for logged models whenever they list a
-/// run's artifacts below a folder. Shoal has no logged models (a run's files are its
-/// artifacts), so the answer is always empty.
-pub(crate) fn search_logged_models(call: Call) -> MlflowResult<Value> {
-    for id in call.fields.str_list("experiment_ids")? {
-        call.state.tracking.experiment_in(&call.workspace, &id)?;
-    }
-    Ok(json!({ "models": [] }))
 }
 
 pub(crate) fn create_model(call: Call) -> MlflowResult<Value> {
@@ -274,11 +280,19 @@ pub(crate) fn download_uri(call: Call) -> MlflowResult<Value> {
              fetch it with 'shoal model download'"
         ))
     })?;
+    // A logged model's version downloads from the model's own files.
+    if let Some(rest) = source.strip_prefix("models:/") {
+        let rest = rest.trim_matches('/');
+        let (id, below) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Ok(model) = logged_model_in_workspace(&call, id, true) {
+            return Ok(json!({ "artifact_uri": join(&model.artifact_uri(), below) }));
+        }
+    }
     Ok(json!({ "artifact_uri": source }))
 }
 
 /// `model-versions/create`: finds the ONNX file the source names, lets the registry validate
-/// and register it, and records the version among the run's outputs.
+/// and register it, and records the version among the outputs of the run it came from.
 pub(crate) async fn create_version(call: Call) -> MlflowResult<Value> {
     let name = call.fields.str("name")?;
     let source = call.fields.str("source")?;
@@ -286,12 +300,17 @@ pub(crate) async fn create_version(call: Call) -> MlflowResult<Value> {
     let description = call.fields.opt_str("description")?.unwrap_or_default();
     let mut tags: BTreeMap<String, String> = call.fields.key_values("tags")?.into_iter().collect();
 
-    let (run, artifact_path) = resolve_source(&call, &source, run_id.as_deref())?;
-    let onnx_path = onnx_file(&call, &source, &artifact_path)?;
+    let resolved = resolve_source(&call, &source, run_id.as_deref())?;
+    let onnx_path = onnx_file(&call, &source, &resolved.folder)?;
     let entry = call.state.tracking.artifact(&onnx_path)?;
 
     tags.insert(SOURCE_TAG.into(), source.clone());
-    tags.insert(RUN_ID_TAG.into(), run.id.clone());
+    if let Some(run) = &resolved.run {
+        tags.insert(RUN_ID_TAG.into(), run.id.clone());
+    }
+    if let Some(model_id) = &resolved.model_id {
+        tags.insert(MODEL_ID_TAG.into(), model_id.clone());
+    }
     let new = NewVersion {
         workspace: call.workspace.clone(),
         name: name.clone(),
@@ -302,32 +321,73 @@ pub(crate) async fn create_version(call: Call) -> MlflowResult<Value> {
     let version = registry
         .register(new, entry.digest, entry.size_bytes)
         .await?;
-    let reference = format!("{}@{}", version.model, version.version);
-    call.state.tracking.update_run(&run.id, |run| {
-        if !run.outputs.contains(&reference) {
-            run.outputs.push(reference.clone());
-        }
-        Ok(())
-    })?;
+    if let Some(run) = &resolved.run {
+        let reference = format!("{}@{}", version.model, version.version);
+        call.state.tracking.update_run(&run.id, |run| {
+            if !run.outputs.contains(&reference) {
+                run.outputs.push(reference.clone());
+            }
+            Ok(())
+        })?;
+    }
     let model = registry.model(&call.workspace, &name)?;
     Ok(json!({ "model_version": version_json(&model, &version) }))
 }
 
-/// The run a source belongs to and the source's full artifact path
-/// (`{experiment}/{run}/artifacts/...`).
-fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResult<(Run, String)> {
+/// Where a version's source points.
+struct ResolvedSource {
+    /// The run the version comes from: the request's `run_id`, the run of a run artifact, or
+    /// a logged model's source run.
+    run: Option<Run>,
+    /// The source's full artifact path (`{experiment}/{run}/artifacts/...` or
+    /// `{experiment}/models/{model id}/artifacts/...`).
+    folder: String,
+    /// The logged model the source names, if any.
+    model_id: Option<String>,
+}
+
+/// Resolves a version's source (see the module doc for the accepted forms).
+fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResult<ResolvedSource> {
     let unsupported = || {
         MlflowError::InvalidParameter(format!(
-            "source '{source}' is not one Shoal can register from: use runs:/<run>/<path>, \
-             mlflow-artifacts:/<experiment>/<run>/artifacts/<path>, or an artifact path of the run"
+            "source '{source}' is not one Shoal can register from: use models:/<logged model id>, \
+             runs:/<run>/<path>, mlflow-artifacts:/<experiment>/<run>/artifacts/<path>, or an \
+             artifact path of the run"
         ))
     };
+    let named_run = match run_id {
+        Some(id) => Some(run_in_workspace(call, id)?),
+        None => None,
+    };
+    if let Some(rest) = source.strip_prefix("models:/") {
+        let rest = rest.trim_matches('/');
+        let (id, below) = rest.split_once('/').unwrap_or((rest, ""));
+        let model = logged_model_in_workspace(call, id, false).map_err(|e| match e {
+            MlflowError::NotFound(_) => MlflowError::InvalidParameter(format!(
+                "source '{source}' does not name a logged model of this workspace: register \
+                 MLflow 3 logged models as models:/<model id> (m-...), a run's files as \
+                 runs:/<run>/<path>"
+            )),
+            other => other,
+        })?;
+        return from_logged_model(call, model, below, named_run);
+    }
     if let Some(rest) = source.strip_prefix("runs:/") {
         let rest = rest.trim_start_matches('/');
         let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
         let run = run_in_workspace(call, id)?;
         let full = join(&run.artifact_root(), path);
-        return Ok((run, full));
+        if !path.trim_matches('/').is_empty() && !has_artifacts(call, &full)? {
+            if let Some(model) = logged_model_of_run(call, &run, path)? {
+                let (_, below) = path.trim_matches('/').split_once('/').unwrap_or(("", ""));
+                return from_logged_model(call, model, below, Some(run));
+            }
+        }
+        return Ok(ResolvedSource {
+            run: Some(run),
+            folder: full,
+            model_id: None,
+        });
     }
     let full = if let Some(rest) = source.strip_prefix("mlflow-artifacts:") {
         // `mlflow-artifacts:/0/<run>/artifacts/model` or `mlflow-artifacts://host/0/...`.
@@ -340,11 +400,10 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
         rest.to_string()
     } else if source.contains(":/") {
         return Err(unsupported());
-    } else if let Some(id) = run_id {
+    } else if let Some(run) = &named_run {
         // A path relative to the run's artifact root, or already a full artifact path.
-        let run = run_in_workspace(call, id)?;
         let path = source.trim_matches('/');
-        if path.starts_with(&run.artifact_root()) {
+        if path.starts_with(&run.artifact_root()) || is_logged_model_path(path) {
             path.to_string()
         } else {
             join(&run.artifact_root(), path)
@@ -352,10 +411,14 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
     } else {
         source.trim_matches('/').to_string()
     };
-    let mut parts = full.splitn(4, '/');
-    let (Some(_experiment), Some(id), Some("artifacts")) =
-        (parts.next(), parts.next(), parts.next())
-    else {
+    let full = full.trim_end_matches('/').to_string();
+    let parts: Vec<&str> = full.splitn(5, '/').collect();
+    if let [_experiment, "models", model_id, "artifacts", rest @ ..] = parts.as_slice() {
+        let model = logged_model_in_workspace(call, model_id, false)?;
+        let below = rest.first().copied().unwrap_or("");
+        return from_logged_model(call, model, below, named_run);
+    }
+    let [_experiment, id, "artifacts", ..] = parts.as_slice() else {
         return Err(unsupported());
     };
     let run = run_in_workspace(call, id)?;
@@ -367,7 +430,67 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
             ));
         }
     }
-    Ok((run, full.trim_end_matches('/').to_string()))
+    Ok(ResolvedSource {
+        run: Some(run),
+        folder: full,
+        model_id: None,
+    })
+}
+
+/// A source inside a logged model's files; the run is the named one, else the model's
+/// source run (if it still exists in the workspace).
+fn from_logged_model(
+    call: &Call,
+    model: LoggedModel,
+    below: &str,
+    run: Option<Run>,
+) -> MlflowResult<ResolvedSource> {
+    let run = match (run, &model.source_run_id) {
+        (Some(run), _) => Some(run),
+        (None, Some(id)) => run_in_workspace(call, id).ok(),
+        (None, None) => None,
+    };
+    Ok(ResolvedSource {
+        run,
+        folder: join(&model.artifact_root(), below),
+        model_id: Some(model.id),
+    })
+}
+
+fn is_logged_model_path(path: &str) -> bool {
+    matches!(
+        path.splitn(5, '/').collect::<Vec<_>>().as_slice(),
+        [_, "models", _, "artifacts", ..]
+    )
+}
+
+/// Whether anything is stored at or below a full artifact path.
+fn has_artifacts(call: &Call, full: &str) -> MlflowResult<bool> {
+    let tracking = &call.state.tracking;
+    Ok(tracking.artifact(full).is_ok() || !tracking.artifacts_under(full)?.is_empty())
+}
+
+/// The run's logged model named like the first part of `path` (MLflow 3's
+/// `runs:/<run>/<name>`), the newest one if the run logged several under that name.
+fn logged_model_of_run(call: &Call, run: &Run, path: &str) -> MlflowResult<Option<LoggedModel>> {
+    let name = path.trim_matches('/').split('/').next().unwrap_or("");
+    let newest = call
+        .state
+        .tracking
+        .experiment_logged_models(&run.experiment_id)?
+        .into_iter()
+        .filter(|m| {
+            m.workspace == call.workspace
+                && m.lifecycle == Lifecycle::Active
+                && m.name == name
+                && m.source_run_id.as_deref() == Some(run.id.as_str())
+        })
+        .max_by(|a, b| {
+            a.created_ms
+                .cmp(&b.created_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+    Ok(newest)
 }
 
 fn join(root: &str, path: &str) -> String {

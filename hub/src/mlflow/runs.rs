@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use super::experiments::page_size;
 use super::{json_double, key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use crate::search::{RunOrder, RunPredicate};
-use crate::tracking::{Lifecycle, MetricPoint, NewRun, Run, RunQuery, RunStatus};
+use crate::tracking::{
+    run_model_outputs, Lifecycle, MetricPoint, NewRun, Run, RunQuery, RunStatus,
+};
 
 /// MLflow's limits on one `log-batch` request.
 const MAX_BATCH_METRICS: usize = 1000;
@@ -52,8 +54,13 @@ fn metric_json(key: &str, point: &MetricPoint) -> Value {
     })
 }
 
-/// A run as MLflow's `Run` message: info, data (latest metrics, params, tags), inputs, outputs.
+/// A run as MLflow's `Run` message: info, data (latest metrics, params, tags), inputs, outputs
+/// (the logged models the run output).
 pub(crate) fn run_json(run: &Run) -> Value {
+    let model_outputs: Vec<Value> = run_model_outputs(run)
+        .into_iter()
+        .map(|o| json!({ "model_id": o.model_id, "step": o.step }))
+        .collect();
     let metrics: Vec<Value> = run
         .metrics
         .iter()
@@ -67,7 +74,7 @@ pub(crate) fn run_json(run: &Run) -> Value {
             "tags": key_value_list(&run.tags),
         },
         "inputs": {},
-        "outputs": {},
+        "outputs": { "model_outputs": model_outputs },
     })
 }
 
@@ -226,11 +233,25 @@ pub(crate) fn log_batch(call: Call) -> MlflowResult<Value> {
             "a batch may hold at most {MAX_BATCH_ENTRIES} metrics, params and tags together, this one holds {total}"
         )));
     }
-    let points = metrics
-        .iter()
-        .map(metric_point)
-        .collect::<MlflowResult<Vec<_>>>()?;
     let run = requested_run(&call)?;
+    let mut points = Vec::with_capacity(metrics.len());
+    for item in &metrics {
+        let (key, point) = metric_point(item)?;
+        // MLflow 3's `log_model` logs the run's metrics at the model's step again, each now
+        // naming the model. Shoal keeps no metrics on logged models, and a point the run
+        // already has is not logged twice.
+        if item.opt_str("model_id")?.is_some()
+            && call
+                .state
+                .tracking
+                .metric_history(&run.id, &key)?
+                .iter()
+                .any(|old| same_point(old, &point))
+        {
+            continue;
+        }
+        points.push((key, point));
+    }
     if !params.is_empty() {
         call.state.tracking.log_params(&run.id, &params)?;
     }
@@ -239,6 +260,13 @@ pub(crate) fn log_batch(call: Call) -> MlflowResult<Value> {
         call.state.tracking.set_tags(&run.id, &tags)?;
     }
     Ok(json!({}))
+}
+
+/// Whether two points are the same logged value (NaN equal to NaN).
+fn same_point(a: &MetricPoint, b: &MetricPoint) -> bool {
+    a.step == b.step
+        && a.timestamp_ms == b.timestamp_ms
+        && (a.value == b.value || (a.value.is_nan() && b.value.is_nan()))
 }
 
 pub(crate) fn set_tag(call: Call) -> MlflowResult<Value> {
@@ -265,10 +293,26 @@ pub(crate) fn log_inputs(call: Call) -> MlflowResult<Value> {
     Ok(json!({}))
 }
 
-/// `runs/outputs`: MLflow logged-model outputs are accepted and not recorded; Shoal records
-/// a run's outputs when a model version is registered from it.
+/// `runs/outputs`: links logged models to the run (MLflow 3's `log_model` does this for the
+/// model it creates). The links are kept in the run's `mlflow.loggedModels` tag, so they show
+/// wherever the run's tags do; a model version registered from the run is recorded among the
+/// run's outputs when it is created.
 pub(crate) fn log_outputs(call: Call) -> MlflowResult<Value> {
-    requested_run(&call)?;
+    let run = requested_run(&call)?;
+    let models = call
+        .fields
+        .objects("models")?
+        .iter()
+        .map(|item| Ok((item.str("model_id")?, item.opt_i64("step")?.unwrap_or(0))))
+        .collect::<MlflowResult<Vec<_>>>()?;
+    for (model_id, _) in &models {
+        super::logged_models::logged_model_in_workspace(&call, model_id, false)?;
+    }
+    for (model_id, step) in models {
+        call.state
+            .tracking
+            .link_logged_model_output(&run.id, &model_id, step)?;
+    }
     Ok(json!({}))
 }
 
