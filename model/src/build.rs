@@ -323,6 +323,40 @@ mod tests {
     use crate::{LoadedModel, ModelError, Tensor, TensorData};
 
     #[test]
+    fn inputs_with_unnamed_dynamic_dims_load_and_run() {
+        use prost::Message;
+        let mlp = Mlp::seeded(&[4, 3, 2], 9);
+        let mut proto = crate::loaded::decode(&mlp.to_onnx()).expect("decodes");
+        let graph = proto.graph.as_mut().expect("a graph");
+        let Some(tract_onnx::pb::type_proto::Value::TensorType(tensor)) = graph.input[0]
+            .r#type
+            .as_mut()
+            .and_then(|t| t.value.as_mut())
+        else {
+            panic!("a tensor input");
+        };
+        // What skl2onnx writes for a `None` batch dimension: no value at all.
+        tensor.shape.as_mut().expect("a shape").dim[0].value = None;
+        let bytes = proto.encode_to_vec();
+        let loaded = LoadedModel::from_bytes(&bytes).expect("loads");
+        assert_eq!(loaded.signature().inputs[0].shape_string(), "[x_dim0,4]");
+        let row = [0.5f32, -1.0, 2.0, 0.25];
+        let out = loaded
+            .run(vec![Tensor {
+                shape: vec![1, 4],
+                data: TensorData::F32(row.to_vec()),
+            }])
+            .expect("runs");
+        let TensorData::F32(values) = &out[0].data else {
+            panic!("f32 output");
+        };
+        let expected = mlp.forward(&row);
+        for (a, b) in values.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{values:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
     fn tract_runs_the_written_mlp_like_plain_rust() {
         let mlp = Mlp::seeded(&[4, 16, 3], 7).with_softmax();
         let model = LoadedModel::from_bytes(&mlp.to_onnx()).unwrap();

@@ -38,7 +38,8 @@ impl LoadedModel {
     /// naming each unknown operator, `Invalid` when tract cannot type or optimize the graph.
     pub fn from_bytes(bytes: &[u8]) -> ModelResult<LoadedModel> {
         let onnx = tract_onnx::onnx();
-        let proto = decode(bytes)?;
+        let mut proto = decode(bytes)?;
+        name_unknown_input_dims(&mut proto);
         let graph = proto
             .graph
             .as_ref()
@@ -170,6 +171,40 @@ impl LoadedModel {
 ///
 /// # Errors
 /// `NotOnnx` when the bytes are not a protobuf `ModelProto`.
+/// Gives every input dimension that has neither a size nor a name (`None` in exporters such
+/// as skl2onnx, `?` in Netron) a symbol of its own, `{input}_dim{axis}`, the name the IO
+/// signature shows for it. tract cannot analyse a graph whose sources have unknown
+/// dimensions, but handles symbolic ones; distinct names keep two such dimensions from being
+/// forced equal.
+pub fn name_unknown_input_dims(proto: &mut pb::ModelProto) {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TypeValue;
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
+    for input in graph.input.iter_mut() {
+        let name = input.name.clone();
+        let Some(TypeValue::TensorType(tensor)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        let Some(shape) = tensor.shape.as_mut() else {
+            continue;
+        };
+        for (axis, dim) in shape.dim.iter_mut().enumerate() {
+            let unknown = match &dim.value {
+                None => true,
+                Some(Value::DimParam(name)) => name.is_empty(),
+                Some(Value::DimValue(n)) => *n < 0,
+            };
+            if unknown {
+                dim.value = Some(Value::DimParam(format!("{name}_dim{axis}")));
+            }
+        }
+    }
+}
+
 pub fn decode(bytes: &[u8]) -> ModelResult<pb::ModelProto> {
     use prost::Message;
     if bytes.is_empty() {
