@@ -9,7 +9,7 @@
 //! primary metric and goal, logged on the parent, and optionally registered as a model.
 //!
 //! # Records
-//! - `sweeps/{id}`: [`Sweep`].
+//! - `sweeps/{id}`: [`Sweep`]; `sweeps_running/{id}` while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{HubError, HubResult};
 use crate::jobs::{builtin, Jobs, StopAdvisor, Submission};
 use crate::storage::Records;
-use crate::tracking::{BuiltinJob, Compute, Job, MetricPoint, NewRun, Run, RunStatus};
+use crate::tracking::{BuiltinJob, Compute, Job, MetricPoint, NewRun, Run, RunStatus, Tracking};
 
 const SWEEPS_TREE: &str = "sweeps";
+/// Ids of running sweeps, so the controller never scans finished ones.
+const RUNNING_SWEEPS_TREE: &str = "sweeps_running";
 
 /// Most child runs one sweep may plan.
 const MAX_SWEEP_RUNS: u32 = 1000;
@@ -112,11 +114,13 @@ pub struct Sweeps {
 impl Sweeps {
     /// Creates the controller and installs it as the jobs layer's early-termination advisor.
     pub fn new(records: Records, jobs: Jobs) -> Sweeps {
-        let sweeps = Sweeps { records, jobs };
-        sweeps
-            .jobs
-            .set_stop_advisor(Arc::new(SweepAdvisor(sweeps.clone())));
-        sweeps
+        // The advisor holds the records and the tracking store, not the jobs layer: the jobs
+        // layer holds the advisor, and a cycle would keep the store open after shutdown.
+        jobs.set_stop_advisor(Arc::new(SweepAdvisor {
+            records: records.clone(),
+            tracking: jobs.tracking().clone(),
+        }));
+        Sweeps { records, jobs }
     }
 
     /// Checks and plans a sweep, creates its parent run and stores it; the controller starts
@@ -224,6 +228,7 @@ impl Sweeps {
             error: None,
         };
         self.records.put(SWEEPS_TREE, &id, &sweep)?;
+        self.records.put_bytes(RUNNING_SWEEPS_TREE, &id, b"")?;
         self.records.flush()?;
         tracing::info!(sweep = %id, runs = sweep.planned.len(), "sweep submitted");
         // Wake the controller.
@@ -234,9 +239,7 @@ impl Sweeps {
     /// # Errors
     /// `NotFound`.
     pub fn get(&self, id: &str) -> HubResult<Sweep> {
-        self.records
-            .get(SWEEPS_TREE, id)?
-            .ok_or_else(|| HubError::not_found("sweep", id))
+        sweep_record(&self.records, id)
     }
 
     /// # Errors
@@ -280,8 +283,13 @@ impl Sweeps {
     /// Starts children where there is room; returns the sweeps whose children have all ended.
     fn step_all(&self) -> HubResult<Vec<Sweep>> {
         let mut finished = Vec::new();
-        for sweep in self.records.scan::<Sweep>(SWEEPS_TREE, "")? {
+        for id in self.records.keys(RUNNING_SWEEPS_TREE, "")? {
+            let Some(sweep) = self.records.get::<Sweep>(SWEEPS_TREE, &id)? else {
+                self.records.delete(RUNNING_SWEEPS_TREE, &id)?;
+                continue;
+            };
             if sweep.status != SweepStatus::Running {
+                self.records.delete(RUNNING_SWEEPS_TREE, &id)?;
                 continue;
             }
             match self.step(sweep) {
@@ -461,35 +469,47 @@ impl Sweeps {
                 change(&mut sweep);
                 Ok(sweep)
             })?;
+        if sweep.status != SweepStatus::Running {
+            self.records.delete(RUNNING_SWEEPS_TREE, id)?;
+        }
         self.records.flush()?;
         Ok(sweep)
     }
+}
 
-    /// The primary metric's intermediate values of a sweep's children.
-    fn history(&self, sweep: &Sweep) -> HubResult<MetricHistory> {
-        let mut history = MetricHistory::new(sweep.metric.clone());
-        for id in &sweep.child_runs {
-            for point in self.jobs.tracking().metric_history(id, &sweep.metric)? {
-                if point.step >= 0 {
-                    history.record(id, point.step as u64, point.value);
-                }
+fn sweep_record(records: &Records, id: &str) -> HubResult<Sweep> {
+    records
+        .get(SWEEPS_TREE, id)?
+        .ok_or_else(|| HubError::not_found("sweep", id))
+}
+
+/// The primary metric's intermediate values of a sweep's children.
+fn history(tracking: &Tracking, sweep: &Sweep) -> HubResult<MetricHistory> {
+    let mut history = MetricHistory::new(sweep.metric.clone());
+    for id in &sweep.child_runs {
+        for point in tracking.metric_history(id, &sweep.metric)? {
+            if point.step >= 0 {
+                history.record(id, point.step as u64, point.value);
             }
         }
-        Ok(history)
     }
+    Ok(history)
 }
 
 /// The early-termination hook the jobs layer calls after each epoch of a sweep's child.
-struct SweepAdvisor(Sweeps);
+struct SweepAdvisor {
+    records: Records,
+    tracking: Tracking,
+}
 
 impl StopAdvisor for SweepAdvisor {
     fn should_stop(&self, run: &Run, step: i64) -> Option<String> {
         let sweep_id = run.sweep_id.as_ref()?;
-        let sweep = self.0.get(sweep_id).ok()?;
+        let sweep = sweep_record(&self.records, sweep_id).ok()?;
         if matches!(sweep.early_stop, EarlyStop::None) || step < 0 {
             return None;
         }
-        let history = self.0.history(&sweep).ok()?;
+        let history = history(&self.tracking, &sweep).ok()?;
         let decision = sweep
             .early_stop
             .should_stop(sweep.goal, &history, &run.id, step as u64);

@@ -11,6 +11,8 @@
 //! - `run_metrics/{run_id}/{key as hex}/{seq}`: every logged metric point, in logging order;
 //!   the run record keeps only each metric's latest point.
 //! - `run_logs/{run_id}/{line:012}`: the run's log, one record per line.
+//! - `run_queue/{compute}/{created_ms}/{run_id}` and `run_active/{run_id}`: indexes of queued
+//!   runs and of runs an executor holds, kept with every status change.
 //! - `artifact_index/{exp_id}/{run_id}/artifacts/{path}`: files stored in the artifact store
 //!   (content-addressed); the key is the path MLflow's artifact proxy uses.
 
@@ -33,6 +35,11 @@ const METRICS_TREE: &str = "run_metrics";
 const LOGS_TREE: &str = "run_logs";
 const ARTIFACT_INDEX_TREE: &str = "artifact_index";
 const COUNTERS_TREE: &str = "counters";
+/// Queued runs by target and age (`{compute}/{created_ms:016}/{run_id}`), so the scheduler
+/// never scans every run.
+const RUN_QUEUE_TREE: &str = "run_queue";
+/// Runs an executor holds now (`{run_id}`), for the heartbeat reaper.
+const RUN_ACTIVE_TREE: &str = "run_active";
 
 /// The experiment every workspace has, and the one MLflow's id `0` stands for.
 pub const DEFAULT_EXPERIMENT: &str = "Default";
@@ -641,6 +648,7 @@ impl Tracking {
             user: new.user,
         };
         self.records.put(RUNS_TREE, &id, &run)?;
+        self.reindex(&run)?;
         self.records.put(
             EXPERIMENT_RUNS_TREE,
             &format!("{}/{id}", experiment.id),
@@ -668,15 +676,41 @@ impl Tracking {
         id: &str,
         mut change: impl FnMut(&mut Run) -> HubResult<()>,
     ) -> HubResult<Run> {
+        let mut before = None;
         let run = self
             .records
             .update::<Run, HubError>(RUNS_TREE, id, |current| {
                 let mut run = current.ok_or_else(|| HubError::not_found("run", id))?;
+                before = Some((run.status, run.executor.is_some()));
                 change(&mut run)?;
                 Ok(run)
             })?;
+        if before != Some((run.status, run.executor.is_some())) {
+            self.reindex(&run)?;
+        }
         self.changed();
         Ok(run)
+    }
+
+    /// Keeps the queue and active-run indexes in step with a run's status.
+    fn reindex(&self, run: &Run) -> HubResult<()> {
+        let queue_key = format!(
+            "{}/{:016}/{}",
+            run.compute.as_str(),
+            run.created_ms.max(0),
+            run.id
+        );
+        if run.status == RunStatus::Queued {
+            self.records.put_bytes(RUN_QUEUE_TREE, &queue_key, b"")?;
+        } else {
+            self.records.delete(RUN_QUEUE_TREE, &queue_key)?;
+        }
+        if run.status == RunStatus::Running && run.executor.is_some() {
+            self.records.put_bytes(RUN_ACTIVE_TREE, &run.id, b"")?;
+        } else {
+            self.records.delete(RUN_ACTIVE_TREE, &run.id)?;
+        }
+        Ok(())
     }
 
     /// Moves a run to a terminal status (no-op if it already has one).
@@ -954,13 +988,20 @@ impl Tracking {
     /// # Errors
     /// Storage errors.
     pub fn queued_runs(&self, compute: Compute) -> HubResult<Vec<Run>> {
-        let mut runs: Vec<Run> = self
+        let mut runs = Vec::new();
+        for key in self
             .records
-            .scan::<Run>(RUNS_TREE, "")?
-            .into_iter()
-            .filter(|r| r.status == RunStatus::Queued && r.compute == compute)
-            .collect();
-        runs.sort_by_key(|r| r.created_ms);
+            .keys(RUN_QUEUE_TREE, &format!("{}/", compute.as_str()))?
+        {
+            let Some((_, id)) = key.rsplit_once('/') else {
+                continue;
+            };
+            if let Some(run) = self.records.get::<Run>(RUNS_TREE, id)? {
+                if run.status == RunStatus::Queued {
+                    runs.push(run);
+                }
+            }
+        }
         Ok(runs)
     }
 
@@ -969,12 +1010,15 @@ impl Tracking {
     /// # Errors
     /// Storage errors.
     pub fn running_runs(&self) -> HubResult<Vec<Run>> {
-        Ok(self
-            .records
-            .scan::<Run>(RUNS_TREE, "")?
-            .into_iter()
-            .filter(|r| r.status == RunStatus::Running && r.executor.is_some())
-            .collect())
+        let mut runs = Vec::new();
+        for id in self.records.keys(RUN_ACTIVE_TREE, "")? {
+            if let Some(run) = self.records.get::<Run>(RUNS_TREE, &id)? {
+                if run.status == RunStatus::Running && run.executor.is_some() {
+                    runs.push(run);
+                }
+            }
+        }
+        Ok(runs)
     }
 
     // === artifacts ===

@@ -864,3 +864,42 @@ async fn an_onnx_file_a_script_wrote_is_registered_from_its_run() {
     );
     hub.shutdown().await;
 }
+
+/// A hub that shuts down stops its local runs and records why; a queued run survives the
+/// restart and runs once a worker comes.
+#[tokio::test]
+async fn runs_across_a_hub_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let hub = TestHub::builder().data_dir(data.path()).start().await;
+    let (_dir, bytes) = snapshot(&[(
+        "loop.sh",
+        "echo $$ > main.pid\nwhile true; do sleep 0.1; done\n",
+    )]);
+    let running = submit(
+        &hub,
+        script_header("restart", "loop.sh", "local"),
+        Some(bytes),
+    )
+    .await;
+    let main = read_pid(&data.path().join("runs").join(&running.id).join("main.pid")).await;
+    let (_dir2, bytes2) = snapshot(&[("train.sh", TRAIN_SH)]);
+    let queued = submit(
+        &hub,
+        script_header("restart", "train.sh", "worker"),
+        Some(bytes2),
+    )
+    .await;
+    hub.shutdown().await;
+    assert!(process_gone(main), "the hub stopped its run before exiting");
+
+    let hub = TestHub::builder().data_dir(data.path()).start().await;
+    let stopped = get_run(&hub, &running.id).await;
+    assert_eq!(stopped.status, "canceled");
+    assert_eq!(stopped.error, "the hub shut down while the run was running");
+    assert_eq!(get_run(&hub, &queued.id).await.status, "queued");
+    let work = tempfile::tempdir().expect("temp dir");
+    let _worker = TestWorker::start(&hub, "late-worker", work.path());
+    let done = wait_for_end(&hub, &queued.id).await;
+    assert_eq!(done.status, "completed", "{:?}", done.log_tail);
+    hub.shutdown().await;
+}

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::artifacts::ArtifactStore;
 use crate::dataset::Datasets;
@@ -84,6 +85,8 @@ struct JobsInner {
     max_upload_bytes: u64,
     /// Cancel handles of the runs this host executes now.
     local: Mutex<HashMap<String, CancellationToken>>,
+    /// The tasks executing them, so shutdown can wait until each has recorded its end.
+    tasks: TaskTracker,
     advisor: Mutex<Option<Arc<dyn StopAdvisor>>>,
 }
 
@@ -116,6 +119,7 @@ impl Jobs {
                 heartbeat_timeout: config.heartbeat_timeout,
                 max_upload_bytes: config.max_upload_bytes,
                 local: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
                 advisor: Mutex::new(None),
             }),
         }
@@ -355,11 +359,23 @@ impl Jobs {
                 tracing::warn!(%error, "cannot start queued runs");
             }
         }
-        // Shutting down: stop what this host runs; the runs end as canceled.
-        let tokens: Vec<CancellationToken> = lock(&self.inner.local).values().cloned().collect();
-        for token in tokens {
+        // Shutting down: stop what this host runs and wait until each run has recorded its
+        // end (canceled, saying why); the hub's shutdown grace bounds the wait.
+        let running: Vec<(String, CancellationToken)> = lock(&self.inner.local)
+            .iter()
+            .map(|(id, token)| (id.clone(), token.clone()))
+            .collect();
+        for (id, token) in running {
+            let _ = self.inner.tracking.update_run(&id, |run| {
+                if !run.status.is_terminal() && run.error.is_none() {
+                    run.error = Some("the hub shut down while the run was running".into());
+                }
+                Ok(())
+            });
             token.cancel();
         }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     fn start_local_runs(&self, shutdown: &CancellationToken) -> HubResult<()> {
@@ -383,7 +399,7 @@ impl Jobs {
             let token = shutdown.child_token();
             lock(&self.inner.local).insert(run.id.clone(), token.clone());
             let jobs = self.clone();
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 let run_id = run.id.clone();
                 let result = match run.job.clone() {
                     Some(Job::Script(job)) => local::execute(&jobs, &run, &job, token).await,
