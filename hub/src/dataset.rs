@@ -193,3 +193,24 @@ fn profile_file(path: PathBuf) -> HubResult<Profile> {
     shoal_drift::profile_csv(std::io::BufReader::new(file), &ProfileOptions::default())
         .map_err(|e| HubError::invalid(format!("dataset refused: {e}")))
 }
+
+impl crate::workspace::WorkspaceContents for Datasets {
+    fn held(&self, workspace: &str) -> HubResult<Vec<String>> {
+        let versions = self
+            .records
+            .count(DATASET_VERSIONS_TREE, &format!("{workspace}/"))?;
+        Ok((versions > 0)
+            .then(|| format!("{versions} dataset versions"))
+            .into_iter()
+            .collect())
+    }
+
+    fn delete_all(&self, workspace: &str) -> HubResult<()> {
+        for tree in [DATASETS_TREE, DATASET_VERSIONS_TREE] {
+            for key in self.records.keys(tree, &format!("{workspace}/"))? {
+                self.records.delete(tree, &key)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -357,6 +357,11 @@ impl BoundHub {
         let workspace_api = WorkspaceServiceServer::with_interceptor(
             api::WorkspaceApi {
                 workspaces: self.workspaces.clone(),
+                contents: vec![
+                    Arc::new(self.datasets.clone()),
+                    Arc::new(self.tracking.clone()),
+                    Arc::new(self.sweeps.clone()),
+                ],
             },
             auth.clone(),
         );

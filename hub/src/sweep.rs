@@ -540,3 +540,21 @@ pub fn sweep_to_wire(s: Sweep) -> shoal_proto::training::Sweep {
         error: s.error.unwrap_or_default(),
     }
 }
+
+impl crate::workspace::WorkspaceContents for Sweeps {
+    fn held(&self, workspace: &str) -> HubResult<Vec<String>> {
+        let count = self.list(workspace)?.len();
+        Ok((count > 0)
+            .then(|| format!("{count} sweeps"))
+            .into_iter()
+            .collect())
+    }
+
+    fn delete_all(&self, workspace: &str) -> HubResult<()> {
+        for sweep in self.list(workspace)? {
+            self.records.delete(RUNNING_SWEEPS_TREE, &sweep.id)?;
+            self.records.delete(SWEEPS_TREE, &sweep.id)?;
+        }
+        Ok(())
+    }
+}

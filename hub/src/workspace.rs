@@ -6,6 +6,22 @@ use crate::error::{check_name, HubError, HubResult};
 use crate::storage::Records;
 
 pub const TREE: &str = "workspaces";
+
+/// What other domains keep per workspace under keys that do not start with the workspace
+/// (experiments and runs have hub-wide ids): they say what they hold, and delete it when a
+/// workspace is deleted with force.
+pub trait WorkspaceContents: Send + Sync {
+    /// What the workspace holds here, for the "not empty" refusal (`"3 runs"`).
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when even a forced delete must wait (a run still executing).
+    fn held(&self, workspace: &str) -> HubResult<Vec<String>>;
+    /// Deletes everything the workspace holds here.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn delete_all(&self, workspace: &str) -> HubResult<()>;
+}
 /// The workspace every hub has, so a first user needs none of their own.
 pub const DEFAULT_WORKSPACE: &str = "default";
 
@@ -85,12 +101,18 @@ impl Workspaces {
         Ok(self.records.scan(TREE, "")?)
     }
 
-    /// Deletes a workspace. One that still holds models, devices or deployments is refused
-    /// unless `force`, which deletes them too (artifact blobs stay: they may be shared).
+    /// Deletes a workspace. One that still holds models, devices, deployments, datasets,
+    /// experiments or runs (what `contents` report) is refused unless `force`, which deletes
+    /// them too (artifact blobs stay: they may be shared).
     ///
     /// # Errors
     /// `NotFound`, or `FailedPrecondition` naming what the workspace still holds.
-    pub fn delete(&self, name: &str, force: bool) -> HubResult<()> {
+    pub fn delete(
+        &self,
+        name: &str,
+        force: bool,
+        contents: &[&dyn WorkspaceContents],
+    ) -> HubResult<()> {
         self.require(name)?;
         let prefix = format!("{name}/");
         let mut held = Vec::new();
@@ -100,11 +122,17 @@ impl Workspaces {
                 held.push(format!("{count} {tree}"));
             }
         }
+        for domain in contents {
+            held.extend(domain.held(name)?);
+        }
         if !held.is_empty() && !force {
             return Err(HubError::FailedPrecondition(format!(
                 "workspace '{name}' is not empty ({}); delete with force to remove it and everything in it",
                 held.join(", ")
             )));
+        }
+        for domain in contents {
+            domain.delete_all(name)?;
         }
         self.delete_owned(&prefix)?;
         self.records.delete(TREE, name)?;

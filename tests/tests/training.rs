@@ -903,3 +903,102 @@ async fn runs_across_a_hub_restart() {
     assert_eq!(done.status, "completed", "{:?}", done.log_tail);
     hub.shutdown().await;
 }
+
+/// Deleting a workspace takes its datasets, experiments and runs with it, and a workspace of
+/// the same name starts empty.
+#[tokio::test]
+async fn deleting_a_workspace_deletes_its_training_records() {
+    use shoal_proto::workspace as wpb;
+    let hub = TestHub::start().await;
+    let mut client = hub.client().await;
+    let create = || wpb::CreateWorkspaceRequest {
+        name: "lab".into(),
+        description: String::new(),
+    };
+    client
+        .workspaces
+        .create_workspace(create())
+        .await
+        .expect("created");
+    let mut messages = vec![pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Header(
+            pb::UploadDatasetHeader {
+                workspace: "lab".into(),
+                name: "sensors".into(),
+                ..Default::default()
+            },
+        )),
+    }];
+    messages.push(pb::UploadDatasetRequest {
+        part: Some(pb::upload_dataset_request::Part::Chunk(
+            clusters_csv(90, 3).into_bytes(),
+        )),
+    });
+    client
+        .training
+        .upload_dataset(futures::stream::iter(messages))
+        .await
+        .expect("dataset");
+    let mut header = builtin_header("exp", "sensors@1", &[("epochs", "2")], "");
+    header.workspace = "lab".into();
+    let run = submit(&hub, header, None).await;
+    assert_eq!(wait_for_end(&hub, &run.id).await.status, "completed");
+
+    let refused = client
+        .workspaces
+        .delete_workspace(wpb::DeleteWorkspaceRequest {
+            name: "lab".into(),
+            force: false,
+        })
+        .await
+        .expect_err("not empty");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    for held in ["1 dataset versions", "1 experiments", "1 runs"] {
+        assert!(refused.message().contains(held), "{}", refused.message());
+    }
+    client
+        .workspaces
+        .delete_workspace(wpb::DeleteWorkspaceRequest {
+            name: "lab".into(),
+            force: true,
+        })
+        .await
+        .expect("forced");
+    let gone = client
+        .training
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .expect_err("the run went with its workspace");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    client
+        .workspaces
+        .create_workspace(create())
+        .await
+        .expect("created again");
+    let experiments = client
+        .training
+        .list_experiments(pb::ListExperimentsRequest {
+            workspace: "lab".into(),
+        })
+        .await
+        .expect("experiments")
+        .into_inner()
+        .experiments;
+    let names: Vec<&str> = experiments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec!["Default"]);
+    assert_eq!(experiments[0].runs, 0);
+    let datasets = client
+        .training
+        .list_datasets(pb::ListDatasetsRequest {
+            workspace: "lab".into(),
+        })
+        .await
+        .expect("datasets")
+        .into_inner()
+        .versions;
+    assert!(datasets.is_empty());
+    hub.shutdown().await;
+}

@@ -6,6 +6,8 @@ use crate::workspace::{Workspace, Workspaces};
 
 pub struct WorkspaceApi {
     pub workspaces: Workspaces,
+    /// Domains whose records a deleted workspace takes with it (datasets, tracking, sweeps).
+    pub contents: Vec<std::sync::Arc<dyn crate::workspace::WorkspaceContents>>,
 }
 
 fn to_wire(w: Workspace) -> pb::Workspace {
@@ -60,7 +62,11 @@ impl WorkspaceService for WorkspaceApi {
         request: Request<pb::DeleteWorkspaceRequest>,
     ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
         let r = request.into_inner();
-        self.workspaces.delete(&r.name, r.force).map_err(status)?;
+        let contents: Vec<&dyn crate::workspace::WorkspaceContents> =
+            self.contents.iter().map(|c| c.as_ref()).collect();
+        self.workspaces
+            .delete(&r.name, r.force, &contents)
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteWorkspaceResponse {}))
     }
 }
