@@ -213,6 +213,31 @@ async fn dataset_profile_matches_the_csv_and_ragged_rows_are_refused() {
         .expect("second version");
     assert_eq!(again.version, 2);
 
+    // A built-in trainer is refused at submission for a categorical feature.
+    let mut client = hub.client().await;
+    let mut header = builtin_header("exp", "tiny@2", &[], "");
+    if let Some(pb::submit_run_header::Job::Builtin(job)) = header.job.as_mut() {
+        job.target = "a".into();
+    }
+    let refused = client
+        .training
+        .submit_run(futures::stream::iter(vec![pb::SubmitRunRequest {
+            part: Some(pb::submit_run_request::Part::Header(header)),
+        }]))
+        .await
+        .expect_err("categorical feature");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("[\"kind\"]"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("--features b"),
+        "{}",
+        refused.message()
+    );
+
     let ragged = upload_dataset(&hub, "broken", "a,b\n1,2\n3\n").await;
     let error = ragged.expect_err("ragged csv refused");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);

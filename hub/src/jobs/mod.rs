@@ -203,6 +203,35 @@ impl Jobs {
                         )));
                     }
                 }
+                // Built-in trainers take numeric features; say so now, not after queueing.
+                let categorical: Vec<&str> = dataset
+                    .profile
+                    .columns
+                    .iter()
+                    .filter(|c| {
+                        c.name != job.target
+                            && (job.features.is_empty() || job.features.contains(&c.name))
+                            && matches!(c.kind, shoal_drift::FeatureKind::Categorical(_))
+                    })
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !categorical.is_empty() {
+                    let numeric: Vec<&str> = dataset
+                        .profile
+                        .columns
+                        .iter()
+                        .filter(|c| {
+                            c.name != job.target
+                                && matches!(c.kind, shoal_drift::FeatureKind::Numeric(_))
+                        })
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    return Err(HubError::invalid(format!(
+                        "built-in trainers take numeric features, and {categorical:?} of {} are categorical; pick features with --features {}",
+                        dataset.reference(),
+                        numeric.join(",")
+                    )));
+                }
                 job.dataset = dataset.reference();
                 inputs.push(dataset.reference());
                 Job::Builtin(job)
