@@ -119,7 +119,7 @@ fn script_header(experiment: &str, script: &str, compute: &str) -> pb::SubmitRun
         compute: compute.into(),
         params: HashMap::from([("lr".to_string(), "0.1".to_string())]),
         job: Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
-            command: vec!["sh".into(), script.into()],
+            command: vec!["sh".into(), script.into(), "${{params.lr}}".into()],
             env: HashMap::new(),
         })),
         ..Default::default()
@@ -346,7 +346,7 @@ async fn builtin_mlp_trains_logs_epochs_and_registers_with_a_baseline() {
 }
 
 const TRAIN_SH: &str = r#"
-echo "run $SHOAL_RUN_ID starting"
+echo "run $SHOAL_RUN_ID starting with lr $1"
 echo "to stderr" >&2
 mkdir -p outputs/nested
 for step in 1 2 3; do
@@ -381,8 +381,13 @@ async fn script_run_streams_logs_records_metrics_and_collects_outputs() {
         done.error, done.log_tail
     );
     assert_eq!(done.exit_code, Some(0));
+    assert_eq!(
+        done.command,
+        vec!["sh", "train.sh", "0.1"],
+        "params substituted"
+    );
     assert!(
-        logs.contains(&format!("run {} starting", run.id)),
+        logs.contains(&format!("run {} starting with lr 0.1", run.id)),
         "{logs:?}"
     );
     assert!(logs.contains(&"to stderr".to_string()));
@@ -677,7 +682,7 @@ async fn remote_worker_runs_a_job_and_a_vanished_worker_fails_its_run() {
     );
     assert_eq!(done.executor, "edge-box-1");
     assert!(
-        logs.contains(&format!("run {} starting", run.id)),
+        logs.contains(&format!("run {} starting with lr 0.1", run.id)),
         "{logs:?}"
     );
     assert_eq!(history(&hub, &run.id, "loss").await.len(), 3);

@@ -24,7 +24,7 @@ pub const METRICS_FILE: &str = ".shoal/metrics.jsonl";
 pub const GROUP_FILE: &str = ".shoal/group.json";
 
 /// The environment a script run gets: who it is and how to reach the hub, for Shoal's and
-/// MLflow's clients alike.
+/// MLflow's clients alike, and its params as a JSON object in `SHOAL_PARAMS`.
 pub fn run_environment(
     run: &Run,
     grpc_url: &str,
@@ -50,6 +50,10 @@ pub fn run_environment(
         (
             "MLFLOW_EXPERIMENT_ID".to_string(),
             run.experiment_id.clone(),
+        ),
+        (
+            "SHOAL_PARAMS".to_string(),
+            serde_json::to_string(&run.params).unwrap_or_default(),
         ),
     ]);
     env

@@ -236,12 +236,17 @@ impl Jobs {
                 inputs.push(dataset.reference());
                 Job::Builtin(job)
             }
-            Job::Script(job) => {
+            Job::Script(mut job) => {
                 if job.command.is_empty() || job.command[0].trim().is_empty() {
                     return Err(HubError::invalid(
                         "a script run needs a command: shoal run submit --dir ./src -- python train.py",
                     ));
                 }
+                job.command = job
+                    .command
+                    .iter()
+                    .map(|arg| substitute_params(arg, &submission.params))
+                    .collect::<HubResult<_>>()?;
                 if !self.inner.artifacts.contains(&job.source_digest) {
                     return Err(HubError::not_found("source snapshot", &job.source_digest));
                 }
@@ -615,6 +620,42 @@ impl Jobs {
     }
 }
 
+/// Replaces `${{params.NAME}}` in a command argument with the run's param, so one command
+/// serves every run of a sweep: `python train.py --lr ${{params.lr}}`.
+///
+/// # Errors
+/// `InvalidArgument` for an unknown param or an unclosed `${{`.
+pub fn substitute_params(arg: &str, params: &BTreeMap<String, String>) -> HubResult<String> {
+    const OPEN: &str = "${{";
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find("}}").ok_or_else(|| {
+            HubError::invalid(format!(
+                "command argument '{arg}' opens '${{{{' without closing '}}}}'"
+            ))
+        })?;
+        let expression = after[..end].trim();
+        let name = expression.strip_prefix("params.").ok_or_else(|| {
+            HubError::invalid(format!(
+                "command argument '{arg}': '${{{{{expression}}}}}' is not '${{{{params.NAME}}}}'"
+            ))
+        })?;
+        let value = params.get(name).ok_or_else(|| {
+            HubError::invalid(format!(
+                "the command uses '${{{{params.{name}}}}}', but the run has no param '{name}' (it has {:?}); add --param {name}=…",
+                params.keys().collect::<Vec<_>>()
+            ))
+        })?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// How an executed command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -628,4 +669,41 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_substituted_into_commands() {
+        let params = BTreeMap::from([
+            ("lr".to_string(), "0.1".to_string()),
+            ("hidden".to_string(), "16".to_string()),
+        ]);
+        assert_eq!(
+            substitute_params("--lr=${{params.lr}}", &params).unwrap(),
+            "--lr=0.1"
+        );
+        assert_eq!(
+            substitute_params("${{ params.hidden }}x${{params.lr}}", &params).unwrap(),
+            "16x0.1"
+        );
+        assert_eq!(
+            substitute_params("plain $HOME {x}", &params).unwrap(),
+            "plain $HOME {x}"
+        );
+        let unknown = substitute_params("${{params.epochs}}", &params).unwrap_err();
+        assert!(
+            unknown.to_string().contains("no param 'epochs'"),
+            "{unknown}"
+        );
+        let unclosed = substitute_params("${{params.lr", &params).unwrap_err();
+        assert!(
+            unclosed.to_string().contains("without closing"),
+            "{unclosed}"
+        );
+        let other = substitute_params("${{inputs.data}}", &params).unwrap_err();
+        assert!(other.to_string().contains("is not"), "{other}");
+    }
 }
