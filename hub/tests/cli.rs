@@ -294,7 +294,7 @@ async fn cli_trains_searches_and_sweeps() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(
         src.join("train.sh"),
-        "echo \"{\\\"step\\\": 1, \\\"accuracy\\\": 0.5}\" >> \"$SHOAL_METRICS\"\necho hello from $SHOAL_RUN_ID\n",
+        "echo \"{\\\"step\\\": 1, \\\"accuracy\\\": 0.5}\" >> \"$SHOAL_METRICS\"\necho hello from $SHOAL_RUN_ID\nmkdir -p outputs/deep && echo 42 > outputs/deep/result.txt\n",
     )
     .unwrap();
     let script: serde_json::Value = serde_json::from_str(
@@ -322,6 +322,27 @@ async fn cli_trains_searches_and_sweeps() {
     let script_id = script["id"].as_str().unwrap();
     let logs = shoal.ok(&["run", "logs", script_id]).await;
     assert_eq!(logs.trim(), format!("hello from {script_id}"));
+    let fetched = dir.path().join("fetched");
+    let downloaded = shoal
+        .ok(&[
+            "run",
+            "download",
+            script_id,
+            "outputs",
+            "--output",
+            fetched.to_str().unwrap(),
+        ])
+        .await;
+    let file = fetched.join("outputs/deep/result.txt");
+    assert_eq!(downloaded.trim(), file.display().to_string());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "42\n");
+    let missing = shoal
+        .fails(
+            Some(&shoal.token),
+            &["run", "download", script_id, "nothing"],
+        )
+        .await;
+    assert!(missing.contains("outputs/deep/result.txt"), "{missing}");
 
     let listed: serde_json::Value = serde_json::from_str(
         &shoal

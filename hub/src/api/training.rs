@@ -160,6 +160,7 @@ impl TrainingApi {
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::RunLogsResponse, Status>> + Send>>;
+type ArtifactStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl TrainingService for TrainingApi {
@@ -506,6 +507,56 @@ impl TrainingService for TrainingApi {
                 })
                 .collect(),
         }))
+    }
+
+    type DownloadRunArtifactStream = ArtifactStream;
+
+    async fn download_run_artifact(
+        &self,
+        request: Request<pb::DownloadRunArtifactRequest>,
+    ) -> Result<Response<ArtifactStream>, Status> {
+        let r = request.into_inner();
+        let tracking = self.jobs.tracking();
+        let run = tracking.run(&r.run_id).map_err(status)?;
+        let path = r.path.trim_start_matches("./");
+        let entry = tracking
+            .artifact(&format!("{}/{path}", run.artifact_root()))
+            .map_err(status)?;
+        let artifacts = self.jobs.artifacts().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut offset = 0u64;
+            loop {
+                let (data, total) = match artifacts
+                    .read_range(&entry.digest, offset, SOURCE_CHUNK_BYTES as u64)
+                    .await
+                {
+                    Ok(read) => read,
+                    Err(error) => {
+                        let _ = tx.send(Err(status(error.into()))).await;
+                        return;
+                    }
+                };
+                let first = offset == 0;
+                offset += data.len() as u64;
+                let done = data.is_empty() || offset >= total;
+                let chunk = pb::ArtifactChunk {
+                    data,
+                    size_bytes: if first { total } else { 0 },
+                    digest: if first {
+                        entry.digest.clone()
+                    } else {
+                        String::new()
+                    },
+                };
+                if tx.send(Ok(chunk)).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn register_from_run(

@@ -128,6 +128,14 @@ pub enum RunCommand {
     Artifacts {
         run: String,
     },
+    /// Downloads a file the run stored, or every file under a folder (`outputs`), keeping
+    /// their paths under --output (default: the current folder).
+    Download {
+        run: String,
+        path: String,
+        #[arg(long, default_value = ".")]
+        output: PathBuf,
+    },
 }
 
 // Parsed once per command line; boxing the big variant would buy nothing.
@@ -775,6 +783,40 @@ pub async fn run(
                 &rows,
             );
         }
+        RunCommand::Download { run, path, output } => {
+            let listed = hub
+                .training
+                .list_run_artifacts(pb::ListRunArtifactsRequest {
+                    run_id: run.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let folder = format!("{}/", path.trim_end_matches('/'));
+            let wanted: Vec<&pb::RunArtifact> = listed
+                .artifacts
+                .iter()
+                .filter(|a| a.path == path || a.path.starts_with(&folder))
+                .collect();
+            if wanted.is_empty() {
+                let available: Vec<&str> =
+                    listed.artifacts.iter().map(|a| a.path.as_str()).collect();
+                return Err(format!(
+                    "run {run} has no artifact '{path}'; it has {available:?}"
+                ));
+            }
+            for artifact in wanted {
+                let destination = output.join(&artifact.path);
+                download_artifact(hub, &run, &artifact.path, &destination).await?;
+                match out {
+                    Format::Json => print_one(
+                        out,
+                        &json!({"path": artifact.path, "file": destination.display().to_string(), "size_bytes": artifact.size_bytes}),
+                    ),
+                    Format::Table => println!("{}", destination.display()),
+                }
+            }
+        }
         RunCommand::Artifacts { run } => {
             let list = hub
                 .training
@@ -799,6 +841,60 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Streams one artifact of a run into `destination` (through a temporary file, so a broken
+/// download leaves nothing half-written), checking its sha256.
+async fn download_artifact(
+    hub: &mut HubClient,
+    run: &str,
+    path: &str,
+    destination: &Path,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    if let Some(parent) = destination.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let partial = destination.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    let mut stream = hub
+        .training
+        .download_run_artifact(pb::DownloadRunArtifactRequest {
+            run_id: run.into(),
+            path: path.into(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let (mut expected, mut hasher) = (String::new(), sha2::Sha256::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(status)?;
+        if !chunk.digest.is_empty() {
+            expected = chunk.digest;
+        }
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    if hex::encode(hasher.finalize()) != expected {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(format!(
+            "{path} arrived damaged (sha256 mismatch); try again"
+        ));
+    }
+    tokio::fs::rename(&partial, destination)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", destination.display()))
 }
 
 /// `shoal sweep …`.

@@ -413,6 +413,26 @@ pub struct ListRunArtifactsRequest {
     pub run_id: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DownloadRunArtifactRequest {
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// "outputs/model.onnx".
+    #[prost(string, tag = "2")]
+    pub path: ::prost::alloc::string::String,
+}
+/// The first chunk carries the file's size and digest; every chunk carries data.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ArtifactChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
+    #[prost(string, tag = "3")]
+    pub digest: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListRunArtifactsResponse {
     #[prost(message, repeated, tag = "1")]
@@ -1076,6 +1096,35 @@ pub mod training_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn download_run_artifact(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DownloadRunArtifactRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ArtifactChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.training.v1.TrainingService/DownloadRunArtifact",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.training.v1.TrainingService",
+                        "DownloadRunArtifact",
+                    ),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
         pub async fn register_from_run(
             &mut self,
             request: impl tonic::IntoRequest<super::RegisterFromRunRequest>,
@@ -1263,6 +1312,19 @@ pub mod training_service_server {
             request: tonic::Request<super::ListRunArtifactsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListRunArtifactsResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the DownloadRunArtifact method.
+        type DownloadRunArtifactStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ArtifactChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        async fn download_run_artifact(
+            &self,
+            request: tonic::Request<super::DownloadRunArtifactRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::DownloadRunArtifactStream>,
             tonic::Status,
         >;
         async fn register_from_run(
@@ -1911,6 +1973,57 @@ pub mod training_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.training.v1.TrainingService/DownloadRunArtifact" => {
+                    #[allow(non_camel_case_types)]
+                    struct DownloadRunArtifactSvc<T: TrainingService>(pub Arc<T>);
+                    impl<
+                        T: TrainingService,
+                    > tonic::server::ServerStreamingService<
+                        super::DownloadRunArtifactRequest,
+                    > for DownloadRunArtifactSvc<T> {
+                        type Response = super::ArtifactChunk;
+                        type ResponseStream = T::DownloadRunArtifactStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DownloadRunArtifactRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TrainingService>::download_run_artifact(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DownloadRunArtifactSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
