@@ -43,6 +43,20 @@ impl ArtifactStore {
         self.root.join("sha256").join(&digest[..2]).join(digest)
     }
 
+    /// The size of a stored blob.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or malformed digest.
+    pub async fn size(&self, digest: &str) -> std::io::Result<u64> {
+        if !is_valid_digest(digest) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "invalid digest",
+            ));
+        }
+        Ok(tokio::fs::metadata(self.path(digest)).await?.len())
+    }
+
     pub fn contains(&self, digest: &str) -> bool {
         is_valid_digest(digest) && self.path(digest).is_file()
     }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{HubError, HubResult};
 use crate::jobs::{builtin, Jobs, StopAdvisor, Submission};
 use crate::storage::Records;
-use crate::tracking::{BuiltinJob, Compute, Job, MetricPoint, NewRun, Run, RunStatus, Tracking};
+use crate::tracking::{Compute, Job, MetricPoint, NewRun, Run, RunStatus, Tracking};
 
 const SWEEPS_TREE: &str = "sweeps";
 /// Ids of running sweeps, so the controller never scans finished ones.
@@ -71,9 +71,14 @@ pub struct Sweep {
     pub metric: String,
     pub goal: Goal,
     pub early_stop: EarlyStop,
-    /// The trainer, dataset and target every child runs; `register_as` is applied to the
-    /// best child only.
-    pub job: BuiltinJob,
+    /// What every child runs: a built-in trainer (dataset and target), or a script whose
+    /// command takes the child's params as `${{params.NAME}}`.
+    pub job: Job,
+    /// Where the children run.
+    pub compute: Compute,
+    pub labels: Vec<String>,
+    /// Register the best child's `outputs/model.onnx` under this name.
+    pub register_best: Option<String>,
     /// The parameter sets, sampled at submission; child `i` runs set `i`.
     pub planned: Vec<BTreeMap<String, String>>,
     pub child_runs: Vec<String>,
@@ -91,7 +96,10 @@ pub struct SweepSpec {
     pub workspace: String,
     pub experiment: String,
     pub name: String,
-    pub job: BuiltinJob,
+    pub job: Job,
+    pub compute: Compute,
+    pub labels: Vec<String>,
+    pub register_best: Option<String>,
     pub space: BTreeMap<String, String>,
     /// `random` (default) or `grid`.
     pub sampling: String,
@@ -172,15 +180,44 @@ impl Sweeps {
         let planned = space
             .sample(sampling, spec.max_runs as usize)
             .map_err(|e| invalid(&e))?;
-        for set in &planned {
-            builtin::check(&spec.job, set)?;
-        }
-        let dataset = self
-            .jobs
-            .datasets()
-            .resolve(&spec.workspace, &spec.job.dataset)?;
-        let mut job = spec.job;
-        job.dataset = dataset.reference();
+        let mut inputs = Vec::new();
+        let job = match spec.job {
+            Job::Builtin(mut job) => {
+                if spec.compute != Compute::Local {
+                    return Err(HubError::invalid(
+                        "built-in trainers run on the hub: use --compute local",
+                    ));
+                }
+                for set in &planned {
+                    builtin::check(&job, set)?;
+                }
+                let dataset = self
+                    .jobs
+                    .datasets()
+                    .resolve(&spec.workspace, &job.dataset)?;
+                job.dataset = dataset.reference();
+                job.register_as = None;
+                inputs.push(dataset.reference());
+                Job::Builtin(job)
+            }
+            Job::Script(job) => {
+                if job.command.is_empty() {
+                    return Err(HubError::invalid(
+                        "a script sweep needs a command: --dir ./src -- python train.py --lr '${{params.lr}}'",
+                    ));
+                }
+                if !self.jobs.artifacts().contains(&job.source_digest) {
+                    return Err(HubError::not_found("source snapshot", &job.source_digest));
+                }
+                // Every planned set must fill the command's placeholders.
+                for set in &planned {
+                    for arg in &job.command {
+                        crate::jobs::substitute_params(arg, set)?;
+                    }
+                }
+                Job::Script(job)
+            }
+        };
 
         let tracking = self.jobs.tracking();
         let experiment = tracking.ensure_experiment(&spec.workspace, &spec.experiment)?;
@@ -193,7 +230,7 @@ impl Sweeps {
         let mut parent = NewRun::tracked(&spec.workspace, &experiment.id);
         parent.name = Some(name.clone());
         parent.sweep_id = Some(id.clone());
-        parent.inputs = vec![dataset.reference()];
+        parent.inputs = inputs;
         parent.tags = BTreeMap::from([
             ("shoal.sweep".to_string(), id.clone()),
             ("shoal.sweep.role".to_string(), "parent".to_string()),
@@ -219,6 +256,9 @@ impl Sweeps {
             goal,
             early_stop,
             job,
+            compute: spec.compute,
+            labels: spec.labels,
+            register_best: spec.register_best,
             planned,
             child_runs: Vec::new(),
             best_run_id: None,
@@ -340,12 +380,9 @@ impl Sweeps {
                 name: Some(format!("{}-{}", sweep.name, index + 1)),
                 params: params.clone(),
                 tags: BTreeMap::from([("shoal.sweep.role".to_string(), "child".to_string())]),
-                compute: Compute::Local,
-                labels: Vec::new(),
-                job: Job::Builtin(BuiltinJob {
-                    register_as: None,
-                    ..sweep.job.clone()
-                }),
+                compute: sweep.compute,
+                labels: sweep.labels.clone(),
+                job: sweep.job.clone(),
                 parent_run_id: Some(sweep.parent_run_id.clone()),
                 sweep_id: Some(sweep.id.clone()),
             })?;
@@ -400,15 +437,24 @@ impl Sweeps {
         };
         let best = best.clone();
         let mut registered = None;
-        if let Some(name) = &sweep.job.register_as {
-            let entry =
-                tracking.artifact(&format!("{}/outputs/model.onnx", best.artifact_root()))?;
+        if let Some(name) = &sweep.register_best {
+            let entry = tracking
+                .artifact(&format!("{}/outputs/model.onnx", best.artifact_root()))
+                .map_err(|_| {
+                    HubError::FailedPrecondition(format!(
+                        "the best run {} wrote no outputs/model.onnx to register as '{name}'",
+                        best.id
+                    ))
+                })?;
             let features: Vec<String> = best
                 .tags
                 .get("shoal.features")
                 .map(|f| f.split(',').map(str::to_string).collect())
                 .unwrap_or_default();
-            registered = Some(
+            registered = Some(if features.is_empty() {
+                builtin::register_plain(&self.jobs, &best, name, "", entry.digest, entry.size_bytes)
+                    .await?
+            } else {
                 builtin::register_model(
                     &self.jobs,
                     &best,
@@ -417,8 +463,8 @@ impl Sweeps {
                     entry.digest,
                     entry.size_bytes,
                 )
-                .await?,
-            );
+                .await?
+            });
         }
         let now = crate::now_ms();
         tracking.log_metrics(

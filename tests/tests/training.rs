@@ -1032,3 +1032,97 @@ async fn deleting_a_workspace_deletes_its_training_records() {
     assert!(datasets.is_empty());
     hub.shutdown().await;
 }
+
+const SWEEP_SH: &str = r#"
+q=$1
+case "$q" in
+  0.[5-9]*)
+    for s in 1 2 3 4 5; do echo "{\"step\": $s, \"accuracy\": $q}" >> "$SHOAL_METRICS"; done
+    mkdir -p outputs && cp model.onnx outputs/model.onnx
+    ;;
+  *)
+    # A poor run keeps reporting step 1 until the sweep's policy stops it.
+    while true; do echo "{\"step\": 1, \"accuracy\": $q}" >> "$SHOAL_METRICS"; sleep 0.2; done
+    ;;
+esac
+"#;
+
+/// A sweep over a script: each run's params reach its command, its SHOAL_METRICS feed the
+/// median stopping policy (which stops the poor runs, which never end by themselves), and
+/// the best run's ONNX output is registered.
+#[tokio::test]
+async fn a_script_sweep_substitutes_params_stops_poor_runs_and_registers_the_best() {
+    let hub = TestHub::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("sweep.sh"), SWEEP_SH).expect("write");
+    let onnx = shoal_model::build::Mlp::seeded(&[4, 8, 2], 5).to_onnx();
+    std::fs::write(dir.path().join("model.onnx"), &onnx).expect("write");
+    let snapshot = shoal_compute::pack_dir(dir.path(), 1 << 20).expect("pack");
+    let mut client = hub.client().await;
+    let source = client
+        .training
+        .upload_source(futures::stream::iter(vec![pb::UploadSourceRequest {
+            chunk: snapshot.bytes,
+        }]))
+        .await
+        .expect("uploaded")
+        .into_inner();
+    let sweep = client
+        .training
+        .submit_sweep(pb::SubmitSweepRequest {
+            experiment: "script-tune".into(),
+            script: Some(pb::ScriptJob {
+                command: vec!["sh".into(), "sweep.sh".into(), "${{params.quality}}".into()],
+                env: HashMap::new(),
+            }),
+            source_digest: source.digest,
+            space: HashMap::from([(
+                "quality".to_string(),
+                "choice(0.9, 0.2, 0.8, 0.3)".to_string(),
+            )]),
+            sampling: "grid".into(),
+            max_runs: 4,
+            concurrency: 2,
+            metric: "accuracy".into(),
+            goal: "max".into(),
+            early_stop: "median".into(),
+            register_best: "script-best".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("sweep submitted")
+        .into_inner();
+    let done = wait_for(&format!("sweep {} to end", sweep.id), || {
+        let mut client = client.clone();
+        let id = sweep.id.clone();
+        async move {
+            let s = client
+                .training
+                .get_sweep(pb::GetSweepRequest { sweep_id: id })
+                .await
+                .expect("get sweep")
+                .into_inner();
+            (s.status != "running").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(done.status, "completed", "{}", done.error);
+    assert_eq!(done.best_value, Some(0.9));
+    assert_eq!(done.registered, "script-best@1");
+    for id in &done.child_runs {
+        let run = get_run(&hub, id).await;
+        let quality = run.params["quality"].clone();
+        assert_eq!(run.command.last(), Some(&quality), "params substituted");
+        if quality.parse::<f64>().expect("a number") < 0.5 {
+            assert_eq!(run.status, "canceled", "{quality}: {}", run.error);
+            assert!(run.error.starts_with("early termination"), "{}", run.error);
+            assert_eq!(
+                run.tags.get("shoal.early_stopped").map(String::as_str),
+                Some("true")
+            );
+        } else {
+            assert_eq!(run.status, "completed", "{quality}: {:?}", run.log_tail);
+        }
+    }
+    hub.shutdown().await;
+}

@@ -607,14 +607,63 @@ impl TrainingService for TrainingApi {
         }))
     }
 
+    async fn upload_source(
+        &self,
+        request: Request<Streaming<pb::UploadSourceRequest>>,
+    ) -> Result<Response<pb::UploadSourceResponse>, Status> {
+        let mut stream = request.into_inner();
+        let (digest, size_bytes) = receive_chunks(
+            &mut stream,
+            self.jobs.artifacts(),
+            self.jobs.max_upload_bytes(),
+            "source snapshot",
+            "--max-upload-bytes",
+            |m| Some(m.chunk),
+        )
+        .await?;
+        Ok(Response::new(pb::UploadSourceResponse {
+            digest,
+            size_bytes,
+        }))
+    }
+
     async fn submit_sweep(
         &self,
         request: Request<pb::SubmitSweepRequest>,
     ) -> Result<Response<pb::Sweep>, Status> {
         let r = request.into_inner();
-        let builtin = r
-            .builtin
-            .ok_or_else(|| Status::invalid_argument("a sweep needs a built-in trainer job"))?;
+        let mut register_best = (!r.register_best.is_empty()).then_some(r.register_best);
+        let job = match (r.builtin, r.script) {
+            (Some(builtin), None) => {
+                let job = builtin_from_wire(builtin);
+                register_best = register_best.or(job.register_as.clone());
+                Job::Builtin(job)
+            }
+            (None, Some(script)) => {
+                let size_bytes =
+                    self.jobs
+                        .artifacts()
+                        .size(&r.source_digest)
+                        .await
+                        .map_err(|_| {
+                            Status::not_found(format!(
+                                "source snapshot '{}' not found; upload it with UploadSource first",
+                                r.source_digest
+                            ))
+                        })?;
+                Job::Script(ScriptJob {
+                    command: script.command,
+                    env: script.env.into_iter().collect(),
+                    source_digest: r.source_digest,
+                    source_bytes: size_bytes,
+                })
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a sweep needs one job: a built-in trainer or a script",
+                ))
+            }
+        };
         let spec = SweepSpec {
             workspace: workspace_or_default(&r.workspace).to_string(),
             experiment: if r.experiment.is_empty() {
@@ -623,7 +672,10 @@ impl TrainingService for TrainingApi {
                 r.experiment
             },
             name: r.name,
-            job: builtin_from_wire(builtin),
+            job,
+            compute: Compute::parse(&r.compute).map_err(status)?,
+            labels: r.labels,
+            register_best,
             space: r.space.into_iter().collect(),
             sampling: r.sampling,
             seed: r.seed,

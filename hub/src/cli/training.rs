@@ -173,12 +173,28 @@ pub enum SweepCommand {
         /// none, median, bandit:0.1 (slack factor) or bandit:amount=0.05.
         #[arg(long, default_value = "none")]
         early_stop: String,
-        /// Register the best run's model under this name.
+        /// Register the best run's outputs/model.onnx under this name.
         #[arg(long)]
         register_best: Option<String>,
+        /// Sweep a script instead of a built-in trainer: the folder to snapshot; the command
+        /// after `--` takes each run's params as `${{params.NAME}}`.
+        #[arg(long, conflicts_with = "builtin")]
+        dir: Option<PathBuf>,
+        /// KEY=VALUE environment variables for a script sweep's runs, repeatable.
+        #[arg(long = "env", value_parser = parse_key_value)]
+        env: Vec<(String, String)>,
+        /// Where the runs execute: local or worker.
+        #[arg(long, default_value = "local")]
+        compute: String,
+        /// Labels a remote worker must have.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
         /// Wait until the sweep ends.
         #[arg(long)]
         wait: bool,
+        /// A script sweep's command, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     Show {
         sweep: String,
@@ -533,12 +549,8 @@ pub async fn experiment(
     Ok(())
 }
 
-/// Packs a folder and submits a script run with it.
-async fn submit_script(
-    hub: &mut HubClient,
-    header: pb::SubmitRunHeader,
-    dir: &Path,
-) -> Result<pb::Run, String> {
+/// Packs a source folder (honouring `.gitignore` and `.shoalignore`), noting what it leaves out.
+async fn pack(dir: &Path) -> Result<shoal_compute::Snapshot, String> {
     let folder = dir.to_path_buf();
     let snapshot =
         tokio::task::spawn_blocking(move || shoal_compute::pack_dir(&folder, MAX_SNAPSHOT_BYTES))
@@ -551,6 +563,16 @@ async fn submit_script(
             skipped.display()
         );
     }
+    Ok(snapshot)
+}
+
+/// Packs a folder and submits a script run with it.
+async fn submit_script(
+    hub: &mut HubClient,
+    header: pb::SubmitRunHeader,
+    dir: &Path,
+) -> Result<pb::Run, String> {
+    let snapshot = pack(dir).await?;
     let mut header = header;
     header.snapshot_bytes = snapshot.bytes.len() as u64;
     let mut messages = vec![pb::SubmitRunRequest {
@@ -921,14 +943,50 @@ pub async fn sweep(
             goal,
             early_stop,
             register_best,
+            dir,
+            env,
+            compute,
+            labels,
             wait,
+            command,
         } => {
+            let (builtin, script, source_digest) = match dir {
+                Some(dir) => {
+                    if command.is_empty() {
+                        return Err("a script sweep needs a command after --: shoal sweep submit --dir ./src … -- python train.py --lr '${{params.lr}}'".into());
+                    }
+                    let snapshot = pack(&dir).await?;
+                    let uploaded = hub
+                        .training
+                        .upload_source(futures::stream::iter(
+                            snapshot
+                                .bytes
+                                .chunks(256 * 1024)
+                                .map(|c| pb::UploadSourceRequest { chunk: c.to_vec() })
+                                .collect::<Vec<_>>(),
+                        ))
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    let script = pb::ScriptJob {
+                        command,
+                        env: env.into_iter().collect(),
+                    };
+                    (None, Some(script), uploaded.digest)
+                }
+                None => (Some(builtin_job(builtin, None)?), None, String::new()),
+            };
             let sweep = hub
                 .training
                 .submit_sweep(pb::SubmitSweepRequest {
                     workspace: ws.into(),
                     experiment,
-                    builtin: Some(builtin_job(builtin, register_best)?),
+                    builtin,
+                    script,
+                    source_digest,
+                    compute,
+                    labels,
+                    register_best: register_best.unwrap_or_default(),
                     space: params.into_iter().collect(),
                     sampling,
                     seed,

@@ -491,6 +491,41 @@ impl Jobs {
     ) -> HubResult<()> {
         self.inner.tracking.append_log(run_id, lines)?;
         self.inner.tracking.log_metrics(run_id, metrics)?;
+        self.consider_early_stop(run_id, metrics)?;
+        Ok(())
+    }
+
+    /// A script run of a sweep that just reported metrics: ask the sweep's early termination
+    /// policy about the latest step, and cancel the run if it says stop. (Built-in runs ask
+    /// after each epoch themselves.)
+    fn consider_early_stop(
+        &self,
+        run_id: &str,
+        metrics: &[(String, MetricPoint)],
+    ) -> HubResult<()> {
+        let Some(step) = metrics.iter().map(|(_, p)| p.step).max() else {
+            return Ok(());
+        };
+        let Some(advisor) = self.advisor() else {
+            return Ok(());
+        };
+        let run = self.inner.tracking.run(run_id)?;
+        if run.sweep_id.is_none() || run.status.is_terminal() || run.cancel_requested {
+            return Ok(());
+        }
+        if let Some(reason) = advisor.should_stop(&run, step) {
+            self.inner
+                .tracking
+                .set_tags(run_id, &[("shoal.early_stopped".into(), "true".into())])?;
+            self.inner.tracking.append_log(
+                run_id,
+                &[(
+                    crate::now_ms(),
+                    format!("[shoal] early termination: {reason}"),
+                )],
+            )?;
+            self.cancel(run_id, &format!("early termination: {reason}"))?;
+        }
         Ok(())
     }
 

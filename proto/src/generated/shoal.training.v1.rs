@@ -467,8 +467,22 @@ pub struct SubmitSweepRequest {
     pub workspace: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub experiment: ::prost::alloc::string::String,
+    /// What every child runs: a built-in trainer, or a script whose command takes the child's
+    /// params as ${{params.NAME}} (its snapshot uploaded first with UploadSource).
     #[prost(message, optional, tag = "3")]
     pub builtin: ::core::option::Option<BuiltinJob>,
+    #[prost(message, optional, tag = "13")]
+    pub script: ::core::option::Option<ScriptJob>,
+    #[prost(string, tag = "14")]
+    pub source_digest: ::prost::alloc::string::String,
+    /// "local" (default) or "worker".
+    #[prost(string, tag = "15")]
+    pub compute: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "16")]
+    pub labels: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Register the best child's outputs/model.onnx under this name (empty: do not).
+    #[prost(string, tag = "17")]
+    pub register_best: ::prost::alloc::string::String,
     /// name -> spec: "choice(8,16,32)", "loguniform(1e-3,1e-1)", "40".
     #[prost(map = "string, string", tag = "4")]
     pub space: ::std::collections::HashMap<
@@ -547,6 +561,21 @@ pub struct Sweep {
 pub struct GetSweepRequest {
     #[prost(string, tag = "1")]
     pub sweep_id: ::prost::alloc::string::String,
+}
+/// A source snapshot (tar.gz) uploaded on its own, for sweeps over scripts.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadSourceRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub chunk: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadSourceResponse {
+    #[prost(string, tag = "1")]
+    pub digest: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1154,6 +1183,34 @@ pub mod training_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn upload_source(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<
+                Message = super::UploadSourceRequest,
+            >,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadSourceResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.training.v1.TrainingService/UploadSource",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shoal.training.v1.TrainingService", "UploadSource"),
+                );
+            self.inner.client_streaming(req, path, codec).await
+        }
         pub async fn submit_sweep(
             &mut self,
             request: impl tonic::IntoRequest<super::SubmitSweepRequest>,
@@ -1332,6 +1389,13 @@ pub mod training_service_server {
             request: tonic::Request<super::RegisterFromRunRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RegisterFromRunResponse>,
+            tonic::Status,
+        >;
+        async fn upload_source(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::UploadSourceRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadSourceResponse>,
             tonic::Status,
         >;
         async fn submit_sweep(
@@ -2070,6 +2134,53 @@ pub mod training_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.training.v1.TrainingService/UploadSource" => {
+                    #[allow(non_camel_case_types)]
+                    struct UploadSourceSvc<T: TrainingService>(pub Arc<T>);
+                    impl<
+                        T: TrainingService,
+                    > tonic::server::ClientStreamingService<super::UploadSourceRequest>
+                    for UploadSourceSvc<T> {
+                        type Response = super::UploadSourceResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::UploadSourceRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TrainingService>::upload_source(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UploadSourceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
