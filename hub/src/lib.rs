@@ -314,6 +314,7 @@ impl BoundHub {
         tasks.spawn(run_monitors(
             self.monitors.clone(),
             self.publisher.clone(),
+            self.jobs.clone(),
             cancel.clone(),
         ));
 
@@ -393,6 +394,7 @@ impl BoundHub {
             api::TelemetryApi {
                 telemetry: self.telemetry.clone(),
                 monitors: self.monitors.clone(),
+                jobs: self.jobs.clone(),
             },
             auth.clone(),
         );
@@ -484,6 +486,7 @@ const MONITOR_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 async fn run_monitors(
     monitors: monitor::Monitors,
     publisher: mqtt::MqttPublisher,
+    jobs: jobs::Jobs,
     cancel: CancellationToken,
 ) {
     use monitor::AlertSink;
@@ -535,6 +538,29 @@ async fn run_monitors(
                 .await
             {
                 tracing::warn!(%error, "cannot publish an alert event");
+            }
+            if let Some(template) = monitor.on_alert.as_deref().and_then(jobs::retrain_template) {
+                let (jobs, monitors, alert, template) = (
+                    jobs.clone(),
+                    monitors.clone(),
+                    alert.clone(),
+                    template.to_string(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let outcome = match jobs.retrain(&template, &alert) {
+                        Ok(run) => {
+                            tracing::info!(alert = %alert.id, run = %run.id, "drift alert started a retraining run");
+                            run.id
+                        }
+                        Err(error) => {
+                            tracing::warn!(alert = %alert.id, %error, "drift alert could not start a retraining run");
+                            format!("not started: {error}")
+                        }
+                    };
+                    if let Err(error) = monitors.record_retrain(&alert, &outcome) {
+                        tracing::warn!(%error, "cannot record an alert's retraining");
+                    }
+                });
             }
             if monitor.webhook_url.is_some() {
                 let (monitors, webhook) = (monitors.clone(), webhook.clone());

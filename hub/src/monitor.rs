@@ -135,6 +135,9 @@ pub struct Alert {
     /// "none", "delivered", or why delivery failed.
     pub webhook: String,
     pub on_alert: Option<String>,
+    /// For `on_alert: retrain:<run>`: the run the alert started, or why none started.
+    #[serde(default)]
+    pub retrain: Option<String>,
 }
 
 /// What a new monitor is created from.
@@ -449,6 +452,7 @@ impl Monitors {
                 "none".into()
             },
             on_alert: monitor.on_alert.clone(),
+            retrain: None,
         };
         self.records.put(
             ALERTS_TREE,
@@ -469,6 +473,21 @@ impl Monitors {
             .update::<Alert, HubError>(ALERTS_TREE, &key, |current| {
                 let mut a = current.ok_or_else(|| HubError::not_found("alert", &alert.id))?;
                 a.webhook = outcome.to_string();
+                Ok(a)
+            })?;
+        Ok(())
+    }
+
+    /// Records what an alert's retraining did: the run it started, or why it could not.
+    ///
+    /// # Errors
+    /// `NotFound` for the alert.
+    pub fn record_retrain(&self, alert: &Alert, outcome: &str) -> HubResult<()> {
+        let key = format!("{}/{}", alert.workspace, alert.id);
+        self.records
+            .update::<Alert, HubError>(ALERTS_TREE, &key, |current| {
+                let mut a = current.ok_or_else(|| HubError::not_found("alert", &alert.id))?;
+                a.retrain = Some(outcome.to_string());
                 Ok(a)
             })?;
         Ok(())

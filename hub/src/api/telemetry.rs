@@ -12,6 +12,8 @@ use crate::telemetry::{status_name, DriftQuery, Telemetry};
 pub struct TelemetryApi {
     pub telemetry: Telemetry,
     pub monitors: Monitors,
+    /// Checks `retrain:<run>` hooks of new monitors.
+    pub jobs: crate::jobs::Jobs,
 }
 
 fn breach_to_wire(b: &crate::monitor::Breach) -> pb::Breach {
@@ -62,6 +64,7 @@ pub fn alert_to_wire(a: &crate::monitor::Alert) -> pb::Alert {
         breaches: a.breaches.iter().map(breach_to_wire).collect(),
         webhook: a.webhook.clone(),
         on_alert: a.on_alert.clone().unwrap_or_default(),
+        retrain: a.retrain.clone().unwrap_or_default(),
     }
 }
 
@@ -162,6 +165,11 @@ impl TelemetryService for TelemetryApi {
             .into_inner()
             .monitor
             .ok_or_else(|| Status::invalid_argument("no monitor given"))?;
+        if let Some(template) = crate::jobs::retrain_template(&m.on_alert) {
+            self.jobs
+                .check_retrain_template(workspace_or_default(&m.workspace), template)
+                .map_err(status)?;
+        }
         let created = self
             .monitors
             .create(NewMonitor {

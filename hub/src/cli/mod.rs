@@ -141,7 +141,9 @@ enum MonitorCommand {
         /// POSTs each alert here, signed with HMAC-SHA256 (X-Shoal-Signature).
         #[arg(long, default_value = "")]
         webhook: String,
-        /// What to start on an alert (kept on the alert for a retraining pipeline).
+        /// What to start on an alert: `retrain:<run>` repeats that run (a built-in trainer on its
+        /// dataset's latest version, or the same script); anything else is kept on the alert
+        /// for an outside pipeline.
         #[arg(long, default_value = "")]
         on_alert: String,
     },
@@ -758,6 +760,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     ("AT", "at"),
                     ("BREACHES", "breaches"),
                     ("WEBHOOK", "webhook"),
+                    ("RETRAIN", "retrain"),
                 ],
                 &rows,
             );

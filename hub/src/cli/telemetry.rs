@@ -227,7 +227,7 @@ pub fn alert_json(a: &tpb::Alert) -> Value {
     json!({
         "workspace": a.workspace, "id": a.id, "monitor": a.monitor, "model": a.model, "version": a.version,
         "model_version": format!("{}@{}", a.model, a.version), "at": age(a.at_ms), "at_ms": a.at_ms,
-        "breaches": breaches, "webhook": a.webhook, "on_alert": a.on_alert,
+        "breaches": breaches, "webhook": a.webhook, "on_alert": a.on_alert, "retrain": a.retrain,
     })
 }
 

@@ -655,6 +655,78 @@ impl Jobs {
     }
 }
 
+/// The run a monitor's `on_alert` names for retraining: `retrain:<run id>`.
+pub fn retrain_template(on_alert: &str) -> Option<&str> {
+    on_alert
+        .strip_prefix("retrain:")
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
+impl Jobs {
+    /// Checks that a run can serve as a retraining template: it exists in the workspace and
+    /// says what it ran (a built-in trainer or a script).
+    ///
+    /// # Errors
+    /// `NotFound` for the run; `InvalidArgument` for a run without a job (an MLflow client's).
+    pub fn check_retrain_template(&self, workspace: &str, run_id: &str) -> HubResult<Run> {
+        let run = self.inner.tracking.run(run_id)?;
+        if run.workspace != workspace {
+            return Err(HubError::not_found("run", run_id));
+        }
+        if run.job.is_none() {
+            return Err(HubError::invalid(format!(
+                "run {run_id} was not run by Shoal (no trainer or script to repeat); name a run submitted with shoal run submit"
+            )));
+        }
+        Ok(run)
+    }
+
+    /// Starts the retraining an alert asks for: the template run's job again, with the same
+    /// params, experiment and compute target. A built-in job trains on the latest version of
+    /// its dataset (data registered since is what retraining is for) and registers under the
+    /// same name, so the new version can be deployed like the last.
+    ///
+    /// # Errors
+    /// What [`Jobs::check_retrain_template`] and [`Jobs::submit`] refuse.
+    pub fn retrain(&self, template_id: &str, alert: &crate::monitor::Alert) -> HubResult<Run> {
+        let template = self.check_retrain_template(&alert.workspace, template_id)?;
+        let experiment = self.inner.tracking.experiment(&template.experiment_id)?;
+        let job = match template.job.clone() {
+            Some(Job::Builtin(mut job)) => {
+                let (name, _) = crate::dataset::split_reference(&job.dataset);
+                job.dataset = format!("{name}@latest");
+                Job::Builtin(job)
+            }
+            Some(job) => job,
+            None => return Err(HubError::invalid("the template run has no job")),
+        };
+        let tags = BTreeMap::from([
+            ("shoal.retrain.of".to_string(), template.id.clone()),
+            ("shoal.retrain.alert".to_string(), alert.id.clone()),
+            (
+                "shoal.retrain.model".to_string(),
+                format!("{}@{}", alert.model, alert.version),
+            ),
+        ]);
+        self.submit(Submission {
+            workspace: template.workspace.clone(),
+            experiment: experiment.name,
+            name: Some(format!(
+                "retrain-{}",
+                alert.id.rsplit('-').next().unwrap_or(&alert.id)
+            )),
+            params: template.params.clone(),
+            tags,
+            compute: template.compute,
+            labels: template.labels.clone(),
+            job,
+            parent_run_id: None,
+            sweep_id: None,
+        })
+    }
+}
+
 /// Replaces `${{params.NAME}}` in a command argument with the run's param, so one command
 /// serves every run of a sweep: `python train.py --lr ${{params.lr}}`.
 ///

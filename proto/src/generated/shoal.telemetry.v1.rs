@@ -244,6 +244,9 @@ pub struct Alert {
     pub webhook: ::prost::alloc::string::String,
     #[prost(string, tag = "9")]
     pub on_alert: ::prost::alloc::string::String,
+    /// For `on_alert: retrain:<run>`: the run the alert started, or why it could not start one.
+    #[prost(string, tag = "10")]
+    pub retrain: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
