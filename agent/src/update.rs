@@ -239,10 +239,15 @@ impl Updater {
             verified,
         };
         let active = self.slot.current();
-        if active
-            .as_ref()
-            .is_some_and(|a| a.digest() == target.digest())
-        {
+        // The same model with a new drift baseline (set after it was deployed) goes through
+        // `apply` again: the file is on disk, so it is only reloaded and its windows re-bound.
+        if active.as_ref().is_some_and(|a| {
+            let (served, wanted) = (&a.verified.manifest, &target.verified.manifest);
+            a.digest() == target.digest()
+                && served.features == wanted.features
+                && served.outputs == wanted.outputs
+                && served.baseline_rows == wanted.baseline_rows
+        }) {
             debug!(revision = target.revision, digest = %target.digest(), "the desired model is already active");
             let mut status = target.status(UpdatePhase::Active);
             status.received_bytes = target.size();

@@ -214,6 +214,41 @@ impl Deployments {
         Ok(())
     }
 
+    /// Re-publishes the desired state of every device that should run `model@version`, after
+    /// something in its signed manifest changed (a drift baseline set after deployment), so
+    /// devices bin their inputs over the new baseline without a new deployment. Returns how
+    /// many devices were told.
+    ///
+    /// # Errors
+    /// When the fleet cannot be listed.
+    pub async fn refresh_version(
+        &self,
+        workspace: &str,
+        model: &str,
+        version: u32,
+    ) -> HubResult<usize> {
+        let mut told = 0;
+        for device in self.fleet.all()? {
+            let wants = device.workspace == workspace
+                && device
+                    .desired
+                    .as_ref()
+                    .is_some_and(|d| d.model == model && d.version == version);
+            if !wants {
+                continue;
+            }
+            if let Err(error) = self.publish_desired(&device).await {
+                tracing::warn!(device = %device.id, %error, "cannot re-publish desired state");
+            } else {
+                told += 1;
+            }
+        }
+        if told > 0 {
+            tracing::info!(%workspace, %model, version, devices = told, "new manifest published to the devices running it");
+        }
+        Ok(told)
+    }
+
     /// Re-publishes every device's desired state: an embedded broker keeps retained messages
     /// in memory only, so after a restart the hub says again what each device should run.
     pub async fn republish_all(&self) {

@@ -370,6 +370,7 @@ impl BoundHub {
             RegistryServiceServer::new(api::RegistryApi {
                 registry: self.registry.clone(),
                 max_model_bytes: self.config.max_model_bytes,
+                deployments: self.deployments.clone(),
             })
             .max_decoding_message_size(max_message),
             auth.clone(),

@@ -15,6 +15,8 @@ pub struct RegistryApi {
     pub registry: Registry,
     /// Uploads larger than this are refused while streaming.
     pub max_model_bytes: u64,
+    /// Tells devices already running a version about its new baseline.
+    pub deployments: crate::deployment::Deployments,
 }
 
 fn model_to_wire(m: Model) -> pb::Model {
@@ -283,6 +285,14 @@ impl RegistryService for RegistryApi {
             .await
             .map_err(status)?;
         drop(file);
+        // Devices already running this version bin over the new baseline from now on.
+        if let Err(error) = self
+            .deployments
+            .refresh_version(&workspace, &version.model, version.version)
+            .await
+        {
+            tracing::warn!(%error, "cannot tell devices about the new baseline");
+        }
         Ok(Response::new(self.version_with_aliases(version)))
     }
 
