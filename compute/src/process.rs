@@ -362,6 +362,9 @@ async fn create_metrics_file(workdir: &Path, path: &Path) -> ComputeResult<PathB
     } else {
         path.to_path_buf()
     };
+    // The job runs in `workdir`, so a path relative to the runner's folder would point
+    // elsewhere from the job's: export it absolute.
+    let path = std::path::absolute(&path).map_err(|e| ComputeError::io("resolve", &path, e))?;
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent)
             .await

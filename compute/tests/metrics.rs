@@ -122,3 +122,26 @@ async fn metrics_env_var_points_at_the_file() {
     // The file was truncated at start, so the stale line from a previous attempt is gone.
     assert!(metrics(&events).is_empty());
 }
+
+/// A runner started with a relative work folder (`--data-dir ./hub`): the job runs inside
+/// that folder, so `SHOAL_METRICS` must not be relative to the runner's.
+#[tokio::test]
+async fn a_relative_work_folder_still_gives_the_job_a_usable_metrics_path() {
+    let dir = tempfile::tempdir_in(".").expect("a folder under the current one");
+    let relative = PathBuf::from(dir.path().file_name().expect("a name"));
+    assert!(relative.is_relative());
+    let mut spec = sh_spec(
+        &relative,
+        r#"printf '%s\n' '{"step": 1, "loss": 0.5}' >> "$SHOAL_METRICS""#,
+    );
+    spec.metrics_file = Some(PathBuf::from(".shoal/metrics.jsonl"));
+    let (outcome, events) = start_job(spec).finish().await;
+    assert_eq!(
+        outcome.expect("ran").status,
+        JobStatus::Exited(0),
+        "{events:?}"
+    );
+    let points = metrics(&events);
+    assert_eq!(points.len(), 1, "{events:?}");
+    assert_eq!((points[0].key.as_str(), points[0].value), ("loss", 0.5));
+}

@@ -109,8 +109,11 @@ impl Hub {
     ///
     /// # Errors
     /// An invalid config, an unusable data folder, or an address already in use.
-    pub async fn bind(config: HubConfig) -> HubResult<BoundHub> {
+    pub async fn bind(mut config: HubConfig) -> HubResult<BoundHub> {
         config.validate()?;
+        // Runs execute in folders under the data folder; paths handed to them must not depend
+        // on the hub's working directory.
+        config.data_dir = std::path::absolute(&config.data_dir)?;
         std::fs::create_dir_all(&config.data_dir)?;
         let keys = Arc::new(HubKeys::load_or_create(&config.data_dir)?);
         let store = SledStore::open(&config.data_dir.join("meta"))?;

@@ -334,6 +334,16 @@ fn run_json(r: &pb::Run) -> Value {
     })
 }
 
+/// A run as `run show` prints it: everything, without the listing's summaries.
+fn run_detail_json(r: &pb::Run) -> Value {
+    let mut value = run_json(r);
+    if let Value::Object(map) = &mut value {
+        map.remove("metrics_summary");
+        map.remove("params_summary");
+    }
+    value
+}
+
 fn sweep_json(s: &pb::Sweep) -> Value {
     let mut space: Vec<(&String, &String)> = s.space.iter().collect();
     space.sort();
@@ -713,7 +723,7 @@ pub async fn run(
                 .await
                 .map_err(status)?
                 .into_inner();
-            print_one(out, &run_json(&done));
+            print_one(out, &run_detail_json(&done));
             if done.status != "completed" {
                 return Err(format!("run {} {}: {}", done.id, done.status, done.error));
             }
@@ -764,12 +774,7 @@ pub async fn run(
                 .await
                 .map_err(status)?
                 .into_inner();
-            let mut value = run_json(&run);
-            if let Value::Object(map) = &mut value {
-                map.remove("metrics_summary");
-                map.remove("params_summary");
-            }
-            print_one(out, &value);
+            print_one(out, &run_detail_json(&run));
         }
         RunCommand::Logs { run, follow } => {
             print_logs(hub, &run, follow, false).await?;
