@@ -369,6 +369,31 @@ async fn cli_trains_searches_and_sweeps() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![run["id"].as_str().unwrap(), script_id]);
+    let completed: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "run",
+                "list",
+                "--experiment",
+                "occ",
+                "--status",
+                "completed",
+                "--filter",
+                "params.hidden = '8'",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(completed.as_array().unwrap().len(), 1, "{completed}");
+    let none: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&["run", "list", "--status", "failed", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert!(none.as_array().unwrap().is_empty(), "{none}");
     let bad = shoal
         .fails(
             Some(&shoal.token),

@@ -104,6 +104,9 @@ pub enum RunCommand {
         /// metrics.accuracy desc (comma-separated clauses)
         #[arg(long = "order-by", num_args = 1..)]
         order_by: Vec<String>,
+        /// Only runs in this state: queued, running, completed, failed or canceled.
+        #[arg(long)]
+        status: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -732,8 +735,33 @@ pub async fn run(
             experiments,
             filter,
             order_by,
+            status: wanted_status,
             limit,
         } => {
+            // Filters compare MLflow's status names; `--status` takes Shoal's.
+            let filter = match wanted_status.as_deref() {
+                None => filter,
+                Some(state) => {
+                    let mlflow = match state {
+                        "queued" => "SCHEDULED",
+                        "running" => "RUNNING",
+                        "completed" => "FINISHED",
+                        "failed" => "FAILED",
+                        "canceled" => "KILLED",
+                        other => {
+                            return Err(format!(
+                                "unknown status '{other}': queued, running, completed, failed or canceled"
+                            ))
+                        }
+                    };
+                    let clause = format!("attributes.status = '{mlflow}'");
+                    if filter.trim().is_empty() {
+                        clause
+                    } else {
+                        format!("({filter}) and {clause}")
+                    }
+                }
+            };
             let order_by = order_by
                 .join(" ")
                 .split(',')
