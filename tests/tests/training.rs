@@ -1052,6 +1052,16 @@ esac
 /// the best run's ONNX output is registered.
 #[tokio::test]
 async fn a_script_sweep_substitutes_params_stops_poor_runs_and_registers_the_best() {
+    script_sweep_with("median").await;
+}
+
+/// The same with the bandit policy: a run more than 20 % below the best is stopped.
+#[tokio::test]
+async fn a_script_sweep_with_the_bandit_policy_stops_poor_runs() {
+    script_sweep_with("bandit:0.2").await;
+}
+
+async fn script_sweep_with(early_stop: &str) {
     let hub = TestHub::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("sweep.sh"), SWEEP_SH).expect("write");
@@ -1085,7 +1095,7 @@ async fn a_script_sweep_substitutes_params_stops_poor_runs_and_registers_the_bes
             concurrency: 2,
             metric: "accuracy".into(),
             goal: "max".into(),
-            early_stop: "median".into(),
+            early_stop: early_stop.into(),
             register_best: "script-best".into(),
             ..Default::default()
         })
