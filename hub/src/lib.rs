@@ -439,6 +439,7 @@ impl BoundHub {
 
         tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
+        let jobs_shutdown = self.jobs.shutting_down();
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -455,6 +456,8 @@ impl BoundHub {
                     _ = shutdown => {}
                     _ = grpc_cancel.cancelled() => {}
                 }
+                // The server waits for calls in flight: end the long polls now.
+                jobs_shutdown.cancel();
             })
             .await;
 

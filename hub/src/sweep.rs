@@ -183,11 +183,6 @@ impl Sweeps {
         let mut inputs = Vec::new();
         let job = match spec.job {
             Job::Builtin(mut job) => {
-                if spec.compute != Compute::Local {
-                    return Err(HubError::invalid(
-                        "built-in trainers run on the hub: use --compute local",
-                    ));
-                }
                 for set in &planned {
                     builtin::check(&job, set)?;
                 }
@@ -446,11 +441,10 @@ impl Sweeps {
                         best.id
                     ))
                 })?;
-            let features: Vec<String> = best
-                .tags
-                .get("shoal.features")
-                .map(|f| f.split(',').map(str::to_string).collect())
-                .unwrap_or_default();
+            let features = match &best.job {
+                Some(Job::Builtin(job)) => builtin::job_features(&self.jobs, &best, job)?,
+                _ => Vec::new(),
+            };
             registered = Some(if features.is_empty() {
                 builtin::register_plain(&self.jobs, &best, name, "", entry.digest, entry.size_bytes)
                     .await?

@@ -112,6 +112,9 @@ async fn execute(
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.map_err(|s| crate::cli::describe_status(&s))?.data);
     }
+    if let Some(job) = lease.builtin.clone() {
+        return execute_builtin(client, config, lease, job, bytes, stop).await;
+    }
     std::fs::write(&archive, &bytes).map_err(|e| format!("cannot write the snapshot: {e}"))?;
     if let Err(error) =
         crate::jobs::local::unpack_snapshot(&archive, &workdir, MAX_SOURCE_BYTES).await
@@ -129,7 +132,7 @@ async fn execute(
     };
     let cancel = stop.child_token();
     let (tx, rx) = mpsc::channel(1024);
-    let (batches_tx, mut batches_rx) = mpsc::channel::<EventBatch>(64);
+    let (batches_tx, batches_rx) = mpsc::channel::<EventBatch>(64);
     let pump = tokio::spawn(pump_events(rx, move |batch| {
         let batches = batches_tx.clone();
         async move {
@@ -137,21 +140,15 @@ async fn execute(
         }
     }));
     let job = tokio::spawn(shoal_compute::run_job(spec, tx, cancel.clone()));
-    // Report progress as it comes, and at least every heartbeat period.
-    let heartbeat = Duration::from_millis(u64::from(lease.heartbeat_ms.max(100)));
-    let mut ticker = tokio::time::interval(heartbeat);
-    loop {
-        let batch = tokio::select! {
-            batch = batches_rx.recv() => match batch {
-                Some(batch) => batch,
-                None => break,
-            },
-            _ = ticker.tick() => EventBatch::default(),
-        };
-        if report(client, config, &run_id, batch).await {
-            cancel.cancel();
-        }
-    }
+    report_until_done(
+        client,
+        config,
+        &run_id,
+        batches_rx,
+        lease.heartbeat_ms,
+        &cancel,
+    )
+    .await;
     let _ = pump.await;
     let outcome = match job.await {
         Ok(Ok(outcome)) => outcome,
@@ -166,6 +163,109 @@ async fn execute(
     };
     complete(client, config, &run_id, kind, code, outcome.log_tail).await;
     Ok(())
+}
+
+/// Trains a built-in job on the dataset the hub sent, reporting each epoch, and uploads the
+/// model as `outputs/model.onnx` (the hub registers it when the run asks).
+async fn execute_builtin(
+    client: &mut Client,
+    config: &WorkerConfig,
+    lease: pb::Lease,
+    job: pb::BuiltinJob,
+    csv: Vec<u8>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let run_id = lease.run_id.clone();
+    let workdir = config.work_dir.join(&run_id);
+    let csv_path = workdir.join("dataset.csv");
+    std::fs::create_dir_all(workdir.join("outputs"))
+        .and_then(|()| std::fs::write(&csv_path, &csv))
+        .map_err(|e| format!("cannot write the dataset: {e}"))?;
+    let job = crate::tracking::BuiltinJob {
+        trainer: job.trainer,
+        dataset: job.dataset,
+        target: job.target,
+        features: job.features,
+        register_as: None,
+    };
+    let params: std::collections::BTreeMap<String, String> = lease.params.into_iter().collect();
+    let cancel = stop.child_token();
+    let (batches_tx, batches_rx) = mpsc::channel::<EventBatch>(64);
+    let training = {
+        let (cancel, csv_path) = (cancel.clone(), csv_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let stopped = std::cell::Cell::new(false);
+            let trained = crate::jobs::builtin::train_blocking(
+                &csv_path,
+                &job,
+                &params,
+                &job.dataset,
+                |progress| {
+                    let now = crate::now_ms();
+                    let mut batch = EventBatch::default();
+                    match progress {
+                        crate::jobs::builtin::Progress::Line(line) => batch.lines.push((now, line)),
+                        crate::jobs::builtin::Progress::Epoch { points, line, .. } => {
+                            batch.lines.push((now, line));
+                            batch.metrics = points;
+                        }
+                    }
+                    let _ = batches_tx.blocking_send(batch);
+                    if cancel.is_cancelled() {
+                        stopped.set(true);
+                        return false;
+                    }
+                    true
+                },
+            );
+            (trained, stopped.get())
+        })
+    };
+    report_until_done(
+        client,
+        config,
+        &run_id,
+        batches_rx,
+        lease.heartbeat_ms,
+        &cancel,
+    )
+    .await;
+    let (trained, stopped) = training.await.map_err(|e| format!("training task: {e}"))?;
+    let model = match trained {
+        Ok(model) => model,
+        Err(error) => return Err(fail(client, config, &run_id, error.to_string()).await),
+    };
+    std::fs::write(workdir.join("outputs/model.onnx"), model.to_onnx())
+        .map_err(|e| format!("cannot write the model: {e}"))?;
+    upload_outputs(client, config, &run_id, &workdir).await;
+    let kind = if stopped { "canceled" } else { "exited" };
+    complete(client, config, &run_id, kind, 0, Vec::new()).await;
+    Ok(())
+}
+
+/// Reports every batch as it comes, and an empty one (a heartbeat) at least every
+/// `heartbeat_ms`, until the sender side closes; a report answered with "cancel" cancels.
+async fn report_until_done(
+    client: &mut Client,
+    config: &WorkerConfig,
+    run_id: &str,
+    mut batches: mpsc::Receiver<EventBatch>,
+    heartbeat_ms: u32,
+    cancel: &CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(heartbeat_ms.max(100))));
+    loop {
+        let batch = tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = ticker.tick() => EventBatch::default(),
+        };
+        if report(client, config, run_id, batch).await {
+            cancel.cancel();
+        }
+    }
 }
 
 /// Sends one report; returns whether the hub asked to stop the run.

@@ -1136,3 +1136,57 @@ async fn script_sweep_with(early_stop: &str) {
     }
     hub.shutdown().await;
 }
+
+/// A built-in trainer run on a remote worker: the worker gets the dataset, reports every
+/// epoch, uploads the model, and the hub registers it with the dataset's baseline.
+#[tokio::test]
+async fn a_builtin_run_trains_on_a_remote_worker_and_registers_its_model() {
+    let hub = TestHub::start().await;
+    upload_dataset(&hub, "sensors", &clusters_csv(300, 5))
+        .await
+        .expect("dataset");
+    let work = tempfile::tempdir().expect("temp dir");
+    let _worker = TestWorker::start(&hub, "gpu-box", work.path());
+    let mut header = builtin_header(
+        "remote",
+        "sensors@1",
+        &[("hidden", "8"), ("epochs", "6"), ("lr", "0.05")],
+        "remote-occ",
+    );
+    header.compute = "worker".into();
+    header.labels = vec!["cpu".into()];
+    let run = submit(&hub, header, None).await;
+    let done = wait_for_end(&hub, &run.id).await;
+    assert_eq!(
+        done.status, "completed",
+        "{}: {:?}",
+        done.error, done.log_tail
+    );
+    assert_eq!(done.executor, "gpu-box");
+    assert_eq!(done.outputs, vec!["remote-occ@1".to_string()]);
+    assert!(done.metrics["accuracy"].value > 0.9, "{:?}", done.metrics);
+    let steps: Vec<i64> = history(&hub, &run.id, "accuracy")
+        .await
+        .iter()
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+    let logs = all_logs(&hub, &run.id, false).await;
+    assert!(logs.iter().any(|l| l.starts_with("epoch 6/6")), "{logs:?}");
+    let version = hub
+        .client()
+        .await
+        .registry
+        .get_model_version(rpb::GetModelVersionRequest {
+            workspace: String::new(),
+            name: "remote-occ".into(),
+            reference: "1".into(),
+        })
+        .await
+        .expect("registered")
+        .into_inner();
+    let baseline = version.baseline.expect("the dataset's baseline");
+    let names: Vec<&str> = baseline.features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, vec!["temp", "light", "co2", "humidity"]);
+    hub.shutdown().await;
+}

@@ -570,11 +570,14 @@ impl TrainingService for TrainingApi {
         let entry = tracking
             .artifact(&format!("{}/{path}", run.artifact_root()))
             .map_err(status)?;
-        let features: Vec<String> = run
-            .tags
-            .get("shoal.features")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default();
+        // A built-in run's model gets its dataset's baseline; a script's model is registered
+        // without one (the hub does not know which columns it reads).
+        let features = match &run.job {
+            Some(Job::Builtin(job)) => {
+                crate::jobs::builtin::job_features(&self.jobs, &run, job).map_err(status)?
+            }
+            _ => Vec::new(),
+        };
         let reference = if features.is_empty() {
             crate::jobs::builtin::register_plain(
                 &self.jobs,
@@ -771,6 +774,7 @@ impl WorkerService for WorkerApi {
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(u64::from(r.wait_ms.min(MAX_LEASE_WAIT_MS)));
         let mut changes = self.jobs.tracking().subscribe();
+        let shutting_down = self.jobs.shutting_down();
         loop {
             let (jobs, worker, labels) = (self.jobs.clone(), r.worker_id.clone(), r.labels.clone());
             let leased = tokio::task::spawn_blocking(move || jobs.lease(&worker, &labels))
@@ -778,43 +782,73 @@ impl WorkerService for WorkerApi {
                 .map_err(|e| status(HubError::Internal(format!("lease task: {e}"))))?
                 .map_err(status)?;
             if let Some(run) = leased {
-                let (command, env, source_digest, source_bytes) = match &run.job {
-                    Some(Job::Script(job)) => (
-                        job.command.clone(),
-                        job.env.clone(),
-                        job.source_digest.clone(),
-                        job.source_bytes,
-                    ),
-                    _ => {
-                        let message = "only script runs can run on remote workers";
-                        let _ = self
-                            .jobs
-                            .finish(&run, Outcome::Exited(-1), vec![message.into()]);
+                let endpoints = self.jobs.endpoints();
+                let heartbeat_ms = (self.jobs.heartbeat_timeout().as_millis() / 3).max(100) as u32;
+                let lease = match &run.job {
+                    Some(Job::Script(job)) => pb::Lease {
+                        run_id: run.id.clone(),
+                        command: job.command.clone(),
+                        env: crate::jobs::local::run_environment(
+                            &run,
+                            &endpoints.grpc_url,
+                            &endpoints.http_url,
+                            &endpoints.token,
+                            &job.env,
+                        )
+                        .into_iter()
+                        .collect(),
+                        source_digest: job.source_digest.clone(),
+                        source_bytes: job.source_bytes,
+                        heartbeat_ms,
+                        builtin: None,
+                        params: Default::default(),
+                    },
+                    Some(Job::Builtin(job)) => {
+                        let dataset =
+                            match self.jobs.datasets().resolve(&run.workspace, &job.dataset) {
+                                Ok(dataset) => dataset,
+                                Err(error) => {
+                                    let _ = self.jobs.finish(
+                                        &run,
+                                        Outcome::Exited(-1),
+                                        vec![format!("the run's dataset is gone: {error}")],
+                                    );
+                                    continue;
+                                }
+                            };
+                        pb::Lease {
+                            run_id: run.id.clone(),
+                            command: Vec::new(),
+                            env: Default::default(),
+                            source_digest: dataset.digest,
+                            source_bytes: dataset.size_bytes,
+                            heartbeat_ms,
+                            builtin: Some(pb::BuiltinJob {
+                                trainer: job.trainer.clone(),
+                                dataset: job.dataset.clone(),
+                                target: job.target.clone(),
+                                features: job.features.clone(),
+                                register_as: job.register_as.clone().unwrap_or_default(),
+                            }),
+                            params: run.params.clone().into_iter().collect(),
+                        }
+                    }
+                    None => {
+                        let _ = self.jobs.finish(
+                            &run,
+                            Outcome::Exited(-1),
+                            vec!["the run has nothing to execute".into()],
+                        );
                         continue;
                     }
                 };
-                let endpoints = self.jobs.endpoints();
-                let env = crate::jobs::local::run_environment(
-                    &run,
-                    &endpoints.grpc_url,
-                    &endpoints.http_url,
-                    &endpoints.token,
-                    &env,
-                );
-                return Ok(Response::new(pb::LeaseResponse {
-                    lease: Some(pb::Lease {
-                        run_id: run.id,
-                        command,
-                        env: env.into_iter().collect(),
-                        source_digest,
-                        source_bytes,
-                        heartbeat_ms: (self.jobs.heartbeat_timeout().as_millis() / 3).max(100)
-                            as u32,
-                    }),
-                }));
+                return Ok(Response::new(pb::LeaseResponse { lease: Some(lease) }));
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(Response::new(pb::LeaseResponse { lease: None }));
+                }
+                _ = shutting_down.cancelled() => {
                     return Ok(Response::new(pb::LeaseResponse { lease: None }));
                 }
                 changed = changes.changed() => if changed.is_err() {
@@ -835,15 +869,21 @@ impl WorkerService for WorkerApi {
             .jobs
             .leased_run(&r.run_id, &r.worker_id)
             .map_err(status)?;
-        let Some(Job::Script(job)) = run.job else {
-            return Err(Status::failed_precondition(
-                "the run has no source snapshot",
-            ));
+        let digest = match &run.job {
+            Some(Job::Script(job)) => job.source_digest.clone(),
+            Some(Job::Builtin(job)) => {
+                self.jobs
+                    .datasets()
+                    .resolve(&run.workspace, &job.dataset)
+                    .map_err(status)?
+                    .digest
+            }
+            None => return Err(Status::failed_precondition("the run has no input")),
         };
         let bytes = self
             .jobs
             .artifacts()
-            .read(&job.source_digest)
+            .read(&digest)
             .await
             .map_err(|e| status(e.into()))?;
         let chunks: Vec<Result<pb::SourceChunk, Status>> = bytes
@@ -927,6 +967,32 @@ impl WorkerService for WorkerApi {
                 )))
             }
         };
+        let run = self
+            .jobs
+            .leased_run(&r.run_id, &r.worker_id)
+            .map_err(status)?;
+        // A built-in run the worker finished registers its model before it counts as completed.
+        if let (Outcome::Exited(0), Some(Job::Builtin(job))) = (outcome, &run.job) {
+            if let Some(name) = &job.register_as {
+                if let Err(error) =
+                    crate::jobs::builtin::register_output(&self.jobs, &run, job, name).await
+                {
+                    self.jobs
+                        .tracking()
+                        .finish_run(
+                            &run.id,
+                            crate::tracking::RunStatus::Failed,
+                            Some(0),
+                            Some(format!(
+                                "training finished, but registering '{name}' failed: {error}"
+                            )),
+                            r.log_tail,
+                        )
+                        .map_err(status)?;
+                    return Ok(Response::new(pb::CompleteResponse {}));
+                }
+            }
+        }
         self.jobs
             .worker_complete(&r.run_id, &r.worker_id, outcome, r.log_tail)
             .map_err(status)?;

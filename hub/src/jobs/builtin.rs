@@ -61,6 +61,74 @@ enum Interruption {
     EarlyStop(String),
 }
 
+/// What a built-in training reports while it runs.
+pub enum Progress {
+    /// A line for the run's log.
+    Line(String),
+    /// An epoch's figures (step = epoch), with the line that summarises them.
+    Epoch {
+        epoch: i64,
+        points: Vec<(String, MetricPoint)>,
+        line: String,
+    },
+}
+
+/// Trains a built-in job on the CSV at `csv`, on the calling (blocking) thread; the hub and
+/// remote workers share it. `on_progress` sees every log line and epoch and returns `false`
+/// to stop training after that epoch (the model so far is returned).
+///
+/// # Errors
+/// `InvalidArgument` for a trainer, params or dataset the trainer refuses.
+pub fn train_blocking(
+    csv: &std::path::Path,
+    job: &BuiltinJob,
+    params: &BTreeMap<String, String>,
+    dataset_label: &str,
+    mut on_progress: impl FnMut(Progress) -> bool,
+) -> HubResult<shoal_train::TrainedModel> {
+    let trainer: Trainer = job
+        .trainer
+        .parse()
+        .map_err(|e| HubError::invalid(format!("{e}")))?;
+    let config =
+        TrainConfig::from_params(trainer, params).map_err(|e| HubError::invalid(e.to_string()))?;
+    let spec = DataSpec {
+        target: job.target.clone(),
+        features: (!job.features.is_empty()).then(|| job.features.clone()),
+    };
+    let file = std::fs::File::open(csv)?;
+    let dataset = Dataset::from_csv(std::io::BufReader::new(file), &spec)
+        .map_err(|e| HubError::invalid(format!("dataset {dataset_label}: {e}")))?;
+    on_progress(Progress::Line(format!(
+        "[shoal] {} on {}: {} rows ({} skipped for nulls), {} features, target '{}'",
+        trainer,
+        dataset_label,
+        dataset.rows(),
+        dataset.rows_skipped(),
+        dataset.feature_names().len(),
+        dataset.target_name()
+    )));
+    let epochs = config.epochs;
+    shoal_train::train(&dataset, &config, |metrics| {
+        let points = metric_points(metrics, crate::now_ms());
+        let summary: Vec<String> = points
+            .iter()
+            .map(|(k, p)| format!("{k} {:.4}", p.value))
+            .collect();
+        let line = format!("epoch {}/{epochs}: {}", metrics.epoch, summary.join(", "));
+        if on_progress(Progress::Epoch {
+            epoch: i64::from(metrics.epoch),
+            points,
+            line,
+        }) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    })
+    .map_err(|e| HubError::invalid(format!("training failed: {e}")))
+}
+
 /// Executes a built-in run on this host.
 ///
 /// # Errors
@@ -74,69 +142,51 @@ pub async fn execute(
 ) -> HubResult<()> {
     let dataset_version = jobs.datasets().resolve(&run.workspace, &job.dataset)?;
     let csv_path = jobs.datasets().path(&dataset_version);
-    let trainer: Trainer = job
-        .trainer
-        .parse()
-        .map_err(|e| HubError::invalid(format!("{e}")))?;
-    let config = TrainConfig::from_params(trainer, &run.params)
-        .map_err(|e| HubError::invalid(e.to_string()))?;
-    let spec = DataSpec {
-        target: job.target.clone(),
-        features: (!job.features.is_empty()).then(|| job.features.clone()),
-    };
-    let (worker_jobs, worker_run) = (jobs.clone(), run.clone());
-    let epochs = config.epochs;
+    let (worker_jobs, worker_run, worker_job) = (jobs.clone(), run.clone(), job.clone());
     let trained = tokio::task::spawn_blocking(move || -> HubResult<_> {
-        let jobs = worker_jobs;
-        let run = worker_run;
+        let (jobs, run) = (worker_jobs, worker_run);
         let tracking = jobs.tracking();
         let log = |text: String| {
             let _ = tracking.append_log(&run.id, &[(crate::now_ms(), text)]);
         };
-        let file = std::fs::File::open(&csv_path)?;
-        let dataset = Dataset::from_csv(std::io::BufReader::new(file), &spec)
-            .map_err(|e| HubError::invalid(format!("dataset {}: {e}", job_dataset(&run))))?;
-        log(format!(
-            "[shoal] {} on {}: {} rows ({} skipped for nulls), {} features, target '{}'",
-            trainer,
-            job_dataset(&run),
-            dataset.rows(),
-            dataset.rows_skipped(),
-            dataset.feature_names().len(),
-            dataset.target_name()
-        ));
         let advisor = jobs.advisor();
         let mut interruption = None;
-        let model = shoal_train::train(&dataset, &config, |metrics| {
-            let points = metric_points(metrics, crate::now_ms());
-            let summary: Vec<String> = points
-                .iter()
-                .map(|(k, p)| format!("{k} {:.4}", p.value))
-                .collect();
-            log(format!(
-                "epoch {}/{epochs}: {}",
-                metrics.epoch,
-                summary.join(", ")
-            ));
-            if let Err(error) = tracking.log_metrics(&run.id, &points) {
-                tracing::warn!(run = %run.id, %error, "cannot log epoch metrics");
-            }
-            if cancel.is_cancelled() {
-                interruption = Some(Interruption::Canceled);
-                return ControlFlow::Break(());
-            }
-            if let Some(advisor) = &advisor {
-                if let Ok(current) = tracking.run(&run.id) {
-                    if let Some(reason) = advisor.should_stop(&current, i64::from(metrics.epoch)) {
+        let model = train_blocking(
+            &csv_path,
+            &worker_job,
+            &run.params,
+            &job_dataset(&run),
+            |progress| match progress {
+                Progress::Line(line) => {
+                    log(line);
+                    true
+                }
+                Progress::Epoch {
+                    epoch,
+                    points,
+                    line,
+                } => {
+                    log(line);
+                    if let Err(error) = tracking.log_metrics(&run.id, &points) {
+                        tracing::warn!(run = %run.id, %error, "cannot log epoch metrics");
+                    }
+                    if cancel.is_cancelled() {
+                        interruption = Some(Interruption::Canceled);
+                        return false;
+                    }
+                    let reason = advisor.as_ref().and_then(|advisor| {
+                        let current = tracking.run(&run.id).ok()?;
+                        advisor.should_stop(&current, epoch)
+                    });
+                    if let Some(reason) = reason {
                         log(format!("[shoal] early termination: {reason}"));
                         interruption = Some(Interruption::EarlyStop(reason));
-                        return ControlFlow::Break(());
+                        return false;
                     }
+                    true
                 }
-            }
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| HubError::invalid(format!("training failed: {e}")))?;
+            },
+        )?;
         Ok((model, interruption))
     })
     .await
@@ -298,5 +348,48 @@ pub async fn register_plain(
         }
         Ok(())
     })?;
+    Ok(reference)
+}
+
+/// The feature columns a built-in job trained on: the job's, or every column of its dataset
+/// but the target, in header order (what the trainer takes when none are named).
+///
+/// # Errors
+/// `NotFound` for the dataset.
+pub fn job_features(jobs: &Jobs, run: &Run, job: &BuiltinJob) -> HubResult<Vec<String>> {
+    if !job.features.is_empty() {
+        return Ok(job.features.clone());
+    }
+    let dataset = jobs.datasets().resolve(&run.workspace, &job.dataset)?;
+    Ok(dataset
+        .profile
+        .columns
+        .iter()
+        .filter(|c| c.name != job.target)
+        .map(|c| c.name.clone())
+        .collect())
+}
+
+/// Registers the `outputs/model.onnx` a built-in run stored (on a worker) as `name`, with the
+/// dataset's profile over the trained features as its baseline. Returns `name@version`.
+///
+/// # Errors
+/// `NotFound` when the run stored no model; what the registry refuses.
+pub async fn register_output(
+    jobs: &Jobs,
+    run: &Run,
+    job: &BuiltinJob,
+    name: &str,
+) -> HubResult<String> {
+    let entry = jobs
+        .tracking()
+        .artifact(&format!("{}/outputs/model.onnx", run.artifact_root()))?;
+    let features = job_features(jobs, run, job)?;
+    let reference =
+        register_model(jobs, run, name, &features, entry.digest, entry.size_bytes).await?;
+    jobs.tracking().append_log(
+        &run.id,
+        &[(crate::now_ms(), format!("[shoal] registered {reference}"))],
+    )?;
     Ok(reference)
 }

@@ -87,6 +87,8 @@ struct JobsInner {
     local: Mutex<HashMap<String, CancellationToken>>,
     /// The tasks executing them, so shutdown can wait until each has recorded its end.
     tasks: TaskTracker,
+    /// Fires when the hub shuts down, so long polls (a worker's lease) end at once.
+    shutdown: CancellationToken,
     advisor: Mutex<Option<Arc<dyn StopAdvisor>>>,
 }
 
@@ -120,6 +122,7 @@ impl Jobs {
                 max_upload_bytes: config.max_upload_bytes,
                 local: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
                 advisor: Mutex::new(None),
             }),
         }
@@ -147,6 +150,11 @@ impl Jobs {
 
     pub fn heartbeat_timeout(&self) -> Duration {
         self.inner.heartbeat_timeout
+    }
+
+    /// Fires when the hub is shutting down.
+    pub fn shutting_down(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     /// Tells the jobs layer where the hub listens, once its sockets are bound.
@@ -179,11 +187,6 @@ impl Jobs {
         let mut inputs = Vec::new();
         let job = match submission.job {
             Job::Builtin(mut job) => {
-                if submission.compute != Compute::Local {
-                    return Err(HubError::invalid(
-                        "built-in trainers run on the hub: use --compute local",
-                    ));
-                }
                 builtin::check(&job, &submission.params)?;
                 let dataset = self
                     .inner
@@ -395,6 +398,7 @@ impl Jobs {
         }
         // Shutting down: stop what this host runs and wait until each run has recorded its
         // end (canceled, saying why); the hub's shutdown grace bounds the wait.
+        self.inner.shutdown.cancel();
         let running: Vec<(String, CancellationToken)> = lock(&self.inner.local)
             .iter()
             .map(|(id, token)| (id.clone(), token.clone()))

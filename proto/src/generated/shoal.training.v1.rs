@@ -619,6 +619,15 @@ pub struct Lease {
     /// Heartbeat at least this often; after a few missed beats the run is failed.
     #[prost(uint32, tag = "6")]
     pub heartbeat_ms: u32,
+    /// A built-in trainer run instead of a command: DownloadSource then sends the dataset's CSV,
+    /// and the worker uploads outputs/model.onnx.
+    #[prost(message, optional, tag = "7")]
+    pub builtin: ::core::option::Option<BuiltinJob>,
+    #[prost(map = "string, string", tag = "8")]
+    pub params: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -627,6 +636,7 @@ pub struct LeaseResponse {
     #[prost(message, optional, tag = "1")]
     pub lease: ::core::option::Option<Lease>,
 }
+/// The run's input: its source snapshot, or the dataset CSV of a built-in trainer run.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DownloadSourceRequest {
