@@ -445,20 +445,18 @@ impl Sweeps {
                 Some(Job::Builtin(job)) => builtin::job_features(&self.jobs, &best, job)?,
                 _ => Vec::new(),
             };
-            registered = Some(if features.is_empty() {
-                builtin::register_plain(&self.jobs, &best, name, "", entry.digest, entry.size_bytes)
-                    .await?
-            } else {
+            registered = Some(
                 builtin::register_model(
                     &self.jobs,
                     &best,
                     name,
+                    "",
                     &features,
                     entry.digest,
                     entry.size_bytes,
                 )
-                .await?
-            });
+                .await?,
+            );
         }
         let now = crate::now_ms();
         tracking.log_metrics(

@@ -578,27 +578,16 @@ impl TrainingService for TrainingApi {
             }
             _ => Vec::new(),
         };
-        let reference = if features.is_empty() {
-            crate::jobs::builtin::register_plain(
-                &self.jobs,
-                &run,
-                &r.model,
-                &r.description,
-                entry.digest,
-                entry.size_bytes,
-            )
-            .await
-        } else {
-            crate::jobs::builtin::register_model(
-                &self.jobs,
-                &run,
-                &r.model,
-                &features,
-                entry.digest,
-                entry.size_bytes,
-            )
-            .await
-        }
+        let reference = crate::jobs::builtin::register_model(
+            &self.jobs,
+            &run,
+            &r.model,
+            &r.description,
+            &features,
+            entry.digest,
+            entry.size_bytes,
+        )
+        .await
         .map_err(status)?;
         let version = reference
             .rsplit_once('@')

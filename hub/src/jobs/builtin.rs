@@ -239,7 +239,8 @@ pub async fn execute(
         None => {}
     }
     if let Some(name) = &job.register_as {
-        let reference = register_model(jobs, run, name, &model.feature_names, digest, size).await?;
+        let reference =
+            register_model(jobs, run, name, "", &model.feature_names, digest, size).await?;
         tracking.append_log(
             &run.id,
             &[(crate::now_ms(), format!("[shoal] registered {reference}"))],
@@ -253,9 +254,11 @@ fn job_dataset(run: &Run) -> String {
     run.inputs.first().cloned().unwrap_or_default()
 }
 
-/// Registers a run's ONNX output as a model version, with the run's dataset profile (over the
-/// model's feature columns) as its drift baseline, and records the lineage on both sides.
-/// Returns `name@version`.
+/// Registers a run's ONNX output as a model version and records the lineage on both sides
+/// (`shoal.run` and `shoal.dataset` tags on the version, `name@version` in the run's outputs).
+/// With `features` (the model's input columns, as a built-in trainer knows them), the run's
+/// dataset profile over those columns becomes the version's drift baseline; without (a
+/// script's model), the version has none. Returns `name@version`.
 ///
 /// # Errors
 /// What the registry refuses (the model, the name, the baseline).
@@ -263,60 +266,8 @@ pub async fn register_model(
     jobs: &Jobs,
     run: &Run,
     name: &str,
-    features: &[String],
-    digest: String,
-    size: u64,
-) -> HubResult<String> {
-    let mut tags = BTreeMap::from([("shoal.run".to_string(), run.id.clone())]);
-    if let Some(dataset) = run.inputs.first() {
-        tags.insert("shoal.dataset".to_string(), dataset.clone());
-    }
-    let version = jobs
-        .registry()
-        .register(
-            NewVersion {
-                workspace: run.workspace.clone(),
-                name: name.to_string(),
-                description: format!("trained by run {}", run.id),
-                tags,
-            },
-            digest,
-            size,
-        )
-        .await?;
-    if let Some(dataset) = run.inputs.first() {
-        let dataset = jobs.datasets().resolve(&run.workspace, dataset)?;
-        jobs.registry()
-            .set_baseline(
-                &run.workspace,
-                name,
-                &version.version.to_string(),
-                "",
-                features.to_vec(),
-                jobs.datasets().path(&dataset),
-            )
-            .await?;
-    }
-    let reference = format!("{name}@{}", version.version);
-    jobs.tracking().update_run(&run.id, |r| {
-        if !r.outputs.contains(&reference) {
-            r.outputs.push(reference.clone());
-        }
-        Ok(())
-    })?;
-    Ok(reference)
-}
-
-/// Registers a run's ONNX output without a baseline (a script run's model, whose feature
-/// columns the hub does not know), recording the lineage on both sides.
-///
-/// # Errors
-/// What the registry refuses.
-pub async fn register_plain(
-    jobs: &Jobs,
-    run: &Run,
-    name: &str,
     description: &str,
+    features: &[String],
     digest: String,
     size: u64,
 ) -> HubResult<String> {
@@ -341,6 +292,19 @@ pub async fn register_plain(
             size,
         )
         .await?;
+    if let (Some(dataset), false) = (run.inputs.first(), features.is_empty()) {
+        let dataset = jobs.datasets().resolve(&run.workspace, dataset)?;
+        jobs.registry()
+            .set_baseline(
+                &run.workspace,
+                name,
+                &version.version.to_string(),
+                "",
+                features.to_vec(),
+                jobs.datasets().path(&dataset),
+            )
+            .await?;
+    }
     let reference = format!("{name}@{}", version.version);
     jobs.tracking().update_run(&run.id, |r| {
         if !r.outputs.contains(&reference) {
@@ -385,8 +349,16 @@ pub async fn register_output(
         .tracking()
         .artifact(&format!("{}/outputs/model.onnx", run.artifact_root()))?;
     let features = job_features(jobs, run, job)?;
-    let reference =
-        register_model(jobs, run, name, &features, entry.digest, entry.size_bytes).await?;
+    let reference = register_model(
+        jobs,
+        run,
+        name,
+        "",
+        &features,
+        entry.digest,
+        entry.size_bytes,
+    )
+    .await?;
     jobs.tracking().append_log(
         &run.id,
         &[(crate::now_ms(), format!("[shoal] registered {reference}"))],
