@@ -86,6 +86,7 @@ pub struct TestHubBuilder {
     data_dir: Option<PathBuf>,
     max_model_bytes: Option<u64>,
     worker_heartbeat_timeout: Option<Duration>,
+    max_upload_bytes: Option<u64>,
 }
 
 impl TestHub {
@@ -96,6 +97,7 @@ impl TestHub {
             data_dir: None,
             max_model_bytes: None,
             worker_heartbeat_timeout: None,
+            max_upload_bytes: None,
         }
     }
 
@@ -305,6 +307,12 @@ impl TestHubBuilder {
         self
     }
 
+    /// The largest dataset, snapshot or output the hub accepts.
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = Some(bytes);
+        self
+    }
+
     /// How long a remote worker may stay silent before its run is failed.
     pub fn worker_heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.worker_heartbeat_timeout = Some(timeout);
@@ -333,6 +341,9 @@ impl TestHubBuilder {
         }
         if let Some(timeout) = self.worker_heartbeat_timeout {
             config.worker_heartbeat_timeout = timeout;
+        }
+        if let Some(bytes) = self.max_upload_bytes {
+            config.max_upload_bytes = bytes;
         }
         let topic_prefix = config.topic_prefix.clone();
         let hub = Hub::bind(config).await.expect("bind the test hub");

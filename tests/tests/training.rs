@@ -238,6 +238,32 @@ async fn dataset_profile_matches_the_csv_and_ragged_rows_are_refused() {
         refused.message()
     );
 
+    let mut not_utf8 = b"a,b\n1,2\n3,".to_vec();
+    not_utf8.extend_from_slice(&[0xff, 0xfe, b'\n']);
+    let refused = client
+        .training
+        .upload_dataset(futures::stream::iter(vec![
+            pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Header(
+                    pb::UploadDatasetHeader {
+                        name: "latin".into(),
+                        ..Default::default()
+                    },
+                )),
+            },
+            pb::UploadDatasetRequest {
+                part: Some(pb::upload_dataset_request::Part::Chunk(not_utf8)),
+            },
+        ]))
+        .await
+        .expect_err("bad encoding refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("line 3") && refused.message().contains("utf-8"),
+        "{}",
+        refused.message()
+    );
+
     let ragged = upload_dataset(&hub, "broken", "a,b\n1,2\n3\n").await;
     let error = ragged.expect_err("ragged csv refused");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
@@ -1188,5 +1214,28 @@ async fn a_builtin_run_trains_on_a_remote_worker_and_registers_its_model() {
     let baseline = version.baseline.expect("the dataset's baseline");
     let names: Vec<&str> = baseline.features.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, vec!["temp", "light", "co2", "humidity"]);
+    hub.shutdown().await;
+}
+
+/// An upload over the hub's limit is refused while it streams, naming the limit.
+#[tokio::test]
+async fn uploads_over_the_limit_are_refused() {
+    let hub = TestHub::builder().max_upload_bytes(1000).start().await;
+    let refused = upload_dataset(&hub, "big", &clusters_csv(200, 1))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("1000 bytes"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("--max-upload-bytes"),
+        "{}",
+        refused.message()
+    );
+    let fits = upload_dataset(&hub, "small", "a,b\n1,2\n").await;
+    assert!(fits.is_ok(), "{fits:?}");
     hub.shutdown().await;
 }
