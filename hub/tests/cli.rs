@@ -294,7 +294,7 @@ async fn cli_trains_searches_and_sweeps() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(
         src.join("train.sh"),
-        "echo \"{\\\"step\\\": 1, \\\"accuracy\\\": 0.5}\" >> \"$SHOAL_METRICS\"\necho hello from $SHOAL_RUN_ID\nmkdir -p outputs/deep && echo 42 > outputs/deep/result.txt\n",
+        "echo \"{\\\"step\\\": 1, \\\"accuracy\\\": 0.5}\" >> \"$SHOAL_METRICS\"\necho hello from $SHOAL_RUN_ID\nmkdir -p outputs/deep && echo 42 > outputs/deep/result.txt\nprintf 'a,b\\n1,2\\n3,4\\n' > outputs/features.csv\n",
     )
     .unwrap();
     let script: serde_json::Value = serde_json::from_str(
@@ -328,7 +328,7 @@ async fn cli_trains_searches_and_sweeps() {
             "run",
             "download",
             script_id,
-            "outputs",
+            "outputs/deep",
             "--output",
             fetched.to_str().unwrap(),
         ])
@@ -343,6 +343,25 @@ async fn cli_trains_searches_and_sweeps() {
         )
         .await;
     assert!(missing.contains("outputs/deep/result.txt"), "{missing}");
+    let derived: serde_json::Value = serde_json::from_str(
+        &shoal
+            .ok(&[
+                "dataset",
+                "register",
+                "outputs/features.csv",
+                "--from-run",
+                script_id,
+                "--name",
+                "derived",
+                "-o",
+                "json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(derived["reference"], "derived@1");
+    assert_eq!(derived["rows"], 2);
+    assert_eq!(derived["source_run"], script_id);
 
     let listed: serde_json::Value = serde_json::from_str(
         &shoal

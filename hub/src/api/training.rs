@@ -240,6 +240,33 @@ impl TrainingService for TrainingApi {
         Ok(Response::new(dataset_to_wire(version)))
     }
 
+    async fn register_dataset_from_run(
+        &self,
+        request: Request<pb::RegisterDatasetFromRunRequest>,
+    ) -> Result<Response<pb::DatasetVersion>, Status> {
+        let r = request.into_inner();
+        let tracking = self.jobs.tracking();
+        let run = tracking.run(&r.run_id).map_err(status)?;
+        let path = r.path.trim_start_matches("./");
+        let entry = tracking
+            .artifact(&format!("{}/{path}", run.artifact_root()))
+            .map_err(status)?;
+        let version = self
+            .jobs
+            .datasets()
+            .register(
+                &run.workspace,
+                &r.name,
+                &r.description,
+                entry.digest,
+                entry.size_bytes,
+                Some(run.id.clone()),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(dataset_to_wire(version)))
+    }
+
     async fn create_experiment(
         &self,
         request: Request<pb::CreateExperimentRequest>,

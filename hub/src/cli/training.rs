@@ -17,11 +17,15 @@ const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
 pub enum DatasetCommand {
     /// Uploads a CSV as the next version of a dataset and prints its profile.
     Register {
+        /// The CSV; with --from-run, the path of a run's artifact (outputs/features.csv).
         file: PathBuf,
         #[arg(long)]
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// Register a CSV a run wrote, with the run as the version's source.
+        #[arg(long)]
+        from_run: Option<String>,
     },
     List,
     /// A version's profile: NAME@VERSION, NAME (latest).
@@ -248,7 +252,8 @@ fn dataset_json(d: &pb::DatasetVersion) -> Value {
     json!({
         "name": d.name, "version": d.version, "reference": format!("{}@{}", d.name, d.version),
         "rows": d.rows, "size_bytes": d.size_bytes, "digest": d.digest,
-        "description": d.description, "age": age(d.created_at_ms), "columns": columns,
+        "description": d.description, "age": age(d.created_at_ms), "source_run": d.source_run,
+        "columns": columns,
     })
 }
 
@@ -468,8 +473,22 @@ pub async fn dataset(
             file,
             name,
             description,
+            from_run,
         } => {
-            let version = upload_dataset(hub, ws, &file, &name, &description).await?;
+            let version = match from_run {
+                Some(run_id) => hub
+                    .training
+                    .register_dataset_from_run(pb::RegisterDatasetFromRunRequest {
+                        run_id,
+                        path: file.display().to_string(),
+                        name,
+                        description,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+                None => upload_dataset(hub, ws, &file, &name, &description).await?,
+            };
             print_dataset(out, &version);
         }
         DatasetCommand::List => {

@@ -89,6 +89,21 @@ pub mod upload_dataset_request {
         Chunk(::prost::alloc::vec::Vec<u8>),
     }
 }
+/// Registers a CSV a run wrote (a feature table, a cleaned export) as the next version of a
+/// dataset, with the run as its source.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegisterDatasetFromRunRequest {
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// "outputs/features.csv".
+    #[prost(string, tag = "2")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub description: ::prost::alloc::string::String,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListDatasetsRequest {
@@ -903,6 +918,32 @@ pub mod training_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn register_dataset_from_run(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RegisterDatasetFromRunRequest>,
+        ) -> std::result::Result<tonic::Response<super::DatasetVersion>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.training.v1.TrainingService/RegisterDatasetFromRun",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.training.v1.TrainingService",
+                        "RegisterDatasetFromRun",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn create_experiment(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateExperimentRequest>,
@@ -1324,6 +1365,10 @@ pub mod training_service_server {
             &self,
             request: tonic::Request<super::GetDatasetRequest>,
         ) -> std::result::Result<tonic::Response<super::DatasetVersion>, tonic::Status>;
+        async fn register_dataset_from_run(
+            &self,
+            request: tonic::Request<super::RegisterDatasetFromRunRequest>,
+        ) -> std::result::Result<tonic::Response<super::DatasetVersion>, tonic::Status>;
         async fn create_experiment(
             &self,
             request: tonic::Request<super::CreateExperimentRequest>,
@@ -1623,6 +1668,55 @@ pub mod training_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetDatasetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.training.v1.TrainingService/RegisterDatasetFromRun" => {
+                    #[allow(non_camel_case_types)]
+                    struct RegisterDatasetFromRunSvc<T: TrainingService>(pub Arc<T>);
+                    impl<
+                        T: TrainingService,
+                    > tonic::server::UnaryService<super::RegisterDatasetFromRunRequest>
+                    for RegisterDatasetFromRunSvc<T> {
+                        type Response = super::DatasetVersion;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RegisterDatasetFromRunRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TrainingService>::register_dataset_from_run(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RegisterDatasetFromRunSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
