@@ -47,7 +47,7 @@ struct WorkerArgs {
     work_dir: PathBuf,
 }
 
-async fn worker(args: WorkerArgs) -> ExitCode {
+async fn worker(args: WorkerArgs, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
     let id = args.id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -65,7 +65,7 @@ async fn worker(args: WorkerArgs) -> ExitCode {
         "shoal-hub worker {id}: serving runs from {}",
         config.hub_url
     );
-    match shoal_hub::worker::run_worker(config, shoal_hub::shutdown::signal()).await {
+    match shoal_hub::worker::run_worker(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal-hub worker: {error}");
@@ -146,9 +146,13 @@ async fn main() -> ExitCode {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = match Cli::parse().command {
+    let command = Cli::parse().command;
+    // Listen for SIGTERM/SIGINT before anything else, so a signal during start-up begins a
+    // graceful shutdown instead of killing the process.
+    let shutdown = shoal_hub::shutdown::signal();
+    let args = match command {
         Command::Serve(args) => args,
-        Command::Worker(args) => return worker(args).await,
+        Command::Worker(args) => return worker(args, shutdown).await,
     };
     let config = match build_config(args) {
         Ok(config) => config,
@@ -171,7 +175,7 @@ async fn main() -> ExitCode {
         hub.advertised_mqtt_url(),
         hub.admin_token_path().display()
     );
-    match hub.run(shoal_hub::shutdown::signal()).await {
+    match hub.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal-hub: {error}");

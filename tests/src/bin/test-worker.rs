@@ -6,6 +6,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     shoal_integration_tests::init_logging();
+    let shutdown = shoal_hub::shutdown::signal();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [hub_url, token, worker_id, work_dir, rest @ ..] = args.as_slice() else {
         eprintln!("usage: test-worker HUB_URL TOKEN WORKER_ID WORK_DIR [LABELS]");
@@ -21,7 +22,7 @@ async fn main() -> ExitCode {
             .unwrap_or_default(),
         work_dir: work_dir.into(),
     };
-    match shoal_hub::worker::run_worker(config, shoal_hub::shutdown::signal()).await {
+    match shoal_hub::worker::run_worker(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("test-worker: {error}");
