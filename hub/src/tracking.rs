@@ -694,12 +694,7 @@ impl Tracking {
 
     /// Keeps the queue and active-run indexes in step with a run's status.
     fn reindex(&self, run: &Run) -> HubResult<()> {
-        let queue_key = format!(
-            "{}/{:016}/{}",
-            run.compute.as_str(),
-            run.created_ms.max(0),
-            run.id
-        );
+        let queue_key = queue_key(run);
         if run.status == RunStatus::Queued {
             self.records.put_bytes(RUN_QUEUE_TREE, &queue_key, b"")?;
         } else {
@@ -713,7 +708,8 @@ impl Tracking {
         Ok(())
     }
 
-    /// Moves a run to a terminal status (no-op if it already has one).
+    /// Moves a run to a terminal status (no-op if it already has one). A run canceled without
+    /// an `error` keeps the reason its cancel recorded (`canceled` if none).
     ///
     /// # Errors
     /// `NotFound`.
@@ -732,7 +728,11 @@ impl Tracking {
             run.status = status;
             run.ended_ms = Some(crate::now_ms());
             run.exit_code = exit_code;
-            run.error = error.clone();
+            run.error = match (&error, status) {
+                (Some(error), _) => Some(error.clone()),
+                (None, RunStatus::Canceled) => run.error.take().or_else(|| Some("canceled".into())),
+                (None, _) => None,
+            };
             run.log_tail = log_tail.clone();
             Ok(())
         })?;
@@ -742,12 +742,17 @@ impl Tracking {
     }
 
     /// Logs metric points. Non-finite values are kept (MLflow allows NaN and infinities).
+    /// Returns the run as it stands after them (`None` when there were none).
     ///
     /// # Errors
     /// `NotFound`; `InvalidArgument` for a bad key; `FailedPrecondition` for a deleted run.
-    pub fn log_metrics(&self, run_id: &str, points: &[(String, MetricPoint)]) -> HubResult<()> {
+    pub fn log_metrics(
+        &self,
+        run_id: &str,
+        points: &[(String, MetricPoint)],
+    ) -> HubResult<Option<Run>> {
         if points.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         for (key, _) in points {
             check_key("metric", key)?;
@@ -766,7 +771,7 @@ impl Tracking {
                 point,
             )?;
         }
-        self.update_run(run_id, |run| {
+        let run = self.update_run(run_id, |run| {
             for (key, point) in points {
                 match run.metrics.get(key) {
                     Some(old) if !is_latest(point, old) => {}
@@ -777,7 +782,7 @@ impl Tracking {
             }
             Ok(())
         })?;
-        Ok(())
+        Ok(Some(run))
     }
 
     /// Every point of one metric, in the order logged.
@@ -1106,6 +1111,16 @@ impl Tracking {
     pub fn flush(&self) -> HubResult<()> {
         Ok(self.records.flush()?)
     }
+}
+
+/// A run's key in the queue index: by target, then age.
+fn queue_key(run: &Run) -> String {
+    format!(
+        "{}/{:016}/{}",
+        run.compute.as_str(),
+        run.created_ms.max(0),
+        run.id
+    )
 }
 
 fn check_experiment_name(name: &str) -> HubResult<()> {
@@ -1687,15 +1702,7 @@ impl Tracking {
             }
         }
         self.records.delete(RUN_ACTIVE_TREE, &run.id)?;
-        self.records.delete(
-            RUN_QUEUE_TREE,
-            &format!(
-                "{}/{:016}/{}",
-                run.compute.as_str(),
-                run.created_ms.max(0),
-                run.id
-            ),
-        )?;
+        self.records.delete(RUN_QUEUE_TREE, &queue_key(run))?;
         self.records.delete(RUNS_TREE, &run.id)?;
         Ok(())
     }

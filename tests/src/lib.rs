@@ -136,6 +136,53 @@ impl TestHub {
         .await
     }
 
+    /// Uploads CSV bytes as the next version of a dataset in `workspace` (empty: default).
+    pub async fn upload_dataset(
+        &self,
+        workspace: &str,
+        name: &str,
+        csv: &[u8],
+    ) -> Result<shoal_proto::training::DatasetVersion, tonic::Status> {
+        use shoal_proto::training as pb;
+        let mut messages = vec![pb::UploadDatasetRequest {
+            part: Some(pb::upload_dataset_request::Part::Header(
+                pb::UploadDatasetHeader {
+                    workspace: workspace.into(),
+                    name: name.into(),
+                    description: String::new(),
+                    size_bytes: csv.len() as u64,
+                },
+            )),
+        }];
+        messages.extend(csv.chunks(1000).map(|c| pb::UploadDatasetRequest {
+            part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())),
+        }));
+        self.client()
+            .await
+            .training
+            .upload_dataset(futures::stream::iter(messages))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until a run is completed, failed or canceled, and returns it.
+    pub async fn wait_for_run_end(&self, id: &str) -> shoal_proto::training::Run {
+        wait_for(&format!("run {id} to end"), || async {
+            let run = self
+                .client()
+                .await
+                .training
+                .get_run(shoal_proto::training::GetRunRequest { run_id: id.into() })
+                .await
+                .expect("get run")
+                .into_inner();
+            ["completed", "failed", "canceled"]
+                .contains(&run.status.as_str())
+                .then_some(run)
+        })
+        .await
+    }
+
     /// Enrolls a device and returns its agent config.
     pub async fn add_device(&self, id: &str) -> AgentConfigFile {
         let creds = self

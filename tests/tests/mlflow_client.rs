@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal_integration_tests::{unique, wait_for, TestHub};
+use shoal_integration_tests::{unique, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::registry as rpb;
 use shoal_proto::training::training_service_client::TrainingServiceClient;
@@ -693,22 +693,7 @@ async fn a_script_run_logs_through_the_mlflow_client_and_its_exit_code_decides()
         .await
         .expect("submitted")
         .into_inner();
-    let done = wait_for("the script run to end", || {
-        let mut client = client.clone();
-        let id = run.id.clone();
-        async move {
-            let run = client
-                .training
-                .get_run(pb::GetRunRequest { run_id: id })
-                .await
-                .expect("get run")
-                .into_inner();
-            ["completed", "failed", "canceled"]
-                .contains(&run.status.as_str())
-                .then_some(run)
-        }
-    })
-    .await;
+    let done = hub.wait_for_run_end(&run.id).await;
     assert_eq!(done.status, "failed", "{:?}", done.log_tail);
     assert_eq!(done.exit_code, Some(3));
     assert!(

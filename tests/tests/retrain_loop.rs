@@ -11,46 +11,6 @@ use shoal_proto::telemetry::{CreateMonitorRequest, MetricThreshold, Monitor};
 use shoal_proto::topics::DeviceTopics;
 use shoal_proto::training as pb;
 
-async fn upload_dataset(hub: &TestHub, name: &str, csv: String) -> pb::DatasetVersion {
-    let messages = vec![
-        pb::UploadDatasetRequest {
-            part: Some(pb::upload_dataset_request::Part::Header(
-                pb::UploadDatasetHeader {
-                    name: name.into(),
-                    ..Default::default()
-                },
-            )),
-        },
-        pb::UploadDatasetRequest {
-            part: Some(pb::upload_dataset_request::Part::Chunk(csv.into_bytes())),
-        },
-    ];
-    hub.client()
-        .await
-        .training
-        .upload_dataset(futures::stream::iter(messages))
-        .await
-        .expect("dataset")
-        .into_inner()
-}
-
-async fn wait_for_end(hub: &TestHub, id: &str) -> pb::Run {
-    wait_for(&format!("run {id} to end"), || async {
-        let run = hub
-            .client()
-            .await
-            .training
-            .get_run(pb::GetRunRequest { run_id: id.into() })
-            .await
-            .expect("get run")
-            .into_inner();
-        ["completed", "failed", "canceled"]
-            .contains(&run.status.as_str())
-            .then_some(run)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_version() {
     let hub = TestHub::start().await;
@@ -66,7 +26,9 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
     let baseline = device_baseline(&training, &mlp);
 
     // The run that made the next version: a built-in trainer on the office dataset.
-    upload_dataset(&hub, "office", shoal_hub::cli::sensors_csv(400, 1)).await;
+    hub.upload_dataset("", "office", shoal_hub::cli::sensors_csv(400, 1).as_bytes())
+        .await
+        .expect("dataset");
     let template = grpc
         .training
         .submit_run(futures::stream::iter(vec![pb::SubmitRunRequest {
@@ -89,10 +51,12 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
         .await
         .expect("template run")
         .into_inner();
-    let template = wait_for_end(&hub, &template.id).await;
+    let template = hub.wait_for_run_end(&template.id).await;
     assert_eq!(template.outputs, vec!["occupancy@2".to_string()]);
     // New data arrives after the template ran: retraining must use it.
-    upload_dataset(&hub, "office", shoal_hub::cli::sensors_csv(500, 2)).await;
+    hub.upload_dataset("", "office", shoal_hub::cli::sensors_csv(500, 2).as_bytes())
+        .await
+        .expect("dataset");
 
     let refused = grpc
         .telemetry
@@ -171,7 +135,7 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
     })
     .await;
     assert!(!retrain_run.starts_with("not started"), "{retrain_run}");
-    let run = wait_for_end(&hub, &retrain_run).await;
+    let run = hub.wait_for_run_end(&retrain_run).await;
     assert_eq!(run.status, "completed", "{}: {:?}", run.error, run.log_tail);
     assert_eq!(run.inputs, vec!["office@2".to_string()], "the latest data");
     assert_eq!(run.params, template.params);

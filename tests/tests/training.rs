@@ -35,29 +35,7 @@ async fn upload_dataset(
     name: &str,
     csv: &str,
 ) -> Result<pb::DatasetVersion, tonic::Status> {
-    let mut client = hub.client().await;
-    let mut messages = vec![pb::UploadDatasetRequest {
-        part: Some(pb::upload_dataset_request::Part::Header(
-            pb::UploadDatasetHeader {
-                workspace: String::new(),
-                name: name.into(),
-                description: String::new(),
-                size_bytes: csv.len() as u64,
-            },
-        )),
-    }];
-    messages.extend(
-        csv.as_bytes()
-            .chunks(1000)
-            .map(|c| pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Chunk(c.to_vec())),
-            }),
-    );
-    client
-        .training
-        .upload_dataset(futures::stream::iter(messages))
-        .await
-        .map(|r| r.into_inner())
+    hub.upload_dataset("", name, csv.as_bytes()).await
 }
 
 async fn submit(hub: &TestHub, header: pb::SubmitRunHeader, snapshot: Option<Vec<u8>>) -> pb::Run {
@@ -137,13 +115,7 @@ async fn get_run(hub: &TestHub, id: &str) -> pb::Run {
 }
 
 async fn wait_for_end(hub: &TestHub, id: &str) -> pb::Run {
-    wait_for(&format!("run {id} to end"), || async {
-        let run = get_run(hub, id).await;
-        ["completed", "failed", "canceled"]
-            .contains(&run.status.as_str())
-            .then_some(run)
-    })
-    .await
+    hub.wait_for_run_end(id).await
 }
 
 async fn history(hub: &TestHub, id: &str, key: &str) -> Vec<pb::MetricValue> {
@@ -240,21 +212,8 @@ async fn dataset_profile_matches_the_csv_and_ragged_rows_are_refused() {
 
     let mut not_utf8 = b"a,b\n1,2\n3,".to_vec();
     not_utf8.extend_from_slice(&[0xff, 0xfe, b'\n']);
-    let refused = client
-        .training
-        .upload_dataset(futures::stream::iter(vec![
-            pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Header(
-                    pb::UploadDatasetHeader {
-                        name: "latin".into(),
-                        ..Default::default()
-                    },
-                )),
-            },
-            pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Chunk(not_utf8)),
-            },
-        ]))
+    let refused = hub
+        .upload_dataset("", "latin", &not_utf8)
         .await
         .expect_err("bad encoding refused");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
@@ -976,23 +935,7 @@ async fn deleting_a_workspace_deletes_its_training_records() {
         .create_workspace(create())
         .await
         .expect("created");
-    let mut messages = vec![pb::UploadDatasetRequest {
-        part: Some(pb::upload_dataset_request::Part::Header(
-            pb::UploadDatasetHeader {
-                workspace: "lab".into(),
-                name: "sensors".into(),
-                ..Default::default()
-            },
-        )),
-    }];
-    messages.push(pb::UploadDatasetRequest {
-        part: Some(pb::upload_dataset_request::Part::Chunk(
-            clusters_csv(90, 3).into_bytes(),
-        )),
-    });
-    client
-        .training
-        .upload_dataset(futures::stream::iter(messages))
+    hub.upload_dataset("lab", "sensors", clusters_csv(90, 3).as_bytes())
         .await
         .expect("dataset");
     let mut header = builtin_header("exp", "sensors@1", &[("epochs", "2")], "");

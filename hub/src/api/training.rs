@@ -147,6 +147,15 @@ fn builtin_from_wire(b: pb::BuiltinJob) -> BuiltinJob {
     }
 }
 
+/// The experiment a request names; empty means the workspace's `Default`.
+fn experiment_or_default(name: String) -> String {
+    if name.is_empty() {
+        crate::tracking::DEFAULT_EXPERIMENT.to_string()
+    } else {
+        name
+    }
+}
+
 impl TrainingApi {
     fn wire_run(&self, run: Run) -> pb::Run {
         let experiment = self
@@ -352,11 +361,7 @@ impl TrainingService for TrainingApi {
         };
         let submission = Submission {
             workspace: workspace_or_default(&header.workspace).to_string(),
-            experiment: if header.experiment.is_empty() {
-                crate::tracking::DEFAULT_EXPERIMENT.to_string()
-            } else {
-                header.experiment
-            },
+            experiment: experiment_or_default(header.experiment),
             name: (!header.name.is_empty()).then_some(header.name),
             params: header.params.into_iter().collect(),
             tags: header.tags.into_iter().collect(),
@@ -414,8 +419,21 @@ impl TrainingService for TrainingApi {
                 limit: r.limit as usize,
             })
             .map_err(status)?;
+        // One lookup per experiment, not one per run.
+        let names: std::collections::HashMap<String, String> = tracking
+            .experiments(workspace, true)
+            .map_err(status)?
+            .into_iter()
+            .map(|e| (e.id, e.name))
+            .collect();
         Ok(Response::new(pb::ListRunsResponse {
-            runs: runs.into_iter().map(|run| self.wire_run(run)).collect(),
+            runs: runs
+                .into_iter()
+                .map(|run| {
+                    let experiment = names.get(&run.experiment_id).cloned().unwrap_or_default();
+                    run_to_wire(run, &experiment)
+                })
+                .collect(),
         }))
     }
 
@@ -685,11 +703,7 @@ impl TrainingService for TrainingApi {
         };
         let spec = SweepSpec {
             workspace: workspace_or_default(&r.workspace).to_string(),
-            experiment: if r.experiment.is_empty() {
-                crate::tracking::DEFAULT_EXPERIMENT.to_string()
-            } else {
-                r.experiment
-            },
+            experiment: experiment_or_default(r.experiment),
             name: r.name,
             job,
             compute: Compute::parse(&r.compute).map_err(status)?,

@@ -494,30 +494,27 @@ impl Jobs {
         metrics: &[(String, MetricPoint)],
     ) -> HubResult<()> {
         self.inner.tracking.append_log(run_id, lines)?;
-        self.inner.tracking.log_metrics(run_id, metrics)?;
-        self.consider_early_stop(run_id, metrics)?;
+        if let Some(run) = self.inner.tracking.log_metrics(run_id, metrics)? {
+            self.consider_early_stop(&run, metrics)?;
+        }
         Ok(())
     }
 
     /// A script run of a sweep that just reported metrics: ask the sweep's early termination
     /// policy about the latest step, and cancel the run if it says stop. (Built-in runs ask
     /// after each epoch themselves.)
-    fn consider_early_stop(
-        &self,
-        run_id: &str,
-        metrics: &[(String, MetricPoint)],
-    ) -> HubResult<()> {
+    fn consider_early_stop(&self, run: &Run, metrics: &[(String, MetricPoint)]) -> HubResult<()> {
+        if run.sweep_id.is_none() || run.status.is_terminal() || run.cancel_requested {
+            return Ok(());
+        }
         let Some(step) = metrics.iter().map(|(_, p)| p.step).max() else {
             return Ok(());
         };
         let Some(advisor) = self.advisor() else {
             return Ok(());
         };
-        let run = self.inner.tracking.run(run_id)?;
-        if run.sweep_id.is_none() || run.status.is_terminal() || run.cancel_requested {
-            return Ok(());
-        }
-        if let Some(reason) = advisor.should_stop(&run, step) {
+        let run_id = run.id.as_str();
+        if let Some(reason) = advisor.should_stop(run, step) {
             self.inner
                 .tracking
                 .set_tags(run_id, &[("shoal.early_stopped".into(), "true".into())])?;
@@ -631,7 +628,6 @@ impl Jobs {
     /// # Errors
     /// Storage errors.
     pub fn finish(&self, run: &Run, outcome: Outcome, log_tail: Vec<String>) -> HubResult<Run> {
-        let current = self.inner.tracking.run(&run.id)?;
         let (status, code, error, tail) = match outcome {
             Outcome::Exited(0) => (RunStatus::Completed, Some(0), None, Vec::new()),
             Outcome::Exited(code) => (
@@ -646,12 +642,8 @@ impl Jobs {
                 Some(format!("the command was killed by signal {signal}")),
                 log_tail,
             ),
-            Outcome::Canceled => (
-                RunStatus::Canceled,
-                None,
-                Some(current.error.clone().unwrap_or_else(|| "canceled".into())),
-                log_tail,
-            ),
+            // The reason the cancel recorded stays (see `Tracking::finish_run`).
+            Outcome::Canceled => (RunStatus::Canceled, None, None, log_tail),
         };
         self.inner
             .tracking
