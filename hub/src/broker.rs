@@ -16,7 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fleet::DeviceAuth;
+use shoal_fleet::fleet::DeviceAuth;
+use shoal_store::IoError;
+
+use crate::error::{HubError, HubResult};
 
 /// rumqttd's own default; model chunks are sized to fit it.
 pub const MAX_PAYLOAD_BYTES: usize = 20 * 1024;
@@ -34,27 +37,37 @@ impl EmbeddedBroker {
     /// login with `auth`.
     ///
     /// # Errors
-    /// When the public address cannot be bound or rumqttd does not come up.
-    pub async fn start(
-        listen: SocketAddr,
-        auth: Arc<DeviceAuth>,
-    ) -> std::io::Result<EmbeddedBroker> {
-        let public = TcpListener::bind(listen).await?;
+    /// [`HubError::Bind`] when the public address cannot be bound (naming it, and the way
+    /// out when it is taken); an I/O error when rumqttd does not come up.
+    pub async fn start(listen: SocketAddr, auth: Arc<DeviceAuth>) -> HubResult<EmbeddedBroker> {
+        let public = TcpListener::bind(listen)
+            .await
+            .map_err(|e| HubError::bind("MQTT", listen, e))?;
         let mut last_error = None;
+        let starting = IoError::with("start the embedded MQTT broker");
         for _ in 0..START_ATTEMPTS {
-            let internal = free_loopback_port()?;
-            start_rumqttd(internal, auth.clone())?;
+            let started = match free_loopback_port() {
+                Ok(internal) => start_rumqttd(internal, auth.clone()).map(|()| internal),
+                Err(e) => Err(e),
+            };
+            let internal = match started {
+                Ok(internal) => internal,
+                Err(e) => return Err(starting(e).into()),
+            };
             match wait_until_accepting(internal).await {
                 Ok(()) => return Ok(EmbeddedBroker { public, internal }),
                 // Another process took the port between our probe and rumqttd's bind.
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| std::io::Error::other("embedded broker did not start")))
+        let error = last_error.unwrap_or_else(|| std::io::Error::other("it did not start"));
+        Err(starting(error).into())
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.public.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound TCP listener has an address")
     }
 
     /// Splices client connections to rumqttd until `cancel` fires, then drops them all.

@@ -34,7 +34,7 @@ pub use shoal_proto::mqtt_url::MqttUrl;
 /// # Errors
 /// `InvalidArgument` naming the URL and the problem.
 pub fn parse_mqtt_url(url: &str) -> HubResult<MqttUrl> {
-    MqttUrl::parse(url).map_err(|e| HubError::invalid(format!("mqtt url '{url}': {e}")))
+    MqttUrl::parse(url).map_err(|e| HubError::Config(format!("mqtt url '{url}': {e}")))
 }
 
 /// Everything `shoal-hub serve` needs.
@@ -75,7 +75,7 @@ impl HubConfig {
             advertised_mqtt_url: None,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            telemetry_retention: crate::telemetry::DEFAULT_RAW_RETENTION,
+            telemetry_retention: shoal_fleet::telemetry::DEFAULT_RAW_RETENTION,
             local_run_concurrency: DEFAULT_LOCAL_RUN_CONCURRENCY,
             worker_heartbeat_timeout: DEFAULT_WORKER_HEARTBEAT_TIMEOUT,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
@@ -102,25 +102,25 @@ impl HubConfig {
             || self.topic_prefix.ends_with('/')
             || self.topic_prefix.contains(['+', '#'])
         {
-            return Err(HubError::invalid(format!(
+            return Err(HubError::Config(format!(
                 "topic prefix '{}' must be non-empty, without wildcards or leading/trailing '/'",
                 self.topic_prefix
             )));
         }
         if self.max_model_bytes == 0 {
-            return Err(HubError::invalid("max model bytes must be above 0"));
+            return Err(HubError::Config("max model bytes must be above 0".into()));
         }
         if self.max_upload_bytes == 0 {
-            return Err(HubError::invalid("max upload bytes must be above 0"));
+            return Err(HubError::Config("max upload bytes must be above 0".into()));
         }
         if self.local_run_concurrency == 0 {
-            return Err(HubError::invalid(
-                "local run concurrency must be at least 1",
+            return Err(HubError::Config(
+                "local run concurrency must be at least 1".into(),
             ));
         }
         if self.worker_heartbeat_timeout.is_zero() {
-            return Err(HubError::invalid(
-                "the worker heartbeat timeout must be above 0",
+            return Err(HubError::Config(
+                "the worker heartbeat timeout must be above 0".into(),
             ));
         }
         Ok(())

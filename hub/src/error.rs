@@ -1,85 +1,120 @@
-//! The hub's error type and its single mapping to gRPC status codes.
+//! `HubError`: why the hub could not start or stopped, with what failed and, where there is
+//! one, the way out.
+//!
+//! Domain errors keep their own types (`RegistryError`, `TrackingError`, `FleetError`, …) and
+//! reach callers through [`crate::api::status`] (gRPC) and `crate::mlflow::MlflowError`
+//! (HTTP); this type is only for starting and running the hub itself.
 
+use std::net::SocketAddr;
+
+use shoal_store::{ErrorCode, IoError, ServiceError, StoreError};
 use thiserror::Error;
 
-/// What went wrong in a hub operation. The `api` layer maps each variant to one gRPC code in
-/// [`HubError::code`]; nothing else in the hub knows about tonic.
 #[derive(Debug, Error)]
 pub enum HubError {
-    #[error("{kind} '{name}' not found")]
-    NotFound { kind: &'static str, name: String },
-    #[error("{kind} '{name}' already exists")]
-    AlreadyExists { kind: &'static str, name: String },
+    /// The configuration is unusable; the message names the setting.
     #[error("{0}")]
-    InvalidArgument(String),
+    Config(String),
+    /// A listener could not be bound.
+    #[error("cannot bind the {what} listener to {addr}: {source}{hint}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+        /// What to do about it, with a leading separator (empty when there is nothing to say).
+        hint: String,
+    },
+    #[error("cannot open the metadata store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("storage: {0}")]
-    Storage(#[from] crate::storage::StoreError),
-    #[error("artifact store: {0}")]
-    Artifacts(#[from] std::io::Error),
+    Domain(Box<dyn ServiceError>),
     #[error("{0}")]
     Internal(String),
 }
 
 pub type HubResult<T> = Result<T, HubError>;
 
-/// The gRPC-independent class of an error; `api::status` turns it into a `tonic::Code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    NotFound,
-    AlreadyExists,
-    InvalidArgument,
-    FailedPrecondition,
-    ResourceExhausted,
-    Internal,
+impl HubError {
+    /// Wraps a domain crate's error met while starting (the default workspace, keys).
+    pub fn domain(error: impl ServiceError) -> HubError {
+        HubError::Domain(Box::new(error))
+    }
+
+    /// A bind failure, with advice when the address is taken.
+    pub fn bind(what: &'static str, addr: SocketAddr, source: std::io::Error) -> HubError {
+        let hint = match (source.kind(), what) {
+            (std::io::ErrorKind::AddrInUse, "MQTT") => format!(
+                "; another broker (Mosquitto?) may hold port {}: pass --mqtt-listen with another \
+                 address (127.0.0.1:0 picks a free port), or --mqtt-url to use that broker",
+                addr.port()
+            ),
+            (std::io::ErrorKind::AddrInUse, "gRPC") => {
+                "; another hub may be running: pass --grpc-listen with another address".into()
+            }
+            (std::io::ErrorKind::AddrInUse, "HTTP") => {
+                "; another hub may be running: pass --http-listen with another address".into()
+            }
+            _ => String::new(),
+        };
+        HubError::Bind {
+            what,
+            addr,
+            source,
+            hint,
+        }
+    }
 }
 
-impl HubError {
-    pub fn not_found(kind: &'static str, name: impl Into<String>) -> HubError {
-        HubError::NotFound {
-            kind,
-            name: name.into(),
-        }
-    }
-
-    pub fn already_exists(kind: &'static str, name: impl Into<String>) -> HubError {
-        HubError::AlreadyExists {
-            kind,
-            name: name.into(),
-        }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> HubError {
-        HubError::InvalidArgument(message.into())
-    }
-
-    pub fn code(&self) -> ErrorCode {
+impl ServiceError for HubError {
+    fn error_code(&self) -> ErrorCode {
         match self {
-            HubError::NotFound { .. } => ErrorCode::NotFound,
-            HubError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            HubError::InvalidArgument(_) => ErrorCode::InvalidArgument,
-            HubError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
-            HubError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
-            HubError::Storage(_) | HubError::Artifacts(_) | HubError::Internal(_) => {
-                ErrorCode::Internal
+            HubError::Config(_) => ErrorCode::InvalidArgument,
+            HubError::Domain(e) => e.error_code(),
+            HubError::Bind { .. }
+            | HubError::Store(_)
+            | HubError::Io(_)
+            | HubError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+macro_rules! from_domain {
+    ($($error:ty),*) => {$(
+        impl From<$error> for HubError {
+            fn from(error: $error) -> HubError {
+                HubError::domain(error)
             }
         }
-    }
+    )*};
 }
 
-/// Checks a name that becomes an MQTT topic level or a storage key part.
-///
-/// # Errors
-/// `InvalidArgument` naming the field and the allowed characters.
-pub fn check_name(field: &str, name: &str) -> HubResult<()> {
-    if shoal_proto::topics::is_valid_segment(name) {
-        Ok(())
-    } else {
-        Err(HubError::invalid(format!(
-            "{field} '{name}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
-        )))
+from_domain!(
+    shoal_store::WorkspaceError,
+    shoal_registry::RegistryError,
+    shoal_tracking::TrackingError,
+    shoal_fleet::FleetError,
+    shoal_store::RandomSourceError
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_mqtt_port_names_the_address_and_the_way_out() {
+        let addr: SocketAddr = "0.0.0.0:1883".parse().unwrap();
+        let error = HubError::bind(
+            "MQTT",
+            addr,
+            std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        );
+        let text = error.to_string();
+        assert!(text.contains("0.0.0.0:1883"), "{text}");
+        assert!(text.contains("--mqtt-listen"), "{text}");
+        assert!(text.contains("--mqtt-url"), "{text}");
+        assert!(!text.contains("artifact"), "{text}");
     }
 }

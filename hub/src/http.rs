@@ -10,18 +10,18 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
-use crate::artifacts::ArtifactStore;
-use crate::auth::HubKeys;
-use crate::dataset::Datasets;
-use crate::registry::Registry;
-use crate::tracking::Tracking;
+use crate::auth::AdminToken;
+use shoal_registry::registry::Registry;
+use shoal_store::artifacts::ArtifactStore;
+use shoal_tracking::dataset::Datasets;
+use shoal_tracking::tracking::Tracking;
 
 /// What the HTTP handlers reach.
 #[derive(Clone)]
 pub struct HttpState {
     pub mqtt_connected: watch::Receiver<bool>,
     /// Checks bearer tokens on the tracking API.
-    pub keys: Arc<HubKeys>,
+    pub admin: Arc<AdminToken>,
     pub tracking: Tracking,
     pub registry: Registry,
     pub datasets: Datasets,

@@ -1,5 +1,6 @@
-//! Shoal's hub: the model registry, devices and deployments, an embedded MQTT broker, and
-//! the gRPC API that the `shoal` CLI speaks.
+//! Shoal's hub: the composition root. It opens storage, builds the domain services from the
+//! crates that hold them (`shoal-registry`, `shoal-tracking`, `shoal-fleet`), runs the embedded
+//! MQTT broker and the hub's MQTT adapter, and serves the gRPC API, HTTP and the MLflow API.
 //!
 //! Start-up has two phases, so callers learn every bound address before serving starts:
 //! [`Hub::bind`] opens storage, loads keys and binds every socket; [`BoundHub::run`] serves
@@ -7,48 +8,39 @@
 //!
 //! # Layout
 //! - [`config`]: `HubConfig`, the broker mode and URL parsing.
-//! - [`error`]: `HubError` and its error codes.
-//! - [`storage`]: the metadata store seam (sled, memory) and typed JSON records.
-//! - [`artifacts`]: content-addressed blobs (sha256) on disk.
-//! - [`auth`]: admin token, manifest signing key, device passwords.
-//! - [`workspace`], [`registry`], [`fleet`], [`deployment`]: the domain.
-//! - [`telemetry`]: windows from devices, stored once, rolled up hourly, merged into drift reports.
-//! - [`monitor`]: drift monitors, their evaluations, alerts and signed webhooks.
+//! - [`error`]: `HubError`, why the hub could not start or stopped.
+//! - [`auth`]: the admin token.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
-//! - [`mqtt`]: the hub's MQTT client: device status and state in, desired state and chunks out.
-//! - [`api`]: tonic services (wire ↔ domain only); [`http`]: health over HTTP.
-//! - [`cli`]: the `shoal` command line, including `shoal demo`.
+//! - [`mqtt`]: the hub's MQTT client: device status, state, blob requests and telemetry in;
+//!   desired state, chunks, acknowledgements and events out (it implements the fleet's
+//!   `DevicePublisher`).
+//! - [`api`]: tonic services (wire ↔ domain only, errors → status in one function).
+//! - [`http`]: health over HTTP; [`mlflow`]: the MLflow-compatible REST API.
+//! - [`retrain`]: the Monitor → Retrain loop, in one place.
+//! - [`background`]: telemetry retention and monitor evaluation loops.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod api;
-pub mod artifacts;
 pub mod auth;
+pub mod background;
 pub mod broker;
-pub mod cli;
 pub mod config;
-pub mod dataset;
-pub mod deployment;
 pub mod error;
-pub mod fleet;
 pub mod http;
-pub mod jobs;
 pub mod mlflow;
-pub mod monitor;
 pub mod mqtt;
-pub mod registry;
-pub mod search;
+pub mod retrain;
 pub mod shutdown;
-pub mod storage;
-pub mod sweep;
-pub mod telemetry;
-pub mod tracking;
-pub mod worker;
-pub mod workspace;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use shoal_fleet::{Deployments, DevicePublisher, Fleet, Monitors, Telemetry};
+use shoal_registry::{ManifestSigner, Registry};
+use shoal_store::{ArtifactStore, IoError, Records, SledStore, Workspaces};
+use shoal_tracking::{Datasets, Jobs, JobsConfig, Sweeps, Tracking};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,25 +48,9 @@ use tokio_util::task::TaskTracker;
 pub use config::{HubConfig, MqttMode, MqttUrl};
 pub use error::{HubError, HubResult};
 
-use crate::artifacts::ArtifactStore;
-use crate::auth::HubKeys;
+use crate::auth::AdminToken;
 use crate::broker::EmbeddedBroker;
-use crate::deployment::Deployments;
-use crate::fleet::Fleet;
-use crate::registry::Registry;
-use crate::storage::{Records, SledStore};
-use crate::workspace::Workspaces;
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// How often raw telemetry past its retention is deleted.
-const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+use crate::retrain::Retrainer;
 
 pub struct Hub;
 
@@ -86,18 +62,19 @@ pub struct BoundHub {
     broker: Option<EmbeddedBroker>,
     mqtt_addr: Option<SocketAddr>,
     advertised_mqtt_url: String,
-    keys: Arc<HubKeys>,
+    admin: Arc<AdminToken>,
+    signer: Arc<ManifestSigner>,
     workspaces: Workspaces,
     registry: Registry,
-    tracking: tracking::Tracking,
-    datasets: dataset::Datasets,
-    jobs: jobs::Jobs,
-    sweeps: sweep::Sweeps,
+    tracking: Tracking,
+    datasets: Datasets,
+    jobs: Jobs,
+    sweeps: Sweeps,
     fleet: Fleet,
     deployments: Deployments,
-    telemetry: telemetry::Telemetry,
-    monitors: monitor::Monitors,
-    publisher: mqtt::MqttPublisher,
+    telemetry: Telemetry,
+    monitors: Monitors,
+    publisher: Arc<dyn DevicePublisher>,
     mqtt_client: rumqttc::AsyncClient,
     mqtt_eventloop: rumqttc::EventLoop,
     artifacts: ArtifactStore,
@@ -108,29 +85,36 @@ impl Hub {
     /// starts the embedded broker if configured, and binds the gRPC and HTTP listeners.
     ///
     /// # Errors
-    /// An invalid config, an unusable data folder, or an address already in use.
+    /// An invalid config, an unusable data folder, or an address already in use (naming
+    /// the address and the flag that changes it).
     pub async fn bind(mut config: HubConfig) -> HubResult<BoundHub> {
         config.validate()?;
         // Runs execute in folders under the data folder; paths handed to them must not depend
         // on the hub's working directory.
-        config.data_dir = std::path::absolute(&config.data_dir)?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let keys = Arc::new(HubKeys::load_or_create(&config.data_dir)?);
+        config.data_dir = std::path::absolute(&config.data_dir).map_err(IoError::with(format!(
+            "resolve the data folder {}",
+            config.data_dir.display()
+        )))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(IoError::with(format!(
+            "create the data folder {}",
+            config.data_dir.display()
+        )))?;
+        let admin = Arc::new(AdminToken::load_or_create(&config.data_dir)?);
+        let signer = Arc::new(ManifestSigner::load_or_create(&config.data_dir)?);
         let store = SledStore::open(&config.data_dir.join("meta"))?;
         let records = Records::new(Arc::new(store));
         let artifacts = ArtifactStore::open(&config.data_dir.join("artifacts"))?;
         let workspaces = Workspaces::new(records.clone());
         workspaces.ensure_default()?;
         let registry = Registry::new(records.clone(), artifacts.clone(), workspaces.clone());
-        let tracking = tracking::Tracking::new(records.clone(), workspaces.clone());
-        let datasets =
-            dataset::Datasets::new(records.clone(), artifacts.clone(), workspaces.clone());
-        let jobs = jobs::Jobs::new(
+        let tracking = Tracking::new(records.clone(), workspaces.clone());
+        let datasets = Datasets::new(records.clone(), artifacts.clone(), workspaces.clone());
+        let jobs = Jobs::new(
             tracking.clone(),
             datasets.clone(),
             registry.clone(),
             artifacts.clone(),
-            jobs::JobsConfig {
+            JobsConfig {
                 runs_dir: config.data_dir.join("runs"),
                 local_concurrency: config.local_run_concurrency,
                 heartbeat_timeout: config.worker_heartbeat_timeout,
@@ -141,15 +125,11 @@ impl Hub {
 
         let (broker, mqtt_addr, target, advertised) = match &config.mqtt {
             MqttMode::Embedded { listen } => {
-                let hub_password = auth::random_hex(24)?;
+                let hub_password = shoal_store::random_hex(24)?;
                 fleet.auth().set_hub_login("shoal-hub", &hub_password);
                 let broker = EmbeddedBroker::start(*listen, fleet.auth()).await?;
-                let addr = broker.local_addr()?;
-                let reachable = if addr.ip().is_unspecified() {
-                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-                } else {
-                    addr
-                };
+                let addr = broker.local_addr();
+                let reachable = reachable(addr);
                 let target = mqtt::MqttTarget {
                     host: reachable.ip().to_string(),
                     port: reachable.port(),
@@ -179,26 +159,28 @@ impl Hub {
         };
         let advertised_mqtt_url = config.advertised_mqtt_url.clone().unwrap_or(advertised);
         let (publisher, mqtt_client, mqtt_eventloop) = mqtt::connect(&target);
+        let publisher: Arc<dyn DevicePublisher> = Arc::new(publisher);
         let deployments = Deployments::new(
             records.clone(),
             workspaces.clone(),
             registry.clone(),
             fleet.clone(),
-            keys.clone(),
+            signer.clone(),
             publisher.clone(),
         );
-        let telemetry = telemetry::Telemetry::new(records.clone(), registry.clone(), fleet.clone());
-        let monitors =
-            monitor::Monitors::new(records.clone(), workspaces.clone(), telemetry.clone());
-        let grpc = TcpListener::bind(config.grpc_listen).await?;
-        let http = TcpListener::bind(config.http_listen).await?;
-        jobs.set_endpoints(jobs::HubEndpoints {
-            grpc_url: format!("http://{}", reachable(grpc.local_addr()?)),
-            http_url: format!("http://{}", reachable(http.local_addr()?)),
+        let telemetry = Telemetry::new(records.clone(), registry.clone(), fleet.clone());
+        let monitors = Monitors::new(records.clone(), workspaces.clone(), telemetry.clone());
+        let grpc = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|e| HubError::bind("gRPC", config.grpc_listen, e))?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|e| HubError::bind("HTTP", config.http_listen, e))?;
+        jobs.set_endpoints(shoal_tracking::jobs::HubEndpoints {
+            grpc_url: format!("http://{}", reachable(local_addr(&grpc))),
+            http_url: format!("http://{}", reachable(local_addr(&http))),
             // Runs act with the admin token for now (scoped per-run tokens come with roles).
-            token: std::fs::read_to_string(config.data_dir.join(auth::ADMIN_TOKEN_FILE))
-                .map(|t| t.trim().to_string())
-                .unwrap_or_default(),
+            token: admin.read(),
         });
         Ok(BoundHub {
             config,
@@ -207,12 +189,13 @@ impl Hub {
             broker,
             mqtt_addr,
             advertised_mqtt_url,
-            keys,
+            admin,
+            signer,
             workspaces,
             registry,
             tracking,
             datasets,
-            sweeps: sweep::Sweeps::new(records.clone(), jobs.clone()),
+            sweeps: Sweeps::new(records.clone(), jobs.clone()),
             jobs,
             fleet,
             deployments,
@@ -228,15 +211,11 @@ impl Hub {
 
 impl BoundHub {
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .expect("a bound listener has an address")
+        local_addr(&self.grpc)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http
-            .local_addr()
-            .expect("a bound listener has an address")
+        local_addr(&self.http)
     }
 
     /// The embedded broker's address; `None` with an external broker.
@@ -255,11 +234,11 @@ impl BoundHub {
 
     /// The admin token file's path.
     pub fn admin_token_path(&self) -> PathBuf {
-        self.config.data_dir.join(auth::ADMIN_TOKEN_FILE)
+        self.admin.path().to_path_buf()
     }
 
     pub fn public_key_hex(&self) -> String {
-        self.keys.public_key_hex()
+        self.signer.public_key_hex()
     }
 
     /// Serves gRPC, HTTP and MQTT until `shutdown` completes, then stops accepting, lets
@@ -286,45 +265,25 @@ impl BoundHub {
         };
         tasks.spawn(mqtt::run(mqtt_context, self.mqtt_eventloop, cancel.clone()));
 
-        let retention_cancel = cancel.clone();
-        let (retained, retention) = (self.telemetry.clone(), self.config.telemetry_retention);
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(RETENTION_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = retention_cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let telemetry = retained.clone();
-                match tokio::task::spawn_blocking(move || {
-                    telemetry.enforce_retention(now_ms(), retention)
-                })
-                .await
-                {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(deleted)) => {
-                        tracing::info!(deleted, "raw telemetry windows past retention deleted")
-                    }
-                    Ok(Err(error)) => tracing::warn!(%error, "telemetry retention failed"),
-                    Err(error) => tracing::warn!(%error, "telemetry retention task failed"),
-                }
-            }
-        });
-
+        tasks.spawn(background::run_retention(
+            self.telemetry.clone(),
+            self.config.telemetry_retention,
+            cancel.clone(),
+        ));
         tasks.spawn(self.jobs.clone().run_scheduler(cancel.clone()));
         tasks.spawn(self.sweeps.clone().run_controller(cancel.clone()));
-
-        tasks.spawn(run_monitors(
+        let retrainer = Retrainer::new(self.jobs.clone(), self.monitors.clone());
+        tasks.spawn(background::run_monitors(
             self.monitors.clone(),
             self.publisher.clone(),
-            self.jobs.clone(),
+            retrainer.clone(),
             cancel.clone(),
         ));
 
         let http_cancel = cancel.clone();
         let http_state = http::HttpState {
             mqtt_connected: connected_rx,
-            keys: self.keys.clone(),
+            admin: self.admin.clone(),
             tracking: self.tracking.clone(),
             registry: self.registry.clone(),
             datasets: self.datasets.clone(),
@@ -345,7 +304,7 @@ impl BoundHub {
             .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| HubError::Internal(format!("reflection: {e}")))?;
-        let auth = api::BearerAuth::new(self.keys.clone());
+        let auth = api::BearerAuth::new(self.admin.clone());
         use shoal_proto::{
             deployment::deployment_service_server::DeploymentServiceServer,
             fleet::fleet_service_server::FleetServiceServer,
@@ -362,6 +321,9 @@ impl BoundHub {
             api::WorkspaceApi {
                 workspaces: self.workspaces.clone(),
                 contents: vec![
+                    Arc::new(self.registry.clone()),
+                    Arc::new(self.fleet.clone()),
+                    Arc::new(self.deployments.clone()),
                     Arc::new(self.datasets.clone()),
                     Arc::new(self.tracking.clone()),
                     Arc::new(self.sweeps.clone()),
@@ -383,7 +345,7 @@ impl BoundHub {
                 fleet: self.fleet.clone(),
                 advertised_mqtt_url: self.advertised_mqtt_url.clone(),
                 topic_prefix: self.config.topic_prefix.clone(),
-                hub_public_key: self.keys.public_key_hex(),
+                hub_public_key: self.signer.public_key_hex(),
                 publisher: self.publisher.clone(),
             },
             auth.clone(),
@@ -398,7 +360,7 @@ impl BoundHub {
             api::TelemetryApi {
                 telemetry: self.telemetry.clone(),
                 monitors: self.monitors.clone(),
-                jobs: self.jobs.clone(),
+                retrainer,
             },
             auth.clone(),
         );
@@ -437,7 +399,7 @@ impl BoundHub {
             .set_serving::<TrainingServiceServer<api::TrainingApi>>()
             .await;
 
-        tracing::info!(grpc = %self.grpc.local_addr()?, mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
+        tracing::info!(grpc = %local_addr(&self.grpc), mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
         let jobs_shutdown = self.jobs.shutting_down();
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
@@ -472,7 +434,7 @@ impl BoundHub {
         // Every domain shares one store; flushing through any of them flushes it.
         let flushed = self.workspaces.flush();
         served.map_err(|e| HubError::Internal(format!("grpc server: {e}")))?;
-        flushed
+        Ok(flushed?)
     }
 }
 
@@ -485,105 +447,9 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// How often the hub looks for monitors whose period has come.
-const MONITOR_TICK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Evaluates due monitors until `cancel`; each alert is published on the workspace's events
-/// topic and POSTed to the monitor's webhook.
-async fn run_monitors(
-    monitors: monitor::Monitors,
-    publisher: mqtt::MqttPublisher,
-    jobs: jobs::Jobs,
-    cancel: CancellationToken,
-) {
-    use monitor::AlertSink;
-    use prost::Message;
-    let webhook = Arc::new(monitor::WebhookSink::new());
-    let mut tick = tokio::time::interval(MONITOR_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let now = now_ms();
-        let scan = monitors.clone();
-        let due = match tokio::task::spawn_blocking(move || scan.take_due(now)).await {
-            Ok(Ok(due)) => due,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot list due monitors");
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "monitor scan task failed");
-                continue;
-            }
-        };
-        for monitor in due {
-            let evaluator = monitors.clone();
-            let subject = monitor.clone();
-            let evaluated = tokio::task::spawn_blocking(move || evaluator.evaluate(&subject)).await;
-            let alert = match evaluated {
-                Ok(Ok((_, alert))) => alert,
-                Ok(Err(error)) => {
-                    tracing::warn!(monitor = %monitor.name, %error, "monitor evaluation failed");
-                    None
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "monitor evaluation task failed");
-                    None
-                }
-            };
-            let Some(alert) = alert else { continue };
-            let event = shoal_proto::telemetry::HubEvent {
-                event: Some(shoal_proto::telemetry::hub_event::Event::Alert(
-                    api::alert_to_wire(&alert),
-                )),
-            };
-            if let Err(error) = publisher
-                .publish_event(&alert.workspace, event.encode_to_vec())
-                .await
-            {
-                tracing::warn!(%error, "cannot publish an alert event");
-            }
-            if let Some(template) = monitor.on_alert.as_deref().and_then(jobs::retrain_template) {
-                let (jobs, monitors, alert, template) = (
-                    jobs.clone(),
-                    monitors.clone(),
-                    alert.clone(),
-                    template.to_string(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    let outcome = match jobs.retrain(&template, &alert) {
-                        Ok(run) => {
-                            tracing::info!(alert = %alert.id, run = %run.id, "drift alert started a retraining run");
-                            run.id
-                        }
-                        Err(error) => {
-                            tracing::warn!(alert = %alert.id, %error, "drift alert could not start a retraining run");
-                            format!("not started: {error}")
-                        }
-                    };
-                    if let Err(error) = monitors.record_retrain(&alert, &outcome) {
-                        tracing::warn!(%error, "cannot record an alert's retraining");
-                    }
-                });
-            }
-            if monitor.webhook_url.is_some() {
-                let (monitors, webhook) = (monitors.clone(), webhook.clone());
-                tokio::spawn(async move {
-                    let outcome = match webhook.deliver(&monitor, &alert).await {
-                        Ok(()) => "delivered".to_string(),
-                        Err(error) => {
-                            tracing::warn!(monitor = %monitor.name, %error, "webhook delivery failed");
-                            error
-                        }
-                    };
-                    if let Err(error) = monitors.record_delivery(&alert, &outcome) {
-                        tracing::warn!(%error, "cannot record a webhook delivery");
-                    }
-                });
-            }
-        }
-    }
+/// A bound listener's address.
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound TCP listener has an address")
 }

@@ -54,7 +54,7 @@ async fn worker(args: WorkerArgs, shutdown: impl std::future::Future<Output = ()
             .unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
-    let config = shoal_hub::worker::WorkerConfig {
+    let config = shoal_worker::WorkerConfig {
         hub_url: args.hub,
         token: args.token,
         worker_id: id.clone(),
@@ -65,7 +65,7 @@ async fn worker(args: WorkerArgs, shutdown: impl std::future::Future<Output = ()
         "shoal-hub worker {id}: serving runs from {}",
         config.hub_url
     );
-    match shoal_hub::worker::run_worker(config, shutdown).await {
+    match shoal_worker::run_worker(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal-hub worker: {error}");

@@ -14,10 +14,10 @@ use shoal_proto::topics::{self, leaf, DeviceTopics};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::{is_valid_digest, ArtifactStore};
-use crate::deployment::Deployments;
-use crate::error::{HubError, HubResult};
-use crate::fleet::Fleet;
+use shoal_fleet::deployment::Deployments;
+use shoal_fleet::fleet::Fleet;
+use shoal_fleet::publish::{DevicePublisher, PublishError};
+use shoal_store::artifacts::{is_valid_digest, ArtifactStore};
 
 /// Data bytes per chunk: with the protobuf framing and topic it stays under the 20 KiB payload
 /// limit of rumqttd's default, and of most brokers'.
@@ -37,36 +37,33 @@ pub struct MqttTarget {
     pub topic_prefix: String,
 }
 
-/// Publishes on behalf of the domain (desired state).
+/// The fleet's way out to devices, over the hub's MQTT client.
 #[derive(Clone)]
 pub struct MqttPublisher {
     client: AsyncClient,
     prefix: String,
 }
 
-impl MqttPublisher {
-    /// # Errors
-    /// When the client's event loop is gone.
-    pub async fn publish_desired(
+fn publish_error(error: rumqttc::ClientError) -> PublishError {
+    PublishError(format!("mqtt publish: {error}"))
+}
+
+#[async_trait::async_trait]
+impl DevicePublisher for MqttPublisher {
+    async fn publish_desired(
         &self,
         workspace: &str,
         device: &str,
         state: &DesiredState,
-    ) -> HubResult<()> {
+    ) -> Result<(), PublishError> {
         let topic = DeviceTopics::new(&self.prefix, workspace, device).desired();
         self.client
             .publish(topic, QoS::AtLeastOnce, true, state.encode_to_vec())
             .await
-            .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))
+            .map_err(publish_error)
     }
-}
 
-impl MqttPublisher {
-    /// Publishes a workspace event (QoS 1, not retained) on `{prefix}/{workspace}/events`.
-    ///
-    /// # Errors
-    /// When the client's event loop is gone.
-    pub async fn publish_event(&self, workspace: &str, payload: Vec<u8>) -> HubResult<()> {
+    async fn publish_event(&self, workspace: &str, payload: Vec<u8>) -> Result<(), PublishError> {
         self.client
             .publish(
                 topics::events(&self.prefix, workspace),
@@ -75,21 +72,16 @@ impl MqttPublisher {
                 payload,
             )
             .await
-            .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))
+            .map_err(publish_error)
     }
 
-    /// Clears a removed device's retained topics, so nothing stale greets a device that is
-    /// enrolled again under the same id.
-    ///
-    /// # Errors
-    /// When the client's event loop is gone.
-    pub async fn clear_retained(&self, workspace: &str, device: &str) -> HubResult<()> {
+    async fn clear_retained(&self, workspace: &str, device: &str) -> Result<(), PublishError> {
         let topics = DeviceTopics::new(&self.prefix, workspace, device);
         for topic in [topics.desired(), topics.state(), topics.status()] {
             self.client
                 .publish(topic, QoS::AtLeastOnce, true, Vec::new())
                 .await
-                .map_err(|e| HubError::Internal(format!("mqtt publish: {e}")))?;
+                .map_err(publish_error)?;
         }
         Ok(())
     }
@@ -126,7 +118,7 @@ pub struct MqttContext {
     pub fleet: Fleet,
     pub deployments: Deployments,
     pub artifacts: ArtifactStore,
-    pub telemetry: crate::telemetry::Telemetry,
+    pub telemetry: shoal_fleet::telemetry::Telemetry,
     pub client: AsyncClient,
     /// Set once the first subscription is acknowledged, for readiness (health).
     pub connected: Arc<tokio::sync::watch::Sender<bool>>,
@@ -282,8 +274,8 @@ async fn ingest_worker(
             for (workspace, device, payload) in batch {
                 match telemetry.ingest(&workspace, &device, &payload) {
                     Ok(
-                        crate::telemetry::Ingested::Stored { seq }
-                        | crate::telemetry::Ingested::Duplicate { seq },
+                        shoal_fleet::telemetry::Ingested::Stored { seq }
+                        | shoal_fleet::telemetry::Ingested::Duplicate { seq },
                     ) => acks.entry((workspace, device)).or_default().push(seq),
                     Err(error) => {
                         tracing::warn!(%workspace, %device, %error, "telemetry window refused")

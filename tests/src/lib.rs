@@ -15,7 +15,7 @@ use serde_json::Value;
 pub mod fixtures;
 pub mod process;
 use shoal_agent::config::{AgentConfigFile, Overrides};
-use shoal_hub::cli::HubClient;
+use shoal_client::HubClient;
 use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
 use shoal_proto::{deployment as dpb, fleet as fpb, registry as rpb};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,7 @@ impl TestHub {
         let path = dir.path().join("model.onnx");
         std::fs::write(&path, onnx).expect("write model");
         let mut client = self.client().await;
-        shoal_hub::cli::register_model(
+        shoal_client::register_model(
             &mut client,
             "default",
             &path,
@@ -134,6 +134,7 @@ impl TestHub {
             false,
         )
         .await
+        .map_err(|e| e.to_string())
     }
 
     /// Uploads CSV bytes as the next version of a dataset in `workspace` (empty: default).
@@ -197,7 +198,10 @@ impl TestHub {
             .await
             .expect("add device")
             .into_inner();
-        shoal_hub::cli::agent_config(&creds)
+        // What `shoal device add` writes, read back by the agent's own parser: the config
+        // file is a contract between two binaries that share no code for it.
+        let text = shoal_cli::agent_config_toml(&creds).expect("agent config");
+        shoal_agent::config::AgentConfigFile::parse(&text, id).expect("the agent reads it")
     }
 
     /// A monitor's stored evaluations that ran after `after_ms`, oldest first.
@@ -259,16 +263,9 @@ impl TestHub {
         std::fs::write(&path, csv).expect("write csv");
         let mut client = self.client().await;
         let features = features.iter().map(|f| f.to_string()).collect();
-        shoal_hub::cli::upload_baseline(
-            &mut client,
-            "default",
-            name,
-            reference,
-            &path,
-            features,
-            "",
-        )
-        .await
+        shoal_client::upload_baseline(&mut client, "default", name, reference, &path, features, "")
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn deploy(

@@ -26,7 +26,7 @@ async fn a_baseline_set_after_deployment_reaches_the_running_agents() {
     let (code, _) = agent.infer(&body).await;
     assert_eq!(code, 200);
 
-    let since_ms = shoal_hub::now_ms();
+    let since_ms = shoal_store::now_ms();
     hub.set_baseline(
         "occupancy",
         "1",

@@ -109,7 +109,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
             device: "cam-01",
             boot_epoch: 1,
             seq,
-            end_ms: shoal_hub::now_ms(),
+            end_ms: shoal_store::now_ms(),
             model: "occupancy",
             version: 1,
             digest: &version.digest,
@@ -122,7 +122,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
     // Phase 1: like the baseline. The evaluations that see the calm windows do not breach.
     for _ in 0..2 {
         let (seq, _, payload) = send(0.0);
-        let published_at = shoal_hub::now_ms();
+        let published_at = shoal_store::now_ms();
         client
             .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload)
             .await
@@ -158,7 +158,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
 
     // Phase 2: shifted rows. One of the first two evaluations after they are sent alerts.
     let (seq, _, payload) = send(4.0);
-    let published_at = shoal_hub::now_ms();
+    let published_at = shoal_store::now_ms();
     client
         .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload)
         .await
@@ -210,7 +210,7 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         .find(|(k, _)| k == "x-shoal-signature")
         .map(|(_, v)| v.clone())
         .expect("signed");
-    let expected = hex::encode(shoal_hub::monitor::hmac_sha256(
+    let expected = hex::encode(shoal_fleet::monitor::hmac_sha256(
         monitor.webhook_secret.as_bytes(),
         &body,
     ));

@@ -26,7 +26,7 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
     let baseline = device_baseline(&training, &mlp);
 
     // The run that made the next version: a built-in trainer on the office dataset.
-    hub.upload_dataset("", "office", shoal_hub::cli::sensors_csv(400, 1).as_bytes())
+    hub.upload_dataset("", "office", shoal_cli::sensors_csv(400, 1).as_bytes())
         .await
         .expect("dataset");
     let template = grpc
@@ -54,7 +54,7 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
     let template = hub.wait_for_run_end(&template.id).await;
     assert_eq!(template.outputs, vec!["occupancy@2".to_string()]);
     // New data arrives after the template ran: retraining must use it.
-    hub.upload_dataset("", "office", shoal_hub::cli::sensors_csv(500, 2).as_bytes())
+    hub.upload_dataset("", "office", shoal_cli::sensors_csv(500, 2).as_bytes())
         .await
         .expect("dataset");
 
@@ -101,7 +101,7 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
         device: "cam-01",
         boot_epoch: 1,
         seq: 1,
-        end_ms: shoal_hub::now_ms(),
+        end_ms: shoal_store::now_ms(),
         model: "occupancy",
         version: 1,
         digest: &deployed.digest,

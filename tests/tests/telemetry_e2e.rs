@@ -242,7 +242,7 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
     // between two samples of one distribution shrinks like 1/sqrt(rows): with 10 bins it is
     // about 0.1 at 300 rows, about 0.04 at 2000, hence the sample size and min_rows.)
     for seed in [20, 21] {
-        let sent_at = shoal_hub::now_ms();
+        let sent_at = shoal_store::now_ms();
         assert_eq!(agent.infer(&batch(seed, 2000, 0.0)).await, 200);
         let seen = wait_for("an evaluation of baseline-like rows", || async {
             hub.evaluations_after("occ-drift", sent_at)
@@ -264,7 +264,7 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
     assert!(quiet.into_inner().alerts.is_empty());
 
     // Shifted rows: the first evaluation that sees them alerts.
-    let sent_at = shoal_hub::now_ms();
+    let sent_at = shoal_store::now_ms();
     assert_eq!(agent.infer(&batch(30, 2000, 4.0)).await, 200);
     let first = wait_for("an evaluation of shifted rows", || async {
         hub.evaluations_after("occ-drift", sent_at)
@@ -286,7 +286,7 @@ async fn a_monitor_is_quiet_on_baseline_data_and_alerts_on_shifted_data() {
         .find(|(k, _)| k == "x-shoal-signature")
         .map(|(_, v)| v.clone())
         .expect("signed");
-    let expected = hex::encode(shoal_hub::monitor::hmac_sha256(
+    let expected = hex::encode(shoal_fleet::monitor::hmac_sha256(
         monitor.webhook_secret.as_bytes(),
         &body,
     ));

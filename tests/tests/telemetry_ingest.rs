@@ -71,7 +71,7 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
     };
 
     // Three windows like the training data an hour ago, one re-sent; three shifted ones now.
-    let now = shoal_hub::now_ms();
+    let now = shoal_store::now_ms();
     let earlier = now - 3_600_000;
     let mut published = vec![
         window(0, earlier, &sensor_rows(10, 400, 0.0), 0),
@@ -249,7 +249,7 @@ async fn telemetry_tail_streams_windows_as_they_arrive() {
                 device: id,
                 boot_epoch: 1,
                 seq,
-                end_ms: shoal_hub::now_ms(),
+                end_ms: shoal_store::now_ms(),
                 model: "occupancy",
                 version: 1,
                 digest: &version.digest,

@@ -612,7 +612,7 @@ impl TestWorker {
             .enable_all()
             .build()
             .expect("worker runtime");
-        let config = shoal_hub::worker::WorkerConfig {
+        let config = shoal_worker::WorkerConfig {
             hub_url: format!("http://{}", hub.grpc_addr),
             token: Some(hub.token.clone()),
             worker_id: id.into(),
@@ -620,8 +620,7 @@ impl TestWorker {
             work_dir: work_dir.to_path_buf(),
         };
         runtime.spawn(async move {
-            if let Err(error) = shoal_hub::worker::run_worker(config, std::future::pending()).await
-            {
+            if let Err(error) = shoal_worker::run_worker(config, std::future::pending()).await {
                 panic!("worker failed: {error}");
             }
         });

@@ -2,8 +2,8 @@ use shoal_proto::deployment::{self as pb, deployment_service_server::DeploymentS
 use tonic::{Request, Response, Status};
 
 use super::{status, workspace_or_default};
-use crate::deployment::{Deployment, Deployments, Strategy};
 use crate::error::HubError;
+use shoal_fleet::deployment::{Deployment, Deployments, Strategy};
 
 pub struct DeploymentApi {
     pub deployments: Deployments,

@@ -3,7 +3,7 @@ use shoal_proto::fleet::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
 use super::{status, workspace_or_default};
-use crate::fleet::{Device, Fleet};
+use shoal_fleet::fleet::{Device, Fleet};
 
 pub struct FleetApi {
     pub fleet: Fleet,
@@ -12,7 +12,7 @@ pub struct FleetApi {
     pub topic_prefix: String,
     pub hub_public_key: String,
     /// Clears a removed device's retained topics.
-    pub publisher: crate::mqtt::MqttPublisher,
+    pub publisher: std::sync::Arc<dyn shoal_fleet::DevicePublisher>,
 }
 
 pub(crate) fn device_to_wire(d: Device) -> pb::Device {
@@ -96,7 +96,7 @@ impl FleetService for FleetApi {
         self.publisher
             .clear_retained(workspace, &r.id)
             .await
-            .map_err(status)?;
+            .map_err(|e| status(shoal_fleet::FleetError::from(e)))?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 }

@@ -19,14 +19,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use crate::auth::HubKeys;
-use crate::error::{ErrorCode, HubError};
+use shoal_store::{ErrorCode, ServiceError};
+
+use crate::auth::AdminToken;
 
 /// The one place a domain error becomes a gRPC status. Internal errors are logged in full and
 /// reach the caller as a generic message.
-pub fn status(error: HubError) -> Status {
+pub fn status(error: impl ServiceError) -> Status {
     let message = error.to_string();
-    match error.code() {
+    match error.error_code() {
         ErrorCode::NotFound => Status::not_found(message),
         ErrorCode::AlreadyExists => Status::already_exists(message),
         ErrorCode::InvalidArgument => Status::invalid_argument(message),
@@ -42,12 +43,12 @@ pub fn status(error: HubError) -> Status {
 /// Checks the bearer token of every call.
 #[derive(Clone)]
 pub struct BearerAuth {
-    keys: Arc<HubKeys>,
+    admin: Arc<AdminToken>,
 }
 
 impl BearerAuth {
-    pub fn new(keys: Arc<HubKeys>) -> BearerAuth {
-        BearerAuth { keys }
+    pub fn new(admin: Arc<AdminToken>) -> BearerAuth {
+        BearerAuth { admin }
     }
 }
 
@@ -64,7 +65,7 @@ impl tonic::service::Interceptor for BearerAuth {
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-        if self.keys.is_admin_token(token.trim()) {
+        if self.admin.matches(token.trim()) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("invalid token"))
@@ -75,7 +76,7 @@ impl tonic::service::Interceptor for BearerAuth {
 /// The workspace of a request; empty means `default`.
 pub(crate) fn workspace_or_default(workspace: &str) -> &str {
     if workspace.is_empty() {
-        crate::workspace::DEFAULT_WORKSPACE
+        shoal_store::DEFAULT_WORKSPACE
     } else {
         workspace
     }
@@ -90,7 +91,7 @@ pub(crate) fn workspace_or_default(workspace: &str) -> &str {
 /// message out of place, the stream's own error, or a storage error.
 pub(crate) async fn receive_chunks<M>(
     stream: &mut tonic::Streaming<M>,
-    artifacts: &crate::artifacts::ArtifactStore,
+    artifacts: &shoal_store::ArtifactStore,
     limit: u64,
     what: &str,
     limit_flag: &str,
@@ -98,11 +99,11 @@ pub(crate) async fn receive_chunks<M>(
 ) -> Result<(String, u64), Status> {
     use futures::StreamExt;
     let too_large = |size: u64| {
-        status(HubError::ResourceExhausted(format!(
+        Status::resource_exhausted(format!(
             "{what} is {size} bytes, over the hub's limit of {limit} bytes ({limit_flag})"
-        )))
+        ))
     };
-    let mut writer = artifacts.writer().await.map_err(|e| status(e.into()))?;
+    let mut writer = artifacts.writer().await.map_err(status)?;
     while let Some(message) = stream.next().await {
         let chunk = match message.map(&chunk_of) {
             Ok(Some(chunk)) => chunk,
@@ -124,8 +125,8 @@ pub(crate) async fn receive_chunks<M>(
         }
         if let Err(e) = writer.write(&chunk).await {
             writer.abort().await;
-            return Err(status(e.into()));
+            return Err(status(e));
         }
     }
-    writer.finish().await.map_err(|e| status(e.into()))
+    writer.finish().await.map_err(status)
 }

@@ -5,8 +5,9 @@ use shoal_proto::registry::{self as pb, registry_service_server::RegistryService
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{receive_chunks, status, workspace_or_default};
-use crate::error::HubError;
-use crate::registry::{signature_to_wire, Model, ModelVersion, NewVersion, Registry};
+use shoal_registry::registry::{signature_to_wire, Model, ModelVersion, NewVersion, Registry};
+use shoal_registry::RegistryError;
+use shoal_store::IoError;
 
 /// Bytes per message when streaming a model back to a client.
 const DOWNLOAD_CHUNK_BYTES: usize = 256 * 1024;
@@ -16,7 +17,7 @@ pub struct RegistryApi {
     /// Uploads larger than this are refused while streaming.
     pub max_model_bytes: u64,
     /// Tells devices already running a version about its new baseline.
-    pub deployments: crate::deployment::Deployments,
+    pub deployments: shoal_fleet::deployment::Deployments,
 }
 
 fn model_to_wire(m: Model) -> pb::Model {
@@ -30,7 +31,7 @@ fn model_to_wire(m: Model) -> pb::Model {
     }
 }
 
-fn baseline_to_wire(b: &crate::registry::VersionBaseline) -> pb::BaselineSummary {
+fn baseline_to_wire(b: &shoal_registry::registry::VersionBaseline) -> pb::BaselineSummary {
     use shoal_drift::FeatureKind;
     let features = b
         .baseline
@@ -248,7 +249,8 @@ impl RegistryService for RegistryApi {
         self.registry
             .resolve(&workspace, &header.name, &header.reference)
             .map_err(status)?;
-        let mut file = tempfile::NamedTempFile::new().map_err(|e| status(e.into()))?;
+        let mut file = tempfile::NamedTempFile::new()
+            .map_err(|e| status(IoError::with("create a temporary baseline file")(e)))?;
         let mut written = 0u64;
         while let Some(message) = stream.next().await {
             let chunk = match message? {
@@ -263,14 +265,16 @@ impl RegistryService for RegistryApi {
             };
             written += chunk.len() as u64;
             if written > self.max_model_bytes {
-                return Err(status(HubError::ResourceExhausted(format!(
+                return Err(status(RegistryError::ResourceExhausted(format!(
                     "baseline CSV is over the hub's limit of {} bytes",
                     self.max_model_bytes
                 ))));
             }
-            file.write_all(&chunk).map_err(|e| status(e.into()))?;
+            file.write_all(&chunk)
+                .map_err(|e| status(IoError::with("write the temporary baseline file")(e)))?;
         }
-        file.flush().map_err(|e| status(e.into()))?;
+        file.flush()
+            .map_err(|e| status(IoError::with("write the temporary baseline file")(e)))?;
         let path = file.path().to_path_buf();
         let version = self
             .registry
@@ -312,7 +316,7 @@ impl RegistryService for RegistryApi {
             .artifacts()
             .read(&version.digest)
             .await
-            .map_err(|e| status(e.into()))?;
+            .map_err(|e| status(e))?;
         let header = pb::DownloadModelVersionResponse {
             part: Some(pb::download_model_version_response::Part::Version(
                 self.version_with_aliases(version),
@@ -330,8 +334,8 @@ impl RegistryService for RegistryApi {
     }
 }
 
-fn too_large(size: u64, limit: u64) -> HubError {
-    HubError::ResourceExhausted(format!(
+fn too_large(size: u64, limit: u64) -> RegistryError {
+    RegistryError::ResourceExhausted(format!(
         "model is {size} bytes, over the hub's limit of {limit} bytes (--max-model-bytes)"
     ))
 }

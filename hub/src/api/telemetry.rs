@@ -6,17 +6,17 @@ use shoal_proto::telemetry::{self as pb, telemetry_service_server::TelemetryServ
 use tonic::{Request, Response, Status};
 
 use super::{status, workspace_or_default};
-use crate::monitor::{Monitor, Monitors, NewMonitor};
-use crate::telemetry::{status_name, DriftQuery, Telemetry};
+use shoal_fleet::monitor::{Monitor, Monitors, NewMonitor};
+use shoal_fleet::telemetry::{status_name, DriftQuery, Telemetry};
 
 pub struct TelemetryApi {
     pub telemetry: Telemetry,
     pub monitors: Monitors,
     /// Checks `retrain:<run>` hooks of new monitors.
-    pub jobs: crate::jobs::Jobs,
+    pub retrainer: crate::retrain::Retrainer,
 }
 
-fn breach_to_wire(b: &crate::monitor::Breach) -> pb::Breach {
+fn breach_to_wire(b: &shoal_fleet::monitor::Breach) -> pb::Breach {
     pb::Breach {
         feature: b.feature.clone(),
         metric: b.metric.name().into(),
@@ -53,7 +53,7 @@ fn monitor_to_wire(m: &Monitor, with_secret: bool) -> pb::Monitor {
     }
 }
 
-pub fn alert_to_wire(a: &crate::monitor::Alert) -> pb::Alert {
+pub fn alert_to_wire(a: &shoal_fleet::monitor::Alert) -> pb::Alert {
     pb::Alert {
         workspace: a.workspace.clone(),
         id: a.id.clone(),
@@ -165,11 +165,9 @@ impl TelemetryService for TelemetryApi {
             .into_inner()
             .monitor
             .ok_or_else(|| Status::invalid_argument("no monitor given"))?;
-        if let Some(template) = crate::jobs::retrain_template(&m.on_alert) {
-            self.jobs
-                .check_retrain_template(workspace_or_default(&m.workspace), template)
-                .map_err(status)?;
-        }
+        self.retrainer
+            .check_hook(workspace_or_default(&m.workspace), &m.on_alert)
+            .map_err(status)?;
         let created = self
             .monitors
             .create(NewMonitor {

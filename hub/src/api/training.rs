@@ -8,11 +8,11 @@ use shoal_proto::training::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{receive_chunks, status, workspace_or_default};
-use crate::dataset::DatasetVersion;
 use crate::error::HubError;
-use crate::jobs::{Jobs, Outcome, Submission};
-use crate::sweep::{SweepSpec, Sweeps};
-use crate::tracking::{
+use shoal_tracking::dataset::DatasetVersion;
+use shoal_tracking::jobs::{Jobs, Outcome, Submission};
+use shoal_tracking::sweep::{SweepSpec, Sweeps};
+use shoal_tracking::tracking::{
     BuiltinJob, Compute, Experiment, Job, MetricPoint, Run, RunQuery, ScriptJob,
 };
 
@@ -150,7 +150,7 @@ fn builtin_from_wire(b: pb::BuiltinJob) -> BuiltinJob {
 /// The experiment a request names; empty means the workspace's `Default`.
 fn experiment_or_default(name: String) -> String {
     if name.is_empty() {
-        crate::tracking::DEFAULT_EXPERIMENT.to_string()
+        shoal_tracking::tracking::DEFAULT_EXPERIMENT.to_string()
     } else {
         name
     }
@@ -407,8 +407,8 @@ impl TrainingService for TrainingApi {
                     .id,
             );
         }
-        let filter = crate::search::run_filter(&r.filter).map_err(status)?;
-        let order = crate::search::run_order(&r.order_by).map_err(status)?;
+        let filter = shoal_tracking::search::run_filter(&r.filter).map_err(status)?;
+        let order = shoal_tracking::search::run_order(&r.order_by).map_err(status)?;
         let runs = tracking
             .search_runs(&RunQuery {
                 workspace,
@@ -578,7 +578,7 @@ impl TrainingService for TrainingApi {
                 {
                     Ok(read) => read,
                     Err(error) => {
-                        let _ = tx.send(Err(status(error.into()))).await;
+                        let _ = tx.send(Err(status(error))).await;
                         return;
                     }
                 };
@@ -619,11 +619,12 @@ impl TrainingService for TrainingApi {
         // without one (the hub does not know which columns it reads).
         let features = match &run.job {
             Some(Job::Builtin(job)) => {
-                crate::jobs::builtin::job_features(&self.jobs, &run, job).map_err(status)?
+                shoal_tracking::jobs::builtin::job_features(&self.jobs, &run, job)
+                    .map_err(status)?
             }
             _ => Vec::new(),
         };
-        let reference = crate::jobs::builtin::register_model(
+        let reference = shoal_tracking::jobs::builtin::register_model(
             &self.jobs,
             &run,
             &r.model,
@@ -723,7 +724,7 @@ impl TrainingService for TrainingApi {
             .await
             .map_err(|e| status(HubError::Internal(format!("sweep task: {e}"))))?
             .map_err(status)?;
-        Ok(Response::new(crate::sweep::sweep_to_wire(sweep)))
+        Ok(Response::new(shoal_tracking::sweep::sweep_to_wire(sweep)))
     }
 
     async fn get_sweep(
@@ -734,7 +735,7 @@ impl TrainingService for TrainingApi {
             .sweeps
             .get(&request.into_inner().sweep_id)
             .map_err(status)?;
-        Ok(Response::new(crate::sweep::sweep_to_wire(sweep)))
+        Ok(Response::new(shoal_tracking::sweep::sweep_to_wire(sweep)))
     }
 
     async fn list_sweeps(
@@ -749,7 +750,7 @@ impl TrainingService for TrainingApi {
         Ok(Response::new(pb::ListSweepsResponse {
             sweeps: sweeps
                 .into_iter()
-                .map(crate::sweep::sweep_to_wire)
+                .map(shoal_tracking::sweep::sweep_to_wire)
                 .collect(),
         }))
     }
@@ -818,7 +819,7 @@ impl WorkerService for WorkerApi {
                     Some(Job::Script(job)) => pb::Lease {
                         run_id: run.id.clone(),
                         command: job.command.clone(),
-                        env: crate::jobs::local::run_environment(
+                        env: shoal_tracking::jobs::local::run_environment(
                             &run,
                             &endpoints.grpc_url,
                             &endpoints.http_url,
@@ -915,7 +916,7 @@ impl WorkerService for WorkerApi {
             .artifacts()
             .read(&digest)
             .await
-            .map_err(|e| status(e.into()))?;
+            .map_err(|e| status(e))?;
         let chunks: Vec<Result<pb::SourceChunk, Status>> = bytes
             .chunks(SOURCE_CHUNK_BYTES)
             .map(|c| Ok(pb::SourceChunk { data: c.to_vec() }))
@@ -963,7 +964,7 @@ impl WorkerService for WorkerApi {
             .jobs
             .leased_run(&header.run_id, &header.worker_id)
             .map_err(status)?;
-        crate::tracking::check_artifact_path(&header.path).map_err(status)?;
+        shoal_tracking::tracking::check_artifact_path(&header.path).map_err(status)?;
         let (digest, size) = receive_chunks(
             &mut stream,
             self.jobs.artifacts(),
@@ -1005,13 +1006,14 @@ impl WorkerService for WorkerApi {
         if let (Outcome::Exited(0), Some(Job::Builtin(job))) = (outcome, &run.job) {
             if let Some(name) = &job.register_as {
                 if let Err(error) =
-                    crate::jobs::builtin::register_output(&self.jobs, &run, job, name).await
+                    shoal_tracking::jobs::builtin::register_output(&self.jobs, &run, job, name)
+                        .await
                 {
                     self.jobs
                         .tracking()
                         .finish_run(
                             &run.id,
-                            crate::tracking::RunStatus::Failed,
+                            shoal_tracking::tracking::RunStatus::Failed,
                             Some(0),
                             Some(format!(
                                 "training finished, but registering '{name}' failed: {error}"

@@ -2,12 +2,12 @@ use shoal_proto::workspace::{self as pb, workspace_service_server::WorkspaceServ
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::workspace::{Workspace, Workspaces};
+use shoal_store::workspace::{Workspace, Workspaces};
 
 pub struct WorkspaceApi {
     pub workspaces: Workspaces,
     /// Domains whose records a deleted workspace takes with it (datasets, tracking, sweeps).
-    pub contents: Vec<std::sync::Arc<dyn crate::workspace::WorkspaceContents>>,
+    pub contents: Vec<std::sync::Arc<dyn shoal_store::workspace::WorkspaceContents>>,
 }
 
 fn to_wire(w: Workspace) -> pb::Workspace {
@@ -62,7 +62,7 @@ impl WorkspaceService for WorkspaceApi {
         request: Request<pb::DeleteWorkspaceRequest>,
     ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
         let r = request.into_inner();
-        let contents: Vec<&dyn crate::workspace::WorkspaceContents> =
+        let contents: Vec<&dyn shoal_store::workspace::WorkspaceContents> =
             self.contents.iter().map(|c| c.as_ref()).collect();
         self.workspaces
             .delete(&r.name, r.force, &contents)

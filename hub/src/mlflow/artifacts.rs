@@ -1,7 +1,7 @@
 //! The `mlflow-artifacts` proxy: clients PUT and GET run files at
 //! `/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/{path}`, and the files of
 //! MLflow 3 logged models at `.../artifacts/{experiment}/models/{model id}/artifacts/{path}`,
-//! and list folders with `?path=`. Bytes go to the content-addressed [`ArtifactStore`](crate::artifacts::ArtifactStore);
+//! and list folders with `?path=`. Bytes go to the content-addressed [`ArtifactStore`](shoal_store::artifacts::ArtifactStore);
 //! the tracking index maps each path to its blob.
 
 use axum::body::Body;
@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use super::runs::run_in_workspace;
 use super::{Call, MlflowError, MlflowResult};
 use crate::http::HttpState;
-use crate::tracking::{check_artifact_path, ArtifactEntry, Lifecycle, LoggedModel, Run};
+use shoal_tracking::tracking::{check_artifact_path, ArtifactEntry, Lifecycle, LoggedModel, Run};
 
 /// Bytes read from disk per chunk of a download.
 const DOWNLOAD_CHUNK_BYTES: usize = 256 * 1024;
@@ -56,7 +56,7 @@ fn owner_of(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Own
             };
             let model = match state.tracking.logged_model(model_id) {
                 Ok(model) => model,
-                Err(crate::error::HubError::NotFound { .. }) => return Err(missing()),
+                Err(shoal_tracking::TrackingError::NotFound { .. }) => return Err(missing()),
                 Err(other) => return Err(other.into()),
             };
             if model.workspace != workspace
@@ -101,11 +101,7 @@ pub(crate) async fn upload(
         )));
     }
     let limit = state.max_artifact_bytes;
-    let mut writer = state
-        .artifacts
-        .writer()
-        .await
-        .map_err(crate::error::HubError::from)?;
+    let mut writer = state.artifacts.writer().await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
@@ -125,13 +121,10 @@ pub(crate) async fn upload(
         }
         if let Err(e) = writer.write(&chunk).await {
             writer.abort().await;
-            return Err(crate::error::HubError::from(e).into());
+            return Err(e.into());
         }
     }
-    let (digest, size_bytes) = writer
-        .finish()
-        .await
-        .map_err(crate::error::HubError::from)?;
+    let (digest, size_bytes) = writer.finish().await?;
     state
         .tracking
         .put_artifact(path, &ArtifactEntry { digest, size_bytes })?;
@@ -147,7 +140,7 @@ pub(crate) async fn download(
 ) -> MlflowResult<Response> {
     owner_of(state, workspace, path)?;
     let entry = state.tracking.artifact(path)?;
-    if !crate::artifacts::is_valid_digest(&entry.digest) {
+    if !shoal_store::artifacts::is_valid_digest(&entry.digest) {
         return Err(MlflowError::Internal(format!(
             "artifact '{path}' is indexed under an invalid digest"
         )));

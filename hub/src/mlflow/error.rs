@@ -1,4 +1,4 @@
-//! MLflow's error codes, and the one place hub errors become them.
+//! MLflow's error codes, and the one place domain errors become them.
 //!
 //! MLflow clients read `{"error_code": "...", "message": "..."}` and decide from the HTTP
 //! status whether to retry (429 and 5xx are retried), so client mistakes must never be 5xx.
@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use thiserror::Error;
 
-use crate::error::HubError;
+use shoal_store::{ErrorCode, ServiceError};
 
 /// An error as the MLflow REST API reports it: one variant per MLflow error code Shoal sends.
 #[derive(Debug, Error)]
@@ -71,20 +71,20 @@ impl MlflowError {
     }
 }
 
-impl From<HubError> for MlflowError {
-    fn from(error: HubError) -> MlflowError {
-        match error {
-            HubError::NotFound { .. } => MlflowError::NotFound(error.to_string()),
-            HubError::AlreadyExists { .. } => MlflowError::AlreadyExists(error.to_string()),
+/// The one place a domain error becomes an MLflow error.
+impl<E: ServiceError> From<E> for MlflowError {
+    fn from(error: E) -> MlflowError {
+        let message = error.to_string();
+        match error.error_code() {
+            ErrorCode::NotFound => MlflowError::NotFound(message),
+            ErrorCode::AlreadyExists => MlflowError::AlreadyExists(message),
             // A deleted run or a similar state conflict is the client's to fix: MLflow's
             // INVALID_STATE would be a 500, which its client retries for minutes.
-            HubError::InvalidArgument(m) | HubError::FailedPrecondition(m) => {
-                MlflowError::InvalidParameter(m)
+            ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => {
+                MlflowError::InvalidParameter(message)
             }
-            HubError::ResourceExhausted(m) => MlflowError::Exhausted(m),
-            HubError::Storage(_) | HubError::Artifacts(_) | HubError::Internal(_) => {
-                MlflowError::Internal(error.to_string())
-            }
+            ErrorCode::ResourceExhausted => MlflowError::Exhausted(message),
+            ErrorCode::Internal => MlflowError::Internal(message),
         }
     }
 }

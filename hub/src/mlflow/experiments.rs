@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::filter::{parse_filter, Clause, Subject};
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
-use crate::tracking::{Experiment, Lifecycle, DEFAULT_EXPERIMENT};
+use shoal_tracking::tracking::{Experiment, Lifecycle, DEFAULT_EXPERIMENT};
 
 /// Experiments returned by one search page unless the client asks for fewer.
 const DEFAULT_SEARCH_PAGE: usize = 1000;

@@ -2,7 +2,7 @@
 //! `<field> <op> <value>` clauses such as `name = 'occ'` or `tags.team LIKE 'occ%'`.
 //!
 //! Run filters do not come through here: `runs/search` uses the hub's run search grammar
-//! (`crate::search`, from `shoal-experiment`), the same as the gRPC API.
+//! (`shoal_tracking::search`, from `shoal-experiment`), the same as the gRPC API.
 
 use super::{MlflowError, MlflowResult};
 

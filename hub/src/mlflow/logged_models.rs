@@ -20,7 +20,7 @@ use super::filter::{parse_filter, Subject};
 use super::{
     key_value_list, page_offset, paginate, unsupported, Call, Fields, MlflowError, MlflowResult,
 };
-use crate::tracking::{Lifecycle, LoggedModel, LoggedModelStatus, NewLoggedModel};
+use shoal_tracking::tracking::{Lifecycle, LoggedModel, LoggedModelStatus, NewLoggedModel};
 
 /// Logged models returned by one search page unless the client asks for fewer.
 const DEFAULT_SEARCH_PAGE: usize = 100;
@@ -60,7 +60,7 @@ pub(crate) fn logged_model_in_workspace(
     let not_found = || MlflowError::NotFound(format!("logged model '{id}' not found"));
     let model = match call.state.tracking.logged_model(id) {
         Ok(model) => model,
-        Err(crate::error::HubError::NotFound { .. }) => return Err(not_found()),
+        Err(shoal_tracking::TrackingError::NotFound { .. }) => return Err(not_found()),
         Err(other) => return Err(other.into()),
     };
     if model.workspace != call.workspace
@@ -191,7 +191,7 @@ fn list_artifacts(call: Call, id: &str) -> MlflowResult<Value> {
         .unwrap_or_default();
     let folder = folder.trim_matches('/');
     if !folder.is_empty() {
-        crate::tracking::check_artifact_path(folder)?;
+        shoal_tracking::tracking::check_artifact_path(folder)?;
     }
     let files = call
         .state

@@ -3,7 +3,7 @@
 //! `MLFLOW_TRACKING_TOKEN=<admin token>`).
 //!
 //! # Layout
-//! - [`error`]: MLflow's error codes and the single mapping from [`HubError`](crate::error::HubError).
+//! - [`error`]: MLflow's error codes and the single mapping from domain errors.
 //! - `experiments`, `runs` (runs, logging, search), `artifacts` (the `mlflow-artifacts` proxy),
 //!   `logged_models` (MLflow 3's logged models, which `log_model` creates), `models`
 //!   (registered models and versions, backed by Shoal's ONNX registry).
@@ -54,7 +54,7 @@ use serde_json::{Map, Value};
 pub use error::{MlflowError, MlflowResult};
 
 use crate::http::HttpState;
-use crate::workspace::DEFAULT_WORKSPACE;
+use shoal_store::workspace::DEFAULT_WORKSPACE;
 
 /// Largest JSON request body accepted (a full `log-batch` is well below this).
 const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -229,7 +229,7 @@ fn authorize(
                 .into(),
         )
     })?;
-    if !state.keys.is_admin_token(&token) {
+    if !state.admin.matches(&token) {
         return Err(MlflowError::Unauthenticated(
             "the token is not this hub's admin token".into(),
         ));

@@ -23,8 +23,8 @@ use super::filter::{parse_filter, Subject};
 use super::logged_models::logged_model_in_workspace;
 use super::runs::run_in_workspace;
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
-use crate::registry::{Model, ModelVersion, NewVersion, Registry};
-use crate::tracking::{Lifecycle, LoggedModel, Run};
+use shoal_registry::registry::{Model, ModelVersion, NewVersion, Registry};
+use shoal_tracking::tracking::{Lifecycle, LoggedModel, Run};
 
 /// Version tags that carry MLflow's `source` and `run_id`; not shown as user tags.
 const SOURCE_TAG: &str = "mlflow.source";

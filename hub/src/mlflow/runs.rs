@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::experiments::page_size;
 use super::{json_double, key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
-use crate::search::{RunOrder, RunPredicate};
-use crate::tracking::{
+use shoal_tracking::search::{RunOrder, RunPredicate};
+use shoal_tracking::tracking::{
     run_model_outputs, Lifecycle, MetricPoint, NewRun, Run, RunQuery, RunStatus,
 };
 
@@ -131,7 +131,7 @@ pub(crate) fn update(call: Call) -> MlflowResult<Value> {
     let run = call.state.tracking.update_run(&run.id, |run| {
         // A run Shoal executes (a script on `local` or a worker) ends when its command does:
         // the exit code decides, not the `end_run()` of an MLflow client inside the script.
-        if run.compute != crate::tracking::Compute::Tracked {
+        if run.compute != shoal_tracking::tracking::Compute::Tracked {
             if let Some(name) = &run_name {
                 run.name = name.clone();
                 run.tags.insert("mlflow.runName".into(), name.clone());
@@ -143,12 +143,12 @@ pub(crate) fn update(call: Call) -> MlflowResult<Value> {
             if !run.status.is_terminal() && run.status != status {
                 run.status = status;
                 if status == RunStatus::Running && run.started_ms.is_none() {
-                    run.started_ms = Some(crate::now_ms());
+                    run.started_ms = Some(shoal_store::now_ms());
                 }
             }
         }
         if run.status.is_terminal() && run.ended_ms.is_none() {
-            run.ended_ms = Some(end_time.unwrap_or_else(crate::now_ms));
+            run.ended_ms = Some(end_time.unwrap_or_else(shoal_store::now_ms));
         } else if let (Some(end), true) = (end_time, run.status.is_terminal()) {
             run.ended_ms = Some(end);
         }
@@ -191,7 +191,9 @@ fn metric_point(item: &super::Fields) -> MlflowResult<(String, MetricPoint)> {
         MetricPoint {
             value: item.f64("value")?,
             step: item.opt_i64("step")?.unwrap_or(0),
-            timestamp_ms: item.opt_i64("timestamp")?.unwrap_or_else(crate::now_ms),
+            timestamp_ms: item
+                .opt_i64("timestamp")?
+                .unwrap_or_else(shoal_store::now_ms),
         },
     ))
 }
@@ -374,7 +376,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
 /// # Errors
 /// `INVALID_PARAMETER_VALUE` naming what could not be parsed.
 pub(crate) fn run_predicate(filter: &str) -> MlflowResult<Option<RunPredicate>> {
-    Ok(crate::search::run_filter(filter)?)
+    Ok(shoal_tracking::search::run_filter(filter)?)
 }
 
 /// Compiles MLflow `order_by` items (`metrics.acc DESC`, `attributes.start_time`); `None`
@@ -383,5 +385,5 @@ pub(crate) fn run_predicate(filter: &str) -> MlflowResult<Option<RunPredicate>> 
 /// # Errors
 /// `INVALID_PARAMETER_VALUE` for an item the grammar does not accept.
 pub(crate) fn run_order(items: &[String]) -> MlflowResult<Option<RunOrder>> {
-    Ok(crate::search::run_order(items)?)
+    Ok(shoal_tracking::search::run_order(items)?)
 }

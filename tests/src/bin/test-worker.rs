@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
         eprintln!("usage: test-worker HUB_URL TOKEN WORKER_ID WORK_DIR [LABELS]");
         return ExitCode::from(64);
     };
-    let config = shoal_hub::worker::WorkerConfig {
+    let config = shoal_worker::WorkerConfig {
         hub_url: hub_url.clone(),
         token: Some(token.clone()),
         worker_id: worker_id.clone(),
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
             .unwrap_or_default(),
         work_dir: work_dir.into(),
     };
-    match shoal_hub::worker::run_worker(config, shutdown).await {
+    match shoal_worker::run_worker(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("test-worker: {error}");

@@ -1,0 +1,32 @@
+//! Shoal's fleet: devices and their credentials, deployments that publish signed desired
+//! state, telemetry windows stored once and rolled up hourly, drift reports, and drift
+//! monitors with their alerts.
+//!
+//! # Layout
+//! - [`fleet`]: [`Fleet`] — device enrollment, [`fleet::DeviceAuth`] for the broker,
+//!   reported status and state.
+//! - [`credentials`]: device passwords, kept as salted hashes.
+//! - [`deployment`]: [`Deployments`] — desired state per device, signed manifests,
+//!   per-device progress.
+//! - [`publish`]: [`DevicePublisher`], the way out to devices (the hub's MQTT client
+//!   implements it; [`MemoryPublisher`] keeps publishes for tests).
+//! - [`telemetry`]: [`Telemetry`] — window ingest (once per device, boot epoch and seq),
+//!   hourly roll-ups, retention, drift reports.
+//! - [`monitor`]: [`Monitors`] — drift monitors, evaluations, alerts, signed webhooks, and
+//!   the [`monitor::AlertSink`] seam.
+//! - [`error`]: [`FleetError`].
+
+pub mod credentials;
+pub mod deployment;
+pub mod error;
+pub mod fleet;
+pub mod monitor;
+pub mod publish;
+pub mod telemetry;
+
+pub use deployment::Deployments;
+pub use error::{FleetError, FleetResult};
+pub use fleet::Fleet;
+pub use monitor::Monitors;
+pub use publish::{DevicePublisher, MemoryPublisher, PublishError};
+pub use telemetry::Telemetry;

@@ -1,0 +1,29 @@
+//! Shoal's storage seams, shared by every domain crate: the metadata store, the artifact
+//! store, workspaces, ids, secrets files and the clock. Nothing here knows a domain.
+//!
+//! # Layout
+//! - [`storage`]: the ordered key-value [`Store`] seam (sled and memory back ends, one
+//!   exported `store_test_suite!` every back end must pass) and typed JSON [`Records`].
+//! - [`artifacts`]: content-addressed blobs (sha256) in a local folder.
+//! - [`workspace`]: workspaces, and [`WorkspaceContents`], the one way a domain says what a
+//!   workspace holds and deletes it.
+//! - [`error`]: [`ErrorCode`] and [`ServiceError`], which every domain error implements; the
+//!   name check; [`IoError`], an I/O error that says what failed.
+//! - [`secrets`]: random ids and secrets, constant-time comparison, owner-only files.
+//! - [`clock`]: [`now_ms`].
+
+pub mod artifacts;
+pub mod clock;
+pub mod error;
+pub mod secrets;
+pub mod storage;
+pub mod workspace;
+
+pub use artifacts::{is_valid_digest, ArtifactResult, ArtifactStore, BlobWriter};
+pub use clock::now_ms;
+pub use error::{check_name, ErrorCode, InvalidName, IoError, ServiceError};
+pub use secrets::{random_hex, RandomSourceError};
+pub use storage::{MemoryStore, Records, SledStore, Store, StoreError, StoreResult};
+pub use workspace::{
+    Workspace, WorkspaceContents, WorkspaceError, WorkspaceResult, Workspaces, DEFAULT_WORKSPACE,
+};

@@ -1,0 +1,269 @@
+//! Script runs on the hub's own host: the snapshot is unpacked into `{runs_dir}/{run_id}`, the
+//! command runs there in its own process group with the run's environment, its output and
+//! `SHOAL_METRICS` lines are recorded as they come, and `outputs/` becomes the run's
+//! artifacts when it ends. Remote workers use [`pump_events`] and [`run_environment`] too.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use shoal_compute::{JobEvent, JobSpec, JobStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Jobs, Outcome, LOG_TAIL_LINES};
+use crate::error::{TrackingError, TrackingResult};
+use crate::tracking::{MetricPoint, Run, ScriptJob};
+use shoal_store::IoError;
+
+/// Most events recorded in one batch.
+const EVENT_BATCH: usize = 500;
+
+/// Name of the metrics file in a run's folder.
+pub const METRICS_FILE: &str = ".shoal/metrics.jsonl";
+/// Where a run's folder records its process group while it runs (see
+/// `shoal_compute::kill_leftover_group`).
+pub const GROUP_FILE: &str = ".shoal/group.json";
+
+/// The environment a script run gets: who it is and how to reach the hub, for Shoal's and
+/// MLflow's clients alike, and its params as a JSON object in `SHOAL_PARAMS`.
+pub fn run_environment(
+    run: &Run,
+    grpc_url: &str,
+    http_url: &str,
+    token: &str,
+    extra: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let tracking_uri = if run.workspace == shoal_store::workspace::DEFAULT_WORKSPACE {
+        http_url.to_string()
+    } else {
+        format!("{http_url}/workspaces/{}", run.workspace)
+    };
+    let mut env: Vec<(String, String)> =
+        extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("SHOAL_RUN_ID".to_string(), run.id.clone()),
+        ("SHOAL_HUB".to_string(), grpc_url.to_string()),
+        ("SHOAL_TOKEN".to_string(), token.to_string()),
+        ("SHOAL_WORKSPACE".to_string(), run.workspace.clone()),
+        ("MLFLOW_TRACKING_URI".to_string(), tracking_uri),
+        ("MLFLOW_TRACKING_TOKEN".to_string(), token.to_string()),
+        ("MLFLOW_RUN_ID".to_string(), run.id.clone()),
+        (
+            "MLFLOW_EXPERIMENT_ID".to_string(),
+            run.experiment_id.clone(),
+        ),
+        (
+            "SHOAL_PARAMS".to_string(),
+            serde_json::to_string(&run.params).unwrap_or_default(),
+        ),
+    ]);
+    env
+}
+
+/// A batch of what a job reported.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    pub lines: Vec<(i64, String)>,
+    pub metrics: Vec<(String, MetricPoint)>,
+}
+
+impl EventBatch {
+    fn push(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::Log(line) => self.lines.push((line.ts_ms, line.line)),
+            JobEvent::Metric(point) => self.metrics.push((
+                point.key,
+                MetricPoint {
+                    value: point.value,
+                    step: point.step,
+                    timestamp_ms: point.timestamp_ms,
+                },
+            )),
+            JobEvent::Warning(warning) => self
+                .lines
+                .push((shoal_store::now_ms(), format!("[shoal] warning: {warning}"))),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.metrics.is_empty()
+    }
+}
+
+/// Receives job events until the job's sender is gone, handing them to `record` in batches of
+/// whatever arrived together (at most [`EVENT_BATCH`]).
+pub async fn pump_events<F, Fut>(mut events: mpsc::Receiver<JobEvent>, mut record: F)
+where
+    F: FnMut(EventBatch) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while let Some(first) = events.recv().await {
+        let mut batch = EventBatch::default();
+        batch.push(first);
+        while batch.lines.len() + batch.metrics.len() < EVENT_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        record(batch).await;
+    }
+}
+
+/// Maps the runner's outcome to the hub's.
+pub fn outcome_of(status: JobStatus) -> Outcome {
+    match status {
+        JobStatus::Exited(code) => Outcome::Exited(code),
+        JobStatus::Signaled(signal) => Outcome::Signaled(signal),
+        JobStatus::Canceled => Outcome::Canceled,
+    }
+}
+
+/// Unpacks a snapshot file into `dest`.
+///
+/// # Errors
+/// `InvalidArgument` for an unsafe or corrupt archive.
+pub async fn unpack_snapshot(archive: &Path, dest: &Path, limit: u64) -> TrackingResult<()> {
+    let (archive, dest) = (archive.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || -> TrackingResult<()> {
+        std::fs::create_dir_all(&dest).map_err(IoError::with(format!(
+            "create run folder {}",
+            dest.display()
+        )))?;
+        let file = std::fs::File::open(&archive).map_err(IoError::with(format!(
+            "open source snapshot {}",
+            archive.display()
+        )))?;
+        shoal_compute::unpack(std::io::BufReader::new(file), &dest, limit)
+            .map_err(|e| TrackingError::invalid(format!("source snapshot refused: {e}")))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| TrackingError::Internal(format!("unpack task: {e}")))?
+}
+
+/// Executes a script run on this host.
+///
+/// # Errors
+/// When the folder cannot be prepared or the command cannot start (the caller fails the run
+/// with the message).
+pub async fn execute(
+    jobs: &Jobs,
+    run: &Run,
+    job: &ScriptJob,
+    cancel: CancellationToken,
+) -> TrackingResult<()> {
+    let workdir = jobs.inner.runs_dir.join(&run.id);
+    let snapshot = jobs.artifacts().path(&job.source_digest);
+    unpack_snapshot(&snapshot, &workdir, jobs.max_upload_bytes()).await?;
+    let endpoints = jobs.endpoints();
+    let spec = JobSpec {
+        env: run_environment(
+            run,
+            &endpoints.grpc_url,
+            &endpoints.http_url,
+            &endpoints.token,
+            &job.env,
+        ),
+        metrics_file: Some(workdir.join(METRICS_FILE)),
+        group_file: Some(workdir.join(GROUP_FILE)),
+        ..JobSpec::new(job.command.clone(), &workdir)
+    };
+    let (tx, rx) = mpsc::channel(1024);
+    let recorder = {
+        let (jobs, run_id) = (jobs.clone(), run.id.clone());
+        tokio::spawn(pump_events(rx, move |batch| {
+            let (jobs, run_id) = (jobs.clone(), run_id.clone());
+            async move {
+                let recorded = tokio::task::spawn_blocking(move || {
+                    jobs.record_progress(&run_id, &batch.lines, &batch.metrics)
+                })
+                .await;
+                if let Ok(Err(error)) = recorded {
+                    tracing::warn!(%error, "cannot record run progress");
+                }
+            }
+        }))
+    };
+    tracing::info!(run = %run.id, command = ?job.command, dir = %workdir.display(), "script run starting");
+    let outcome = shoal_compute::run_job(spec, tx, cancel).await;
+    // The sender is gone once run_job returns; wait until everything is recorded.
+    let _ = recorder.await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let message = error.to_string();
+            jobs.tracking().append_log(
+                &run.id,
+                &[(shoal_store::now_ms(), format!("[shoal] {message}"))],
+            )?;
+            return Err(TrackingError::invalid(message));
+        }
+    };
+    store_outputs(jobs, run, &workdir.join("outputs")).await?;
+    let mut tail = outcome.log_tail;
+    if tail.len() > LOG_TAIL_LINES {
+        tail.drain(..tail.len() - LOG_TAIL_LINES);
+    }
+    jobs.finish(run, outcome_of(outcome.status), tail)?;
+    Ok(())
+}
+
+/// Copies every file under `outputs` into the artifact store as `outputs/…` of the run.
+///
+/// # Errors
+/// Storage errors.
+pub async fn store_outputs(jobs: &Jobs, run: &Run, outputs: &Path) -> TrackingResult<()> {
+    let dir = outputs.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || shoal_compute::collect_outputs(&dir))
+        .await
+        .map_err(|e| TrackingError::Internal(format!("outputs task: {e}")))?
+        .map_err(|e| TrackingError::Internal(format!("listing outputs: {e}")))?;
+    for file in files {
+        let (digest, size) = store_file(jobs.artifacts(), &file.abs_path).await?;
+        jobs.record_output(run, &format!("outputs/{}", file.rel_path), digest, size)?;
+    }
+    Ok(())
+}
+
+/// Streams a file into the artifact store.
+///
+/// # Errors
+/// I/O errors.
+pub async fn store_file(
+    artifacts: &shoal_store::artifacts::ArtifactStore,
+    path: &Path,
+) -> TrackingResult<(String, u64)> {
+    use tokio::io::AsyncReadExt;
+    let reading = || IoError::with(format!("read run output {}", path.display()));
+    let mut file = tokio::fs::File::open(path).await.map_err(reading())?;
+    let mut writer = artifacts.writer().await?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buffer).await.map_err(reading())?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buffer[..n]).await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+/// Kills the process groups that runs in `{dir}/*/` left behind when their runner died, and
+/// returns how many there were.
+pub fn kill_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        match shoal_compute::kill_leftover_group(&entry.path().join(GROUP_FILE)) {
+            Ok(true) => killed += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(dir = %entry.path().display(), %error, "cannot check for a leftover job")
+            }
+        }
+    }
+    killed
+}
