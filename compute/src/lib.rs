@@ -16,6 +16,8 @@
 //! - [`metrics_file`]: the `SHOAL_METRICS` line format and its parser.
 //! - [`outputs`]: [`collect_outputs`], the files a run leaves under `outputs/`.
 //! - [`leftover`]: [`kill_leftover_group`], for a runner restarted after a crash.
+//! - [`runner`]: what the hub's local executor and remote workers share around a job: the run
+//!   folder's files, snapshot unpacking, event batches, leftover clean-up.
 //! - [`error`]: [`ComputeError`], shared by all of the above.
 
 pub mod error;
@@ -23,6 +25,7 @@ pub mod leftover;
 pub mod metrics_file;
 pub mod outputs;
 pub mod process;
+pub mod runner;
 pub mod snapshot;
 
 pub use error::{ComputeError, ComputeResult};
@@ -32,6 +35,9 @@ pub use outputs::{collect_outputs, OutputFile};
 pub use process::{
     run_job, JobEvent, JobOutcome, JobSpec, JobStatus, LogLine, LogStream, DEFAULT_GRACE,
     LOG_TAIL_LINES, MAX_LOG_LINE_BYTES, METRICS_ENV_VAR, PIPE_DRAIN_TIMEOUT,
+};
+pub use runner::{
+    kill_leftovers, pump_events, unpack_snapshot_file, EventBatch, GROUP_FILE, METRICS_FILE,
 };
 pub use snapshot::{
     pack_dir, pack_dir_to_writer, unpack, Snapshot, SnapshotInfo, UnpackSummary,

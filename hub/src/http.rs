@@ -15,6 +15,7 @@ use shoal_registry::registry::Registry;
 use shoal_store::artifacts::ArtifactStore;
 use shoal_tracking::dataset::Datasets;
 use shoal_tracking::tracking::Tracking;
+use shoal_tracking::Jobs;
 
 /// What the HTTP handlers reach.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct HttpState {
     pub tracking: Tracking,
     pub registry: Registry,
     pub datasets: Datasets,
+    /// Registers model versions from run artifacts (the one path shared with gRPC).
+    pub jobs: Jobs,
     pub artifacts: ArtifactStore,
     /// Largest artifact accepted in one upload.
     pub max_artifact_bytes: u64,

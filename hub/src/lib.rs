@@ -287,6 +287,7 @@ impl BoundHub {
             tracking: self.tracking.clone(),
             registry: self.registry.clone(),
             datasets: self.datasets.clone(),
+            jobs: self.jobs.clone(),
             artifacts: self.artifacts.clone(),
             max_artifact_bytes: self.config.max_model_bytes,
         };

@@ -436,7 +436,7 @@ impl Sweeps {
         let best = best.clone();
         let mut registered = None;
         if let Some(name) = &sweep.register_best {
-            let entry = tracking
+            tracking
                 .artifact(&format!("{}/outputs/model.onnx", best.artifact_root()))
                 .map_err(|_| {
                     TrackingError::FailedPrecondition(format!(
@@ -444,22 +444,11 @@ impl Sweeps {
                         best.id
                     ))
                 })?;
-            let features = match &best.job {
-                Some(Job::Builtin(job)) => builtin::job_features(&self.jobs, &best, job)?,
-                _ => Vec::new(),
-            };
-            registered = Some(
-                builtin::register_model(
-                    &self.jobs,
-                    &best,
-                    name,
-                    "",
-                    &features,
-                    entry.digest,
-                    entry.size_bytes,
-                )
-                .await?,
-            );
+            let version = self
+                .jobs
+                .register_run_output(&best, "outputs/model.onnx", name, "")
+                .await?;
+            registered = Some(format!("{}@{}", version.model, version.version));
         }
         let now = shoal_store::now_ms();
         tracking.log_metrics(

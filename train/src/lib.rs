@@ -1,7 +1,7 @@
 //! Shoal's built-in trainers: multinomial logistic regression and small MLPs for tabular CSV
 //! data, trained on the hub's CPU and exported to ONNX that devices run with tract.
 //!
-//! # Contents
+//! # Layout
 //! - [`dataset`]: [`Dataset::from_csv`] reads numeric features and a target ([`DataSpec`]),
 //!   skipping and counting rows with nulls; the target decides the [`Task`].
 //! - [`config`]: [`TrainConfig::from_params`] checks the `--param key=value` strings of a run
@@ -10,6 +10,11 @@
 //!   [`EpochMetrics`] to a callback that can stop it.
 //! - [`model`]: the [`TrainedModel`], with standardization folded into the weights,
 //!   [`TrainedModel::to_onnx`] and [`TrainedModel::predict`].
+//! - [`metrics`]: [`EpochMetrics`], one epoch's figures.
+//! - [`job`]: a built-in job as Shoal runs it on the hub or a worker: [`JobSpec`] over a CSV
+//!   file, progress lines and per-epoch metrics by the names runs log.
+//! - `network` (private): the layers, forward and backward passes.
+//! - `error` (private): [`TrainError`].
 //!
 //! # Example
 //! ```
@@ -45,6 +50,7 @@
 pub mod config;
 pub mod dataset;
 mod error;
+pub mod job;
 pub mod metrics;
 pub mod model;
 mod network;
@@ -53,6 +59,7 @@ pub mod trainer;
 pub use config::{ConfigError, Optimizer, TrainConfig, Trainer, ACCEPTED_PARAMS};
 pub use dataset::{DataSpec, Dataset, DatasetError, Targets, Task, TaskKind};
 pub use error::{TrainError, TrainResult};
+pub use job::{JobError, JobSpec, Progress};
 pub use metrics::EpochMetrics;
 pub use model::TrainedModel;
 pub use trainer::train;

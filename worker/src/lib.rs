@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use shoal_client::{describe_status, HubClient, TokenInterceptor};
-use shoal_tracking::jobs::local::{pump_events, EventBatch, GROUP_FILE, METRICS_FILE};
+use shoal_compute::{pump_events, EventBatch, GROUP_FILE, METRICS_FILE};
+use shoal_train::Progress;
 
 /// How long one lease call may wait on the hub for work.
 const LEASE_WAIT_MS: u32 = 10_000;
@@ -53,7 +54,7 @@ pub async fn run_worker(
         .map_err(|e| format!("cannot create {}: {e}", config.work_dir.display()))?;
     // A worker killed mid-run leaves its job's process group behind; stop it now. (The hub
     // has failed that run after the heartbeat timeout.)
-    let leftovers = shoal_tracking::jobs::local::kill_leftovers(&config.work_dir);
+    let leftovers = shoal_compute::kill_leftovers(&config.work_dir);
     if leftovers > 0 {
         tracing::warn!(leftovers, "killed jobs left running by an earlier worker");
     }
@@ -119,10 +120,11 @@ async fn execute(
     }
     std::fs::write(&archive, &bytes).map_err(|e| format!("cannot write the snapshot: {e}"))?;
     if let Err(error) =
-        shoal_tracking::jobs::local::unpack_snapshot(&archive, &workdir, MAX_SOURCE_BYTES).await
+        shoal_compute::unpack_snapshot_file(&archive, &workdir, MAX_SOURCE_BYTES).await
     {
         let _ = std::fs::remove_file(&archive);
-        return Err(fail(client, config, &run_id, error.to_string()).await);
+        let message = format!("source snapshot refused: {error}");
+        return Err(fail(client, config, &run_id, message).await);
     }
     let _ = std::fs::remove_file(&archive);
 
@@ -183,12 +185,11 @@ async fn execute_builtin(
     std::fs::create_dir_all(workdir.join("outputs"))
         .and_then(|()| std::fs::write(&csv_path, &csv))
         .map_err(|e| format!("cannot write the dataset: {e}"))?;
-    let job = shoal_tracking::tracking::BuiltinJob {
+    let label = job.dataset.clone();
+    let job = shoal_train::JobSpec {
         trainer: job.trainer,
-        dataset: job.dataset,
         target: job.target,
         features: job.features,
-        register_as: None,
     };
     let params: std::collections::BTreeMap<String, String> = lease.params.into_iter().collect();
     let cancel = stop.child_token();
@@ -197,31 +198,35 @@ async fn execute_builtin(
         let (cancel, csv_path) = (cancel.clone(), csv_path.clone());
         tokio::task::spawn_blocking(move || {
             let stopped = std::cell::Cell::new(false);
-            let trained = shoal_tracking::jobs::builtin::train_blocking(
-                &csv_path,
-                &job,
-                &params,
-                &job.dataset,
-                |progress| {
-                    let now = shoal_store::now_ms();
-                    let mut batch = EventBatch::default();
-                    match progress {
-                        shoal_tracking::jobs::builtin::Progress::Line(line) => {
-                            batch.lines.push((now, line))
-                        }
-                        shoal_tracking::jobs::builtin::Progress::Epoch { points, line, .. } => {
-                            batch.lines.push((now, line));
-                            batch.metrics = points;
-                        }
+            let trained = job.train_csv(&csv_path, &params, &label, |progress| {
+                let now = now_ms();
+                let mut batch = EventBatch::default();
+                match progress {
+                    Progress::Line(line) => batch.lines.push((now, line)),
+                    Progress::Epoch {
+                        epoch,
+                        metrics,
+                        line,
+                    } => {
+                        batch.lines.push((now, line));
+                        batch.metrics = metrics
+                            .into_iter()
+                            .map(|(key, value)| shoal_compute::MetricPoint {
+                                key,
+                                value,
+                                step: i64::from(epoch),
+                                timestamp_ms: now,
+                            })
+                            .collect();
                     }
-                    let _ = batches_tx.blocking_send(batch);
-                    if cancel.is_cancelled() {
-                        stopped.set(true);
-                        return false;
-                    }
-                    true
-                },
-            );
+                }
+                let _ = batches_tx.blocking_send(batch);
+                if cancel.is_cancelled() {
+                    stopped.set(true);
+                    return false;
+                }
+                true
+            });
             (trained, stopped.get())
         })
     };
@@ -294,8 +299,8 @@ async fn report(
         metrics: batch
             .metrics
             .into_iter()
-            .map(|(key, p)| pb::WorkerMetric {
-                key,
+            .map(|p| pb::WorkerMetric {
+                key: p.key,
                 value: p.value,
                 step: p.step,
                 timestamp_ms: p.timestamp_ms,
@@ -381,4 +386,12 @@ async fn complete(
     if let Err(status) = client.complete(request).await {
         tracing::warn!(run = %run_id, error = %describe_status(&status), "cannot report the run's end");
     }
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

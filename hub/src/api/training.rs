@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{receive_chunks, status, workspace_or_default};
 use crate::error::HubError;
 use shoal_tracking::dataset::DatasetVersion;
+use shoal_tracking::jobs::lease::LeasedWork;
 use shoal_tracking::jobs::{Jobs, Outcome, Submission};
 use shoal_tracking::sweep::{SweepSpec, Sweeps};
 use shoal_tracking::tracking::{
@@ -609,39 +610,15 @@ impl TrainingService for TrainingApi {
         request: Request<pb::RegisterFromRunRequest>,
     ) -> Result<Response<pb::RegisterFromRunResponse>, Status> {
         let r = request.into_inner();
-        let tracking = self.jobs.tracking();
-        let run = tracking.run(&r.run_id).map_err(status)?;
-        let path = r.path.trim_start_matches("./");
-        let entry = tracking
-            .artifact(&format!("{}/{path}", run.artifact_root()))
+        let run = self.jobs.tracking().run(&r.run_id).map_err(status)?;
+        let version = self
+            .jobs
+            .register_run_output(&run, &r.path, &r.model, &r.description)
+            .await
             .map_err(status)?;
-        // A built-in run's model gets its dataset's baseline; a script's model is registered
-        // without one (the hub does not know which columns it reads).
-        let features = match &run.job {
-            Some(Job::Builtin(job)) => {
-                shoal_tracking::jobs::builtin::job_features(&self.jobs, &run, job)
-                    .map_err(status)?
-            }
-            _ => Vec::new(),
-        };
-        let reference = shoal_tracking::jobs::builtin::register_model(
-            &self.jobs,
-            &run,
-            &r.model,
-            &r.description,
-            &features,
-            entry.digest,
-            entry.size_bytes,
-        )
-        .await
-        .map_err(status)?;
-        let version = reference
-            .rsplit_once('@')
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
         Ok(Response::new(pb::RegisterFromRunResponse {
-            model: r.model,
-            version,
+            model: version.model,
+            version: version.version,
         }))
     }
 
@@ -808,71 +785,13 @@ impl WorkerService for WorkerApi {
         let shutting_down = self.jobs.shutting_down();
         loop {
             let (jobs, worker, labels) = (self.jobs.clone(), r.worker_id.clone(), r.labels.clone());
-            let leased = tokio::task::spawn_blocking(move || jobs.lease(&worker, &labels))
+            let leased = tokio::task::spawn_blocking(move || jobs.lease_work(&worker, &labels))
                 .await
                 .map_err(|e| status(HubError::Internal(format!("lease task: {e}"))))?
                 .map_err(status)?;
-            if let Some(run) = leased {
-                let endpoints = self.jobs.endpoints();
+            if let Some(work) = leased {
                 let heartbeat_ms = (self.jobs.heartbeat_timeout().as_millis() / 3).max(100) as u32;
-                let lease = match &run.job {
-                    Some(Job::Script(job)) => pb::Lease {
-                        run_id: run.id.clone(),
-                        command: job.command.clone(),
-                        env: shoal_tracking::jobs::local::run_environment(
-                            &run,
-                            &endpoints.grpc_url,
-                            &endpoints.http_url,
-                            &endpoints.token,
-                            &job.env,
-                        )
-                        .into_iter()
-                        .collect(),
-                        source_digest: job.source_digest.clone(),
-                        source_bytes: job.source_bytes,
-                        heartbeat_ms,
-                        builtin: None,
-                        params: Default::default(),
-                    },
-                    Some(Job::Builtin(job)) => {
-                        let dataset =
-                            match self.jobs.datasets().resolve(&run.workspace, &job.dataset) {
-                                Ok(dataset) => dataset,
-                                Err(error) => {
-                                    let _ = self.jobs.finish(
-                                        &run,
-                                        Outcome::Exited(-1),
-                                        vec![format!("the run's dataset is gone: {error}")],
-                                    );
-                                    continue;
-                                }
-                            };
-                        pb::Lease {
-                            run_id: run.id.clone(),
-                            command: Vec::new(),
-                            env: Default::default(),
-                            source_digest: dataset.digest,
-                            source_bytes: dataset.size_bytes,
-                            heartbeat_ms,
-                            builtin: Some(pb::BuiltinJob {
-                                trainer: job.trainer.clone(),
-                                dataset: job.dataset.clone(),
-                                target: job.target.clone(),
-                                features: job.features.clone(),
-                                register_as: job.register_as.clone().unwrap_or_default(),
-                            }),
-                            params: run.params.clone().into_iter().collect(),
-                        }
-                    }
-                    None => {
-                        let _ = self.jobs.finish(
-                            &run,
-                            Outcome::Exited(-1),
-                            vec!["the run has nothing to execute".into()],
-                        );
-                        continue;
-                    }
-                };
+                let lease = lease_to_wire(work, heartbeat_ms);
                 return Ok(Response::new(pb::LeaseResponse { lease: Some(lease) }));
             }
             tokio::select! {
@@ -998,36 +917,53 @@ impl WorkerService for WorkerApi {
                 )))
             }
         };
-        let run = self
-            .jobs
-            .leased_run(&r.run_id, &r.worker_id)
-            .map_err(status)?;
-        // A built-in run the worker finished registers its model before it counts as completed.
-        if let (Outcome::Exited(0), Some(Job::Builtin(job))) = (outcome, &run.job) {
-            if let Some(name) = &job.register_as {
-                if let Err(error) =
-                    shoal_tracking::jobs::builtin::register_output(&self.jobs, &run, job, name)
-                        .await
-                {
-                    self.jobs
-                        .tracking()
-                        .finish_run(
-                            &run.id,
-                            shoal_tracking::tracking::RunStatus::Failed,
-                            Some(0),
-                            Some(format!(
-                                "training finished, but registering '{name}' failed: {error}"
-                            )),
-                            r.log_tail,
-                        )
-                        .map_err(status)?;
-                    return Ok(Response::new(pb::CompleteResponse {}));
-                }
-            }
-        }
         self.jobs
             .worker_complete(&r.run_id, &r.worker_id, outcome, r.log_tail)
+            .await
             .map_err(status)?;
         Ok(Response::new(pb::CompleteResponse {}))
+    }
+}
+
+/// What a worker receives with a leased run.
+fn lease_to_wire(work: LeasedWork, heartbeat_ms: u32) -> pb::Lease {
+    match work {
+        LeasedWork::Script {
+            run,
+            command,
+            env,
+            source_digest,
+            source_bytes,
+        } => pb::Lease {
+            run_id: run.id,
+            command,
+            env: env.into_iter().collect(),
+            source_digest,
+            source_bytes,
+            heartbeat_ms,
+            builtin: None,
+            params: Default::default(),
+        },
+        LeasedWork::Builtin {
+            run,
+            job,
+            dataset_digest,
+            dataset_bytes,
+        } => pb::Lease {
+            run_id: run.id,
+            command: Vec::new(),
+            env: Default::default(),
+            source_digest: dataset_digest,
+            source_bytes: dataset_bytes,
+            heartbeat_ms,
+            builtin: Some(pb::BuiltinJob {
+                trainer: job.trainer,
+                dataset: job.dataset,
+                target: job.target,
+                features: job.features,
+                register_as: job.register_as.unwrap_or_default(),
+            }),
+            params: run.params.into_iter().collect(),
+        },
     }
 }

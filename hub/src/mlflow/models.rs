@@ -23,8 +23,9 @@ use super::filter::{parse_filter, Subject};
 use super::logged_models::logged_model_in_workspace;
 use super::runs::run_in_workspace;
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
-use shoal_registry::registry::{Model, ModelVersion, NewVersion, Registry};
+use shoal_registry::registry::{Model, ModelVersion, Registry};
 use shoal_tracking::tracking::{Lifecycle, LoggedModel, Run};
+use shoal_tracking::ArtifactVersion;
 
 /// Version tags that carry MLflow's `source` and `run_id`; not shown as user tags.
 const SOURCE_TAG: &str = "mlflow.source";
@@ -302,7 +303,6 @@ pub(crate) async fn create_version(call: Call) -> MlflowResult<Value> {
 
     let resolved = resolve_source(&call, &source, run_id.as_deref())?;
     let onnx_path = onnx_file(&call, &source, &resolved.folder)?;
-    let entry = call.state.tracking.artifact(&onnx_path)?;
 
     tags.insert(SOURCE_TAG.into(), source.clone());
     if let Some(run) = &resolved.run {
@@ -311,26 +311,19 @@ pub(crate) async fn create_version(call: Call) -> MlflowResult<Value> {
     if let Some(model_id) = &resolved.model_id {
         tags.insert(MODEL_ID_TAG.into(), model_id.clone());
     }
-    let new = NewVersion {
-        workspace: call.workspace.clone(),
-        name: name.clone(),
-        description,
-        tags,
-    };
-    let registry = &call.state.registry;
-    let version = registry
-        .register(new, entry.digest, entry.size_bytes)
+    let version = call
+        .state
+        .jobs
+        .register_artifact(ArtifactVersion {
+            workspace: call.workspace.clone(),
+            name: name.clone(),
+            description,
+            tags,
+            artifact_path: onnx_path,
+            run: resolved.run,
+        })
         .await?;
-    if let Some(run) = &resolved.run {
-        let reference = format!("{}@{}", version.model, version.version);
-        call.state.tracking.update_run(&run.id, |run| {
-            if !run.outputs.contains(&reference) {
-                run.outputs.push(reference.clone());
-            }
-            Ok(())
-        })?;
-    }
-    let model = registry.model(&call.workspace, &name)?;
+    let model = call.state.registry.model(&call.workspace, &name)?;
     Ok(json!({ "model_version": version_json(&model, &version) }))
 }
 

@@ -4,53 +4,49 @@
 //! dataset's profile of its feature columns as the drift baseline.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
-use shoal_train::{DataSpec, Dataset, EpochMetrics, TrainConfig, Trainer};
+use shoal_train::{JobError, JobSpec, Progress};
 use tokio_util::sync::CancellationToken;
 
 use super::{Jobs, Outcome};
 use crate::error::{TrackingError, TrackingResult};
 use crate::tracking::{BuiltinJob, MetricPoint, Run, RunStatus};
-use shoal_registry::registry::NewVersion;
 
-/// Checks a built-in job before it is queued: a known trainer and params it accepts.
+/// The trainer's view of a built-in job.
+pub fn job_spec(job: &BuiltinJob) -> JobSpec {
+    JobSpec {
+        trainer: job.trainer.clone(),
+        target: job.target.clone(),
+        features: job.features.clone(),
+    }
+}
+
+/// Checks a built-in job before it is queued: a known trainer, params it accepts, a target.
 ///
 /// # Errors
 /// `InvalidArgument` naming the trainer or the param.
 pub fn check(job: &BuiltinJob, params: &BTreeMap<String, String>) -> TrackingResult<()> {
-    let trainer: Trainer = job
-        .trainer
-        .parse()
-        .map_err(|e| TrackingError::invalid(format!("{e}")))?;
-    TrainConfig::from_params(trainer, params).map_err(|e| TrackingError::invalid(e.to_string()))?;
-    if job.target.is_empty() {
-        return Err(TrackingError::invalid(
-            "a built-in run needs --target, the column to predict",
-        ));
-    }
-    Ok(())
+    job_spec(job)
+        .check(params)
+        .map(drop)
+        .map_err(|e| TrackingError::invalid(e.to_string()))
 }
 
-/// The metric names a built-in run logs: validation figures by their plain names
-/// (`accuracy`, `macro_f1`, `rmse`, `mae`), losses and training figures prefixed.
-pub fn metric_points(metrics: &EpochMetrics, now_ms: i64) -> Vec<(String, MetricPoint)> {
+/// An epoch's figures as metric points (step = epoch).
+pub fn metric_points(
+    epoch: u32,
+    metrics: Vec<(String, f64)>,
+    now_ms: i64,
+) -> Vec<(String, MetricPoint)> {
     metrics
-        .named_values()
         .into_iter()
         .map(|(name, value)| {
-            let name = match name {
-                "val_loss" => "val_loss",
-                other => other.strip_prefix("val_").unwrap_or(other),
+            let point = MetricPoint {
+                value,
+                step: i64::from(epoch),
+                timestamp_ms: now_ms,
             };
-            (
-                name.to_string(),
-                MetricPoint {
-                    value,
-                    step: i64::from(metrics.epoch),
-                    timestamp_ms: now_ms,
-                },
-            )
+            (name, point)
         })
         .collect()
 }
@@ -59,77 +55,6 @@ pub fn metric_points(metrics: &EpochMetrics, now_ms: i64) -> Vec<(String, Metric
 enum Interruption {
     Canceled,
     EarlyStop(String),
-}
-
-/// What a built-in training reports while it runs.
-pub enum Progress {
-    /// A line for the run's log.
-    Line(String),
-    /// An epoch's figures (step = epoch), with the line that summarises them.
-    Epoch {
-        epoch: i64,
-        points: Vec<(String, MetricPoint)>,
-        line: String,
-    },
-}
-
-/// Trains a built-in job on the CSV at `csv`, on the calling (blocking) thread; the hub and
-/// remote workers share it. `on_progress` sees every log line and epoch and returns `false`
-/// to stop training after that epoch (the model so far is returned).
-///
-/// # Errors
-/// `InvalidArgument` for a trainer, params or dataset the trainer refuses.
-pub fn train_blocking(
-    csv: &std::path::Path,
-    job: &BuiltinJob,
-    params: &BTreeMap<String, String>,
-    dataset_label: &str,
-    mut on_progress: impl FnMut(Progress) -> bool,
-) -> TrackingResult<shoal_train::TrainedModel> {
-    let trainer: Trainer = job
-        .trainer
-        .parse()
-        .map_err(|e| TrackingError::invalid(format!("{e}")))?;
-    let config = TrainConfig::from_params(trainer, params)
-        .map_err(|e| TrackingError::invalid(e.to_string()))?;
-    let spec = DataSpec {
-        target: job.target.clone(),
-        features: (!job.features.is_empty()).then(|| job.features.clone()),
-    };
-    let file = std::fs::File::open(csv).map_err(shoal_store::IoError::with(format!(
-        "open dataset {}",
-        csv.display()
-    )))?;
-    let dataset = Dataset::from_csv(std::io::BufReader::new(file), &spec)
-        .map_err(|e| TrackingError::invalid(format!("dataset {dataset_label}: {e}")))?;
-    on_progress(Progress::Line(format!(
-        "[shoal] {} on {}: {} rows ({} skipped for nulls), {} features, target '{}'",
-        trainer,
-        dataset_label,
-        dataset.rows(),
-        dataset.rows_skipped(),
-        dataset.feature_names().len(),
-        dataset.target_name()
-    )));
-    let epochs = config.epochs;
-    shoal_train::train(&dataset, &config, |metrics| {
-        let points = metric_points(metrics, shoal_store::now_ms());
-        let summary: Vec<String> = points
-            .iter()
-            .map(|(k, p)| format!("{k} {:.4}", p.value))
-            .collect();
-        let line = format!("epoch {}/{epochs}: {}", metrics.epoch, summary.join(", "));
-        if on_progress(Progress::Epoch {
-            epoch: i64::from(metrics.epoch),
-            points,
-            line,
-        }) {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
-    })
-    .map_err(|e| TrackingError::invalid(format!("training failed: {e}")))
 }
 
 /// Executes a built-in run on this host.
@@ -154,9 +79,8 @@ pub async fn execute(
         };
         let advisor = jobs.advisor();
         let mut interruption = None;
-        let model = train_blocking(
+        let trained = job_spec(&worker_job).train_csv(
             &csv_path,
-            &worker_job,
             &run.params,
             &job_dataset(&run),
             |progress| match progress {
@@ -166,10 +90,11 @@ pub async fn execute(
                 }
                 Progress::Epoch {
                     epoch,
-                    points,
+                    metrics,
                     line,
                 } => {
                     log(line);
+                    let points = metric_points(epoch, metrics, shoal_store::now_ms());
                     if let Err(error) = tracking.log_metrics(&run.id, &points) {
                         tracing::warn!(run = %run.id, %error, "cannot log epoch metrics");
                     }
@@ -179,7 +104,7 @@ pub async fn execute(
                     }
                     let reason = advisor.as_ref().and_then(|advisor| {
                         let current = tracking.run(&run.id).ok()?;
-                        advisor.should_stop(&current, epoch)
+                        advisor.should_stop(&current, i64::from(epoch))
                     });
                     if let Some(reason) = reason {
                         log(format!("[shoal] early termination: {reason}"));
@@ -189,7 +114,11 @@ pub async fn execute(
                     true
                 }
             },
-        )?;
+        );
+        let model = trained.map_err(|e| match e {
+            JobError::Read { .. } => TrackingError::Internal(e.to_string()),
+            other => TrackingError::invalid(other.to_string()),
+        })?;
         Ok((model, interruption))
     })
     .await
@@ -242,15 +171,7 @@ pub async fn execute(
         None => {}
     }
     if let Some(name) = &job.register_as {
-        let reference =
-            register_model(jobs, run, name, "", &model.feature_names, digest, size).await?;
-        tracking.append_log(
-            &run.id,
-            &[(
-                shoal_store::now_ms(),
-                format!("[shoal] registered {reference}"),
-            )],
-        )?;
+        register_output(jobs, run, name).await?;
     }
     jobs.finish(run, Outcome::Exited(0), Vec::new())?;
     Ok(())
@@ -258,67 +179,6 @@ pub async fn execute(
 
 fn job_dataset(run: &Run) -> String {
     run.inputs.first().cloned().unwrap_or_default()
-}
-
-/// Registers a run's ONNX output as a model version and records the lineage on both sides
-/// (`shoal.run` and `shoal.dataset` tags on the version, `name@version` in the run's outputs).
-/// With `features` (the model's input columns, as a built-in trainer knows them), the run's
-/// dataset profile over those columns becomes the version's drift baseline; without (a
-/// script's model), the version has none. Returns `name@version`.
-///
-/// # Errors
-/// What the registry refuses (the model, the name, the baseline).
-pub async fn register_model(
-    jobs: &Jobs,
-    run: &Run,
-    name: &str,
-    description: &str,
-    features: &[String],
-    digest: String,
-    size: u64,
-) -> TrackingResult<String> {
-    let mut tags = BTreeMap::from([("shoal.run".to_string(), run.id.clone())]);
-    if let Some(dataset) = run.inputs.first() {
-        tags.insert("shoal.dataset".to_string(), dataset.clone());
-    }
-    let version = jobs
-        .registry()
-        .register(
-            NewVersion {
-                workspace: run.workspace.clone(),
-                name: name.to_string(),
-                description: if description.is_empty() {
-                    format!("from run {}", run.id)
-                } else {
-                    description.to_string()
-                },
-                tags,
-            },
-            digest,
-            size,
-        )
-        .await?;
-    if let (Some(dataset), false) = (run.inputs.first(), features.is_empty()) {
-        let dataset = jobs.datasets().resolve(&run.workspace, dataset)?;
-        jobs.registry()
-            .set_baseline(
-                &run.workspace,
-                name,
-                &version.version.to_string(),
-                "",
-                features.to_vec(),
-                jobs.datasets().path(&dataset),
-            )
-            .await?;
-    }
-    let reference = format!("{name}@{}", version.version);
-    jobs.tracking().update_run(&run.id, |r| {
-        if !r.outputs.contains(&reference) {
-            r.outputs.push(reference.clone());
-        }
-        Ok(())
-    })?;
-    Ok(reference)
 }
 
 /// The feature columns a built-in job trained on: the job's, or every column of its dataset
@@ -340,31 +200,16 @@ pub fn job_features(jobs: &Jobs, run: &Run, job: &BuiltinJob) -> TrackingResult<
         .collect())
 }
 
-/// Registers the `outputs/model.onnx` a built-in run stored (on a worker) as `name`, with the
-/// dataset's profile over the trained features as its baseline. Returns `name@version`.
+/// Registers the `outputs/model.onnx` a built-in run stored (here or on a worker) as
+/// `name`, and says so in the run's log. Returns `name@version`.
 ///
 /// # Errors
 /// `NotFound` when the run stored no model; what the registry refuses.
-pub async fn register_output(
-    jobs: &Jobs,
-    run: &Run,
-    job: &BuiltinJob,
-    name: &str,
-) -> TrackingResult<String> {
-    let entry = jobs
-        .tracking()
-        .artifact(&format!("{}/outputs/model.onnx", run.artifact_root()))?;
-    let features = job_features(jobs, run, job)?;
-    let reference = register_model(
-        jobs,
-        run,
-        name,
-        "",
-        &features,
-        entry.digest,
-        entry.size_bytes,
-    )
-    .await?;
+pub async fn register_output(jobs: &Jobs, run: &Run, name: &str) -> TrackingResult<String> {
+    let version = jobs
+        .register_run_output(run, "outputs/model.onnx", name, "")
+        .await?;
+    let reference = format!("{}@{}", version.model, version.version);
     jobs.tracking().append_log(
         &run.id,
         &[(

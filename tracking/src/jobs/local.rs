@@ -1,12 +1,12 @@
 //! Script runs on the hub's own host: the snapshot is unpacked into `{runs_dir}/{run_id}`, the
 //! command runs there in its own process group with the run's environment, its output and
 //! `SHOAL_METRICS` lines are recorded as they come, and `outputs/` becomes the run's
-//! artifacts when it ends. Remote workers use [`pump_events`] and [`run_environment`] too.
+//! artifacts when it ends. Remote workers use [`run_environment`] and `shoal-compute`'s runner pieces too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use shoal_compute::{JobEvent, JobSpec, JobStatus};
+use shoal_compute::{pump_events, JobSpec, JobStatus, GROUP_FILE, METRICS_FILE};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -14,15 +14,6 @@ use super::{Jobs, Outcome, LOG_TAIL_LINES};
 use crate::error::{TrackingError, TrackingResult};
 use crate::tracking::{MetricPoint, Run, ScriptJob};
 use shoal_store::IoError;
-
-/// Most events recorded in one batch.
-const EVENT_BATCH: usize = 500;
-
-/// Name of the metrics file in a run's folder.
-pub const METRICS_FILE: &str = ".shoal/metrics.jsonl";
-/// Where a run's folder records its process group while it runs (see
-/// `shoal_compute::kill_leftover_group`).
-pub const GROUP_FILE: &str = ".shoal/group.json";
 
 /// The environment a script run gets: who it is and how to reach the hub, for Shoal's and
 /// MLflow's clients alike, and its params as a JSON object in `SHOAL_PARAMS`.
@@ -60,54 +51,19 @@ pub fn run_environment(
     env
 }
 
-/// A batch of what a job reported.
-#[derive(Debug, Default)]
-pub struct EventBatch {
-    pub lines: Vec<(i64, String)>,
-    pub metrics: Vec<(String, MetricPoint)>,
-}
-
-impl EventBatch {
-    fn push(&mut self, event: JobEvent) {
-        match event {
-            JobEvent::Log(line) => self.lines.push((line.ts_ms, line.line)),
-            JobEvent::Metric(point) => self.metrics.push((
-                point.key,
-                MetricPoint {
-                    value: point.value,
-                    step: point.step,
-                    timestamp_ms: point.timestamp_ms,
-                },
-            )),
-            JobEvent::Warning(warning) => self
-                .lines
-                .push((shoal_store::now_ms(), format!("[shoal] warning: {warning}"))),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.metrics.is_empty()
-    }
-}
-
-/// Receives job events until the job's sender is gone, handing them to `record` in batches of
-/// whatever arrived together (at most [`EVENT_BATCH`]).
-pub async fn pump_events<F, Fut>(mut events: mpsc::Receiver<JobEvent>, mut record: F)
-where
-    F: FnMut(EventBatch) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    while let Some(first) = events.recv().await {
-        let mut batch = EventBatch::default();
-        batch.push(first);
-        while batch.lines.len() + batch.metrics.len() < EVENT_BATCH {
-            match events.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
-        record(batch).await;
-    }
+/// Metric points as a job reported them, keyed by name.
+pub fn metric_points(points: Vec<shoal_compute::MetricPoint>) -> Vec<(String, MetricPoint)> {
+    points
+        .into_iter()
+        .map(|p| {
+            let point = MetricPoint {
+                value: p.value,
+                step: p.step,
+                timestamp_ms: p.timestamp_ms,
+            };
+            (p.key, point)
+        })
+        .collect()
 }
 
 /// Maps the runner's outcome to the hub's.
@@ -119,27 +75,15 @@ pub fn outcome_of(status: JobStatus) -> Outcome {
     }
 }
 
-/// Unpacks a snapshot file into `dest`.
+/// Unpacks a snapshot file into the run folder `dest`.
 ///
 /// # Errors
 /// `InvalidArgument` for an unsafe or corrupt archive.
 pub async fn unpack_snapshot(archive: &Path, dest: &Path, limit: u64) -> TrackingResult<()> {
-    let (archive, dest) = (archive.to_path_buf(), dest.to_path_buf());
-    tokio::task::spawn_blocking(move || -> TrackingResult<()> {
-        std::fs::create_dir_all(&dest).map_err(IoError::with(format!(
-            "create run folder {}",
-            dest.display()
-        )))?;
-        let file = std::fs::File::open(&archive).map_err(IoError::with(format!(
-            "open source snapshot {}",
-            archive.display()
-        )))?;
-        shoal_compute::unpack(std::io::BufReader::new(file), &dest, limit)
-            .map_err(|e| TrackingError::invalid(format!("source snapshot refused: {e}")))?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| TrackingError::Internal(format!("unpack task: {e}")))?
+    shoal_compute::unpack_snapshot_file(archive, dest, limit)
+        .await
+        .map(drop)
+        .map_err(|e| TrackingError::invalid(format!("source snapshot refused: {e}")))
 }
 
 /// Executes a script run on this host.
@@ -176,7 +120,7 @@ pub async fn execute(
             let (jobs, run_id) = (jobs.clone(), run_id.clone());
             async move {
                 let recorded = tokio::task::spawn_blocking(move || {
-                    jobs.record_progress(&run_id, &batch.lines, &batch.metrics)
+                    jobs.record_progress(&run_id, &batch.lines, &metric_points(batch.metrics))
                 })
                 .await;
                 if let Ok(Err(error)) = recorded {
@@ -247,23 +191,4 @@ pub async fn store_file(
         writer.write(&buffer[..n]).await?;
     }
     Ok(writer.finish().await?)
-}
-
-/// Kills the process groups that runs in `{dir}/*/` left behind when their runner died, and
-/// returns how many there were.
-pub fn kill_leftovers(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        match shoal_compute::kill_leftover_group(&entry.path().join(GROUP_FILE)) {
-            Ok(true) => killed += 1,
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(dir = %entry.path().display(), %error, "cannot check for a leftover job")
-            }
-        }
-    }
-    killed
 }

@@ -1,4 +1,5 @@
-//! Runs that execute: submission, the queue, the `local` compute target, remote workers.
+//! Runs that execute: submission, the queue, the `local` compute target, remote workers
+//! ([`lease`]).
 //!
 //! A submitted run is `queued` with a [`Job`]. The scheduler ([`Jobs::run_scheduler`]) hands
 //! `local` runs to this host, at most `local_run_concurrency` at once: scripts run as
@@ -13,6 +14,7 @@
 //! report.
 
 pub mod builtin;
+pub mod lease;
 pub mod local;
 
 use std::collections::{BTreeMap, HashMap};
@@ -336,7 +338,11 @@ impl Jobs {
                 if lock(&self.inner.local).contains_key(&run.id) {
                     continue;
                 }
-                let record = self.inner.runs_dir.join(&run.id).join(local::GROUP_FILE);
+                let record = self
+                    .inner
+                    .runs_dir
+                    .join(&run.id)
+                    .join(shoal_compute::GROUP_FILE);
                 if let Ok(true) = shoal_compute::kill_leftover_group(&record) {
                     tracing::warn!(run = %run.id, "killed the processes of a run the hub restarted under");
                 }
@@ -552,82 +558,6 @@ impl Jobs {
         self.inner
             .tracking
             .put_artifact(&path, &ArtifactEntry { digest, size_bytes })
-    }
-
-    // === remote workers ===
-
-    /// Leases the oldest queued `worker` run whose labels the worker has, if any.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn lease(&self, worker_id: &str, labels: &[String]) -> TrackingResult<Option<Run>> {
-        for run in self.inner.tracking.queued_runs(Compute::Worker)? {
-            if !run.labels.iter().all(|l| labels.contains(l)) {
-                continue;
-            }
-            if let Some(run) = self.claim(&run.id, worker_id)? {
-                tracing::info!(run = %run.id, worker = %worker_id, "run leased");
-                return Ok(Some(run));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The run a worker holds; refuses a worker that does not hold it (any more).
-    ///
-    /// # Errors
-    /// `NotFound`; `FailedPrecondition` when the run is another executor's or has ended.
-    pub fn leased_run(&self, run_id: &str, worker_id: &str) -> TrackingResult<Run> {
-        let run = self.inner.tracking.run(run_id)?;
-        if run.executor.as_deref() != Some(worker_id) {
-            return Err(TrackingError::FailedPrecondition(format!(
-                "run {run_id} is not leased to worker {worker_id}"
-            )));
-        }
-        Ok(run)
-    }
-
-    /// A worker's report: progress plus a heartbeat. Returns whether the worker should stop
-    /// the run (canceled, or no longer its run).
-    ///
-    /// # Errors
-    /// `NotFound`.
-    pub fn worker_report(
-        &self,
-        run_id: &str,
-        worker_id: &str,
-        lines: &[(i64, String)],
-        metrics: &[(String, MetricPoint)],
-    ) -> TrackingResult<bool> {
-        let run = match self.leased_run(run_id, worker_id) {
-            Ok(run) => run,
-            Err(TrackingError::FailedPrecondition(_)) => return Ok(true),
-            Err(e) => return Err(e),
-        };
-        if run.status.is_terminal() {
-            return Ok(true);
-        }
-        self.record_progress(run_id, lines, metrics)?;
-        let run = self.inner.tracking.update_run(run_id, |run| {
-            run.heartbeat_ms = Some(shoal_store::now_ms());
-            Ok(())
-        })?;
-        Ok(run.cancel_requested)
-    }
-
-    /// Ends a leased run with the worker's outcome.
-    ///
-    /// # Errors
-    /// `NotFound`; `FailedPrecondition` for a worker that does not hold the run.
-    pub fn worker_complete(
-        &self,
-        run_id: &str,
-        worker_id: &str,
-        outcome: Outcome,
-        log_tail: Vec<String>,
-    ) -> TrackingResult<Run> {
-        let run = self.leased_run(run_id, worker_id)?;
-        self.finish(&run, outcome, log_tail)
     }
 
     /// Ends a run with an executor's outcome.
