@@ -17,6 +17,8 @@
 //! - [`moments`]: count, mean, variance, min and max that merge exactly.
 //! - [`baseline`]: the training distribution per feature and output, and the decile rule.
 //! - [`profile`]: CSV profiling with type inference, the source of baselines.
+//! - [`csv_lines`]: counting a CSV's records (quoted newlines included), for profiles and
+//!   trainers alike.
 //! - [`summary`]: per-window counts over the baseline's bins, observed on devices, merged on
 //!   the hub.
 //! - [`metrics`]: PSI, Jensen–Shannon, KS, Wasserstein and chi-square over count vectors.

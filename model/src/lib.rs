@@ -9,6 +9,7 @@
 //! - [`loaded`]: parse, check operators, optimize once, run many times.
 //! - [`tensor`]: the JSON tensor shape of the inference API and its validation.
 //! - [`build`]: writes small real ONNX models (linear, MLP) and evaluates them independently.
+//! - `error` (private): [`ModelError`], what loading and running can refuse.
 
 pub mod build;
 pub mod loaded;

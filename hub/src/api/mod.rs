@@ -82,6 +82,27 @@ pub(crate) fn workspace_or_default(workspace: &str) -> &str {
     }
 }
 
+/// Reads the first message of a streaming upload, which must be its header. `header_of`
+/// returns the header of a message, or `None` for any other message (a chunk first).
+///
+/// # Errors
+/// The stream's own error, or `InvalidArgument` with `expected` ("an upload starts with a
+/// header naming the model") when the stream is empty or starts with something else.
+pub(crate) async fn receive_header<M, H>(
+    stream: &mut tonic::Streaming<M>,
+    expected: &str,
+    header_of: impl FnOnce(M) -> Option<H>,
+) -> Result<H, Status> {
+    use futures::StreamExt;
+    match stream.next().await {
+        Some(Ok(message)) => {
+            header_of(message).ok_or_else(|| Status::invalid_argument(expected.to_string()))
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(Status::invalid_argument(expected.to_string())),
+    }
+}
+
 /// Streams the chunks that follow an upload's header into the artifact store, refusing the
 /// upload as soon as it passes `limit` bytes. `chunk_of` returns a message's bytes, or `None`
 /// for a message that is not a chunk (a second header), which aborts the upload.

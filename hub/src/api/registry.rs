@@ -4,7 +4,7 @@ use futures::{Stream, StreamExt};
 use shoal_proto::registry::{self as pb, registry_service_server::RegistryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{receive_chunks, status, workspace_or_default};
+use super::{receive_chunks, receive_header, status, workspace_or_default};
 use shoal_registry::registry::{signature_to_wire, Model, ModelVersion, NewVersion, Registry};
 use shoal_registry::RegistryError;
 use shoal_store::IoError;
@@ -103,17 +103,15 @@ impl RegistryService for RegistryApi {
         request: Request<Streaming<pb::UploadModelRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::UploadModelRequest {
-                part: Some(pb::upload_model_request::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "an upload starts with a header naming the model",
-                ))
-            }
-        };
+        let header = receive_header(
+            &mut stream,
+            "an upload starts with a header naming the model",
+            |m| match m.part {
+                Some(pb::upload_model_request::Part::Header(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         let new = NewVersion {
             workspace: workspace_or_default(&header.workspace).to_string(),
             name: header.name,
@@ -233,17 +231,15 @@ impl RegistryService for RegistryApi {
     ) -> Result<Response<pb::ModelVersion>, Status> {
         use std::io::Write;
         let mut stream = request.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::UploadBaselineRequest {
-                part: Some(pb::upload_baseline_request::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a baseline upload starts with a header naming the version",
-                ))
-            }
-        };
+        let header = receive_header(
+            &mut stream,
+            "a baseline upload starts with a header naming the version",
+            |m| match m.part {
+                Some(pb::upload_baseline_request::Part::Header(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         let workspace = workspace_or_default(&header.workspace).to_string();
         // Fail before accepting bytes if the version does not exist.
         self.registry

@@ -1,13 +1,13 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use shoal_proto::training::{
     self as pb, training_service_server::TrainingService, worker_service_server::WorkerService,
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{receive_chunks, status, workspace_or_default};
+use super::{receive_chunks, receive_header, status, workspace_or_default};
 use crate::error::HubError;
 use shoal_tracking::dataset::DatasetVersion;
 use shoal_tracking::jobs::lease::LeasedWork;
@@ -179,17 +179,15 @@ impl TrainingService for TrainingApi {
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::DatasetVersion>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::UploadDatasetRequest {
-                part: Some(pb::upload_dataset_request::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "an upload starts with a header naming the dataset",
-                ))
-            }
-        };
+        let header = receive_header(
+            &mut stream,
+            "an upload starts with a header naming the dataset",
+            |m| match m.part {
+                Some(pb::upload_dataset_request::Part::Header(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         let workspace = workspace_or_default(&header.workspace).to_string();
         let datasets = self.jobs.datasets();
         datasets
@@ -314,17 +312,15 @@ impl TrainingService for TrainingApi {
         request: Request<Streaming<pb::SubmitRunRequest>>,
     ) -> Result<Response<pb::Run>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::SubmitRunRequest {
-                part: Some(pb::submit_run_request::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a submission starts with a header describing the run",
-                ))
-            }
-        };
+        let header = receive_header(
+            &mut stream,
+            "a submission starts with a header describing the run",
+            |m| match m.part {
+                Some(pb::submit_run_request::Part::Header(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         let compute = Compute::parse(&header.compute).map_err(status)?;
         let job = match header.job {
             Some(pb::submit_run_header::Job::Builtin(b)) => Job::Builtin(builtin_from_wire(b)),
@@ -868,17 +864,15 @@ impl WorkerService for WorkerApi {
         request: Request<Streaming<pb::UploadOutputRequest>>,
     ) -> Result<Response<pb::UploadOutputResponse>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::UploadOutputRequest {
-                part: Some(pb::upload_output_request::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "an upload starts with a header naming the file",
-                ))
-            }
-        };
+        let header = receive_header(
+            &mut stream,
+            "an upload starts with a header naming the file",
+            |m| match m.part {
+                Some(pb::upload_output_request::Part::Header(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         let run = self
             .jobs
             .leased_run(&header.run_id, &header.worker_id)

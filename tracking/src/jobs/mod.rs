@@ -16,6 +16,8 @@
 pub mod builtin;
 pub mod lease;
 pub mod local;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -716,7 +718,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+mod substitution_tests {
     use super::*;
 
     #[test]
