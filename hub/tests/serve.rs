@@ -101,3 +101,45 @@ async fn bad_configuration_exits_64_with_one_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.trim(), "shoal-hub: invalid configuration: mqtt url 'http://broker:1883': unknown scheme 'http'; expected mqtt://host:port");
 }
+
+/// Issue 8: with another broker (Mosquitto) on the MQTT port, the hub used to stop with
+/// "cannot start: artifact store: Address already in use (os error 98)". It must name the
+/// listener, the address, and the flags that are the way out. (`SHOAL_HUB_BIN` runs this
+/// against another build of the binary.)
+#[tokio::test]
+async fn a_taken_mqtt_port_is_named_with_the_way_out() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = std::env::var("SHOAL_HUB_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_shoal-hub").to_string());
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(binary)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                &addr,
+            ])
+            .env("RUST_LOG", "off")
+            .output(),
+    )
+    .await
+    .expect("the hub gives up")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let line = stderr.trim();
+    assert!(
+        line.contains(&format!("cannot bind the MQTT listener to {addr}")),
+        "{line}"
+    );
+    assert!(line.contains("--mqtt-listen") && line.contains("--mqtt-url"), "{line}");
+    assert!(!line.contains("artifact store"), "{line}");
+    drop(taken);
+}

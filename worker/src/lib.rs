@@ -11,7 +11,7 @@ use shoal_proto::training::{self as pb, worker_service_client::WorkerServiceClie
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use shoal_client::{describe_status, HubClient, TokenInterceptor};
+use shoal_client::{describe_status, ClientError, HubClient, TokenInterceptor};
 use shoal_compute::{pump_events, EventBatch, GROUP_FILE, METRICS_FILE};
 use shoal_train::Progress;
 
@@ -25,6 +25,31 @@ const MAX_SOURCE_BYTES: u64 = 1024 * 1024 * 1024;
 type Client = WorkerServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>,
 >;
+
+/// Why the worker, or one run on it, stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The hub could not be reached, or refused a call.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run could not run here; the hub has been told (the run failed with this message).
+    #[error("{0}")]
+    RunFailed(String),
+    #[error("{0}")]
+    Task(String),
+}
+
+pub type WorkerResult<T> = Result<T, WorkerError>;
+
+fn io_error(what: String) -> impl FnOnce(std::io::Error) -> WorkerError {
+    move |source| WorkerError::Io { what, source }
+}
 
 /// What a worker needs to know.
 #[derive(Debug, Clone)]
@@ -45,13 +70,11 @@ pub struct WorkerConfig {
 pub async fn run_worker(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
-    let hub = HubClient::connect(&config.hub_url, config.token.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
+) -> WorkerResult<()> {
+    let hub = HubClient::connect(&config.hub_url, config.token.as_deref()).await?;
     let mut client: Client = hub.worker;
     std::fs::create_dir_all(&config.work_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.work_dir.display()))?;
+        .map_err(io_error(format!("create {}", config.work_dir.display())))?;
     // A worker killed mid-run leaves its job's process group behind; stop it now. (The hub
     // has failed that run after the heartbeat timeout.)
     let leftovers = shoal_compute::kill_leftovers(&config.work_dir);
@@ -97,7 +120,7 @@ async fn execute(
     config: &WorkerConfig,
     lease: pb::Lease,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> WorkerResult<()> {
     use futures::StreamExt;
     let run_id = lease.run_id.clone();
     let workdir = config.work_dir.join(&run_id);
@@ -109,16 +132,19 @@ async fn execute(
             worker_id: config.worker_id.clone(),
         })
         .await
-        .map_err(|s| describe_status(&s))?
+        .map_err(ClientError::from)?
         .into_inner();
     let mut bytes = Vec::with_capacity(lease.source_bytes as usize);
     while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.map_err(|s| describe_status(&s))?.data);
+        bytes.extend_from_slice(&chunk.map_err(ClientError::from)?.data);
     }
     if let Some(job) = lease.builtin.clone() {
         return execute_builtin(client, config, lease, job, bytes, stop).await;
     }
-    std::fs::write(&archive, &bytes).map_err(|e| format!("cannot write the snapshot: {e}"))?;
+    std::fs::write(&archive, &bytes).map_err(io_error(format!(
+        "write the snapshot {}",
+        archive.display()
+    )))?;
     if let Err(error) =
         shoal_compute::unpack_snapshot_file(&archive, &workdir, MAX_SOURCE_BYTES).await
     {
@@ -178,13 +204,16 @@ async fn execute_builtin(
     job: pb::BuiltinJob,
     csv: Vec<u8>,
     stop: &CancellationToken,
-) -> Result<(), String> {
+) -> WorkerResult<()> {
     let run_id = lease.run_id.clone();
     let workdir = config.work_dir.join(&run_id);
     let csv_path = workdir.join("dataset.csv");
     std::fs::create_dir_all(workdir.join("outputs"))
         .and_then(|()| std::fs::write(&csv_path, &csv))
-        .map_err(|e| format!("cannot write the dataset: {e}"))?;
+        .map_err(io_error(format!(
+            "write the dataset {}",
+            csv_path.display()
+        )))?;
     let label = job.dataset.clone();
     let job = shoal_train::JobSpec {
         trainer: job.trainer,
@@ -239,13 +268,16 @@ async fn execute_builtin(
         &cancel,
     )
     .await;
-    let (trained, stopped) = training.await.map_err(|e| format!("training task: {e}"))?;
+    let (trained, stopped) = training
+        .await
+        .map_err(|e| WorkerError::Task(format!("training task: {e}")))?;
     let model = match trained {
         Ok(model) => model,
         Err(error) => return Err(fail(client, config, &run_id, error.to_string()).await),
     };
-    std::fs::write(workdir.join("outputs/model.onnx"), model.to_onnx())
-        .map_err(|e| format!("cannot write the model: {e}"))?;
+    std::fs::write(workdir.join("outputs/model.onnx"), model.to_onnx()).map_err(io_error(
+        format!("write the model into {}", workdir.display()),
+    ))?;
     upload_outputs(client, config, &run_id, &workdir).await;
     let kind = if stopped { "canceled" } else { "exited" };
     complete(client, config, &run_id, kind, 0, Vec::new()).await;
@@ -362,10 +394,15 @@ async fn upload_outputs(
     }
 }
 
-/// Reports a run that could not run here as failed; returns the message.
-async fn fail(client: &mut Client, config: &WorkerConfig, run_id: &str, message: String) -> String {
+/// Reports a run that could not run here as failed; returns the error saying why.
+async fn fail(
+    client: &mut Client,
+    config: &WorkerConfig,
+    run_id: &str,
+    message: String,
+) -> WorkerError {
     complete(client, config, run_id, "exited", -1, vec![message.clone()]).await;
-    message
+    WorkerError::RunFailed(message)
 }
 
 async fn complete(

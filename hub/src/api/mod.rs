@@ -6,13 +6,15 @@ mod fleet;
 mod registry;
 mod telemetry;
 mod training;
+mod worker;
 mod workspaces;
 
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
 pub use telemetry::{alert_to_wire, TelemetryApi};
-pub use training::{dataset_to_wire, run_to_wire, TrainingApi, WorkerApi};
+pub use training::{dataset_to_wire, run_to_wire, TrainingApi};
+pub use worker::WorkerApi;
 pub use workspaces::WorkspaceApi;
 
 use std::sync::Arc;

@@ -143,6 +143,25 @@ impl Jobs {
         Ok(None)
     }
 
+    /// The blob a worker downloads for a run: a script's source snapshot, or a built-in
+    /// job's dataset.
+    ///
+    /// # Errors
+    /// `NotFound` for the dataset; `FailedPrecondition` for a run with nothing to execute.
+    pub fn run_input_digest(&self, run: &Run) -> TrackingResult<String> {
+        match &run.job {
+            Some(Job::Script(job)) => Ok(job.source_digest.clone()),
+            Some(Job::Builtin(job)) => Ok(self
+                .datasets()
+                .resolve(&run.workspace, &job.dataset)?
+                .digest),
+            None => Err(TrackingError::FailedPrecondition(format!(
+                "run {} has no input: it executes nothing",
+                run.id
+            ))),
+        }
+    }
+
     /// Ends a leased run with the worker's outcome. A built-in run that finished and asks to
     /// be registered registers its uploaded model first; if that fails, the run fails saying
     /// why.
