@@ -324,3 +324,6 @@ impl shoal_store::WorkspaceContents for Deployments {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

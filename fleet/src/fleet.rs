@@ -295,7 +295,251 @@ impl shoal_store::WorkspaceContents for Fleet {
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {
-        self.records.delete_prefix(TREE, &format!("{workspace}/"))?;
+        // Their broker logins go with them, as with `remove`.
+        for device in self
+            .records
+            .scan::<Device>(TREE, &format!("{workspace}/"))?
+        {
+            self.records.delete(TREE, &key(workspace, &device.id))?;
+            self.auth.remove(&device.mqtt_username());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{hub, WS};
+    use shoal_proto::device::{ActiveModel, ReportedState};
+    use shoal_store::{ErrorCode, ServiceError, WorkspaceContents, WorkspaceError};
+
+    fn tags() -> BTreeMap<String, String> {
+        BTreeMap::from([("site".to_string(), "north".to_string())])
+    }
+
+    #[test]
+    fn an_enrolled_device_logs_in_with_its_own_password_only() {
+        let h = hub();
+        let auth = h.fleet.auth();
+        let enrollment = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let username = "cam-1@default";
+        assert_eq!(enrollment.device.mqtt_username(), username);
+        assert!(auth.check(username, &enrollment.password));
+        assert!(!auth.check(username, "guess"));
+        assert!(!auth.check(username, ""));
+        assert!(!auth.check("cam-1", &enrollment.password));
+        assert!(!auth.check("cam-1@other", &enrollment.password));
+
+        // The hub keeps a salted hash, never the password.
+        let stored = h.fleet.get(WS, "cam-1").unwrap();
+        assert_ne!(stored.password_hash, enrollment.password);
+        assert!(!stored.password_salt.is_empty());
+        assert!(crate::credentials::verify_password(
+            &stored.password_salt,
+            &stored.password_hash,
+            &enrollment.password
+        ));
+        assert_eq!(stored.tags, tags());
+        assert!(!stored.online);
+        assert!(stored.desired.is_none());
+        assert_eq!(h.fleet.list(WS).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn credentials_are_loaded_again_by_a_new_fleet_over_the_same_store() {
+        let h = hub();
+        let enrollment = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let restarted = Fleet::new(h.records.clone(), h.workspaces.clone()).unwrap();
+        assert!(restarted
+            .auth()
+            .check("cam-1@default", &enrollment.password));
+    }
+
+    #[test]
+    fn the_hub_login_is_checked_apart_from_devices() {
+        let h = hub();
+        let auth = h.fleet.auth();
+        let enrollment = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        auth.set_hub_login("hub-xyz", "hub-secret");
+        assert!(auth.check("hub-xyz", "hub-secret"));
+        assert!(!auth.check("hub-xyz", &enrollment.password));
+        assert!(!auth.check("cam-1@default", "hub-secret"));
+        assert!(auth.check("cam-1@default", &enrollment.password));
+    }
+
+    #[test]
+    fn the_same_id_in_two_workspaces_is_two_devices_with_two_logins() {
+        let h = hub();
+        h.workspaces.create("lab", "").unwrap();
+        let a = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let b = h.fleet.add("lab", "cam-1", tags()).unwrap();
+        let auth = h.fleet.auth();
+        assert!(auth.check("cam-1@default", &a.password));
+        assert!(auth.check("cam-1@lab", &b.password));
+        assert!(!auth.check("cam-1@lab", &a.password));
+        assert_eq!(h.fleet.list("lab").unwrap().len(), 1);
+        assert_eq!(h.fleet.all().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_duplicate_device_id_is_refused_and_the_first_password_still_works() {
+        let h = hub();
+        let first = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let error = h
+            .fleet
+            .add(WS, "cam-1", BTreeMap::new())
+            .err()
+            .expect("a taken id is refused");
+        assert!(
+            matches!(error, FleetError::AlreadyExists { kind: "device", .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.error_code(), ErrorCode::AlreadyExists);
+        assert!(h.fleet.auth().check("cam-1@default", &first.password));
+        // The first enrollment's record is untouched.
+        assert_eq!(h.fleet.get(WS, "cam-1").unwrap().tags, tags());
+    }
+
+    #[test]
+    fn a_bad_device_id_or_unknown_workspace_is_refused() {
+        let h = hub();
+        for id in ["", "a/b", "a+", "a#", "has space", &"x".repeat(65)] {
+            let error = h
+                .fleet
+                .add(WS, id, BTreeMap::new())
+                .err()
+                .unwrap_or_else(|| panic!("'{id}' is refused"));
+            assert_eq!(error.error_code(), ErrorCode::InvalidArgument, "{id}");
+            assert!(error.to_string().contains("device id"), "{error}");
+        }
+        let error = h
+            .fleet
+            .add("nowhere", "cam-1", BTreeMap::new())
+            .err()
+            .unwrap();
+        assert_eq!(error.error_code(), ErrorCode::NotFound, "{error:?}");
+        assert!(h.fleet.all().unwrap().is_empty());
+        assert_eq!(
+            h.fleet.list("nowhere").unwrap_err().error_code(),
+            ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn a_removed_device_can_no_longer_log_in() {
+        let h = hub();
+        let enrollment = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let keep = h.fleet.add(WS, "cam-2", tags()).unwrap();
+        h.fleet.remove(WS, "cam-1").unwrap();
+        assert!(!h.fleet.auth().check("cam-1@default", &enrollment.password));
+        assert!(h.fleet.auth().check("cam-2@default", &keep.password));
+        assert!(matches!(
+            h.fleet.get(WS, "cam-1"),
+            Err(FleetError::NotFound { kind: "device", .. })
+        ));
+        assert!(matches!(
+            h.fleet.remove(WS, "cam-1"),
+            Err(FleetError::NotFound { .. })
+        ));
+        // The id can be enrolled again, with a new password.
+        let again = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        assert_ne!(again.password, enrollment.password);
+        assert!(h.fleet.auth().check("cam-1@default", &again.password));
+        assert!(!h.fleet.auth().check("cam-1@default", &enrollment.password));
+    }
+
+    #[test]
+    fn each_desired_state_change_takes_the_next_revision() {
+        let h = hub();
+        h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let first = h
+            .fleet
+            .set_desired(WS, "cam-1", "d1", "sensor", 1, "aa")
+            .unwrap();
+        assert_eq!(first.desired.unwrap().revision, 1);
+        let second = h
+            .fleet
+            .set_desired(WS, "cam-1", "d2", "sensor", 2, "bb")
+            .unwrap();
+        assert_eq!(
+            second.desired,
+            Some(Desired {
+                revision: 2,
+                deployment: "d2".into(),
+                model: "sensor".into(),
+                version: 2,
+                digest: "bb".into(),
+            })
+        );
+        assert_eq!(h.fleet.get(WS, "cam-1").unwrap().desired, second.desired);
+        assert!(matches!(
+            h.fleet.set_desired(WS, "ghost", "d1", "sensor", 1, "aa"),
+            Err(FleetError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn reports_update_the_device_and_unknown_devices_are_ignored() {
+        let h = hub();
+        h.fleet.add(WS, "cam-1", tags()).unwrap();
+        h.fleet.record_status(WS, "cam-1", true);
+        let device = h.fleet.get(WS, "cam-1").unwrap();
+        assert!(device.online);
+        assert!(device.last_seen_ms > 0);
+        h.fleet.record_status(WS, "cam-1", false);
+        assert!(!h.fleet.get(WS, "cam-1").unwrap().online);
+
+        let state = ReportedState {
+            device_id: "cam-1".into(),
+            agent_version: "0.1.0".into(),
+            active: Some(ActiveModel {
+                model: "sensor".into(),
+                version: 3,
+                digest: "cc".into(),
+            }),
+            ..Default::default()
+        };
+        h.fleet.record_state(WS, "cam-1", &state.encode_to_vec());
+        let device = h.fleet.get(WS, "cam-1").unwrap();
+        assert!(device.online, "a state report means the device is online");
+        assert_eq!(device.reported_state(), Some(state));
+
+        // Neither creates a device.
+        h.fleet.record_status(WS, "ghost", true);
+        h.fleet.record_state(WS, "ghost", b"");
+        assert_eq!(h.fleet.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn workspace_contents_count_devices_and_delete_them() {
+        let h = hub();
+        h.workspaces.create("lab", "").unwrap();
+        assert!(h.fleet.held(WS).unwrap().is_empty());
+        h.fleet.add(WS, "cam-1", tags()).unwrap();
+        h.fleet.add(WS, "cam-2", tags()).unwrap();
+        h.fleet.add("lab", "cam-1", tags()).unwrap();
+        assert_eq!(h.fleet.held(WS).unwrap(), vec!["2 devices".to_string()]);
+
+        let error = h.workspaces.delete(WS, false, &[&h.fleet]).unwrap_err();
+        assert!(
+            matches!(&error, WorkspaceError::NotEmpty { held, .. } if held == "2 devices"),
+            "{error:?}"
+        );
+        assert_eq!(h.fleet.list(WS).unwrap().len(), 2);
+
+        h.fleet.delete_all(WS).unwrap();
+        assert!(h.fleet.held(WS).unwrap().is_empty());
+        assert!(h.fleet.list(WS).unwrap().is_empty());
+        assert_eq!(h.fleet.list("lab").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn devices_of_a_deleted_workspace_can_no_longer_log_in() {
+        let h = hub();
+        h.workspaces.create("lab", "").unwrap();
+        let enrollment = h.fleet.add("lab", "cam-1", tags()).unwrap();
+        h.workspaces.delete("lab", true, &[&h.fleet]).unwrap();
+        assert!(!h.fleet.auth().check("cam-1@lab", &enrollment.password));
     }
 }

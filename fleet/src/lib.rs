@@ -15,6 +15,8 @@
 //! - [`monitor`]: [`Monitors`] — drift monitors, evaluations, alerts, signed webhooks, and
 //!   the [`monitor::AlertSink`] seam.
 //! - [`error`]: [`FleetError`].
+//! - `testkit` (tests only): the domains over one in-memory store, real models, and windows
+//!   summarised the way an agent does.
 
 pub mod credentials;
 pub mod deployment;
@@ -30,3 +32,6 @@ pub use fleet::Fleet;
 pub use monitor::Monitors;
 pub use publish::{DevicePublisher, MemoryPublisher, PublishError};
 pub use telemetry::Telemetry;
+
+#[cfg(test)]
+mod testkit;

@@ -582,6 +582,30 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     outer.finalize().into()
 }
 
+/// Monitors, their evaluations and alerts are keyed `{workspace}/…`: a workspace with
+/// monitors is not empty, and they go with it (or they would keep being evaluated, and a
+/// workspace created again under the name would inherit them).
+impl shoal_store::WorkspaceContents for Monitors {
+    fn held(&self, workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
+        let count = self
+            .records
+            .count(MONITORS_TREE, &format!("{workspace}/"))?;
+        Ok(if count > 0 {
+            vec![format!("{count} monitors")]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {
+        let prefix = format!("{workspace}/");
+        for tree in [MONITORS_TREE, EVALUATIONS_TREE, ALERTS_TREE] {
+            self.records.delete_prefix(tree, &prefix)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,11 +630,344 @@ mod tests {
     }
 
     #[test]
+    fn hmac_matches_more_rfc_4231_vectors() {
+        // Test case 1.
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        // Test case 4: a 25-byte key 0x01..=0x19 over 50 bytes of 0xcd.
+        let key: Vec<u8> = (1..=0x19).collect();
+        assert_eq!(
+            hex::encode(hmac_sha256(&key, &[0xcd; 50])),
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"
+        );
+        // Test case 7: key and data both longer than a block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"This is a test using a larger than block-size key and a larger than \
+                  block-size data. The key needs to be hashed before being used by the HMAC \
+                  algorithm."
+            )),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"
+        );
+    }
+
+    #[test]
     fn metrics_parse() {
         assert_eq!(Metric::parse("js").unwrap(), Metric::Js);
         assert!(Metric::parse("mse")
             .unwrap_err()
             .to_string()
             .contains("js, psi"));
+    }
+
+    use crate::testkit::{hub, mlp, sensor_rows, window, Hub, Meta, WS};
+    use shoal_registry::ModelVersion;
+    use shoal_store::{ErrorCode, ServiceError};
+
+    struct Setup {
+        /// Keeps the artifact folder for as long as the test runs.
+        _hub: Hub,
+        telemetry: Telemetry,
+        monitors: Monitors,
+        version: ModelVersion,
+    }
+
+    /// A model with a baseline, a device, and monitors over the hub's telemetry.
+    async fn setup() -> Setup {
+        let hub = hub();
+        hub.register("sensor", &mlp()).await;
+        hub.set_baseline("sensor", "1", &sensor_rows(1, 500, 0.0))
+            .await;
+        let version = hub.registry.resolve(WS, "sensor", "1").unwrap();
+        hub.add_device("cam-1");
+        let telemetry = hub.telemetry();
+        let monitors = Monitors::new(
+            hub.records.clone(),
+            hub.workspaces.clone(),
+            telemetry.clone(),
+        );
+        Setup {
+            _hub: hub,
+            telemetry,
+            monitors,
+            version,
+        }
+    }
+
+    fn new_monitor(name: &str) -> NewMonitor {
+        NewMonitor {
+            workspace: WS.into(),
+            name: name.into(),
+            model: "sensor".into(),
+            reference: String::new(),
+            devices: Vec::new(),
+            thresholds: vec![("js".into(), 0.1)],
+            every_ms: 60_000,
+            min_rows: 50,
+            webhook_url: String::new(),
+            on_alert: String::new(),
+        }
+    }
+
+    impl Setup {
+        /// Ingests a window over `sample` and waits (without sleeping) until the clock has
+        /// passed its receive time, so the next evaluation's cutoff includes it.
+        fn ingest(&self, seq: u64, sample: &[[f32; 4]]) {
+            let mut tail = self.telemetry.subscribe();
+            let payload = window(
+                Some(&self.version.baseline.as_ref().unwrap().baseline),
+                &mlp(),
+                &Meta {
+                    device: "cam-1",
+                    boot_epoch: 1,
+                    seq,
+                    end_ms: shoal_store::now_ms(),
+                    version: &self.version,
+                    errors: &[],
+                },
+                sample,
+            );
+            self.telemetry.ingest(WS, "cam-1", &payload).unwrap();
+            let received = tail.try_recv().unwrap().received_at_ms;
+            while shoal_store::now_ms() <= received {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_monitor_is_created_with_valid_settings_only() {
+        let s = setup().await;
+        let m = &s.monitors;
+        let refused = |change: &dyn Fn(&mut NewMonitor), says: &str| {
+            let mut new = new_monitor("drift");
+            change(&mut new);
+            let error = m.create(new).expect_err("refused");
+            assert_eq!(error.error_code(), ErrorCode::InvalidArgument, "{error:?}");
+            assert!(
+                error.to_string().contains(says),
+                "{error} should say {says}"
+            );
+        };
+        refused(&|n| n.thresholds.clear(), "at least one metric");
+        refused(
+            &|n| n.thresholds = vec![("mse".into(), 0.1)],
+            "unknown metric 'mse'",
+        );
+        refused(
+            &|n| n.thresholds = vec![("psi".into(), 0.0)],
+            "psi must be a positive",
+        );
+        refused(
+            &|n| n.thresholds = vec![("ks".into(), -1.0)],
+            "ks must be a positive",
+        );
+        refused(
+            &|n| n.thresholds = vec![("js".into(), f64::NAN)],
+            "positive number",
+        );
+        refused(
+            &|n| n.thresholds = vec![("js".into(), 0.1), ("wasserstein".into(), f64::INFINITY)],
+            "wasserstein",
+        );
+        refused(&|n| n.every_ms = 199, "shorter than the minimum of 200 ms");
+        refused(
+            &|n| n.webhook_url = "ftp://example.com/hook".into(),
+            "http:// or https://",
+        );
+        refused(&|n| n.name = "no spaces".into(), "monitor name");
+
+        let mut missing = new_monitor("drift");
+        missing.model = "ghost".into();
+        assert_eq!(
+            m.create(missing).unwrap_err().error_code(),
+            ErrorCode::NotFound
+        );
+        let mut missing = new_monitor("drift");
+        missing.reference = "production".into();
+        assert_eq!(
+            m.create(missing).unwrap_err().error_code(),
+            ErrorCode::NotFound
+        );
+        let mut nowhere = new_monitor("drift");
+        nowhere.workspace = "nowhere".into();
+        assert_eq!(
+            m.create(nowhere).unwrap_err().error_code(),
+            ErrorCode::NotFound
+        );
+        assert!(m.list(WS).unwrap().is_empty());
+
+        let mut new = new_monitor("drift");
+        new.thresholds = vec![("js".into(), 0.1), ("psi".into(), 0.25)];
+        new.every_ms = 200;
+        new.webhook_url = " https://example.com/hook ".into();
+        let monitor = m.create(new).unwrap();
+        assert_eq!(monitor.reference, "latest");
+        assert_eq!(
+            monitor.thresholds,
+            vec![
+                Threshold {
+                    metric: Metric::Js,
+                    value: 0.1
+                },
+                Threshold {
+                    metric: Metric::Psi,
+                    value: 0.25
+                },
+            ]
+        );
+        assert_eq!(
+            monitor.webhook_url.as_deref(),
+            Some("https://example.com/hook")
+        );
+        assert_eq!(monitor.webhook_secret.len(), 48);
+        assert!(monitor
+            .webhook_secret
+            .chars()
+            .all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(monitor.on_alert, None);
+        assert_eq!(monitor.next_due_ms, monitor.created_at_ms + 200);
+        assert_eq!(
+            m.get(WS, "drift").unwrap().webhook_secret,
+            monitor.webhook_secret
+        );
+
+        let error = m.create(new_monitor("drift")).unwrap_err();
+        assert!(
+            matches!(error, FleetError::AlreadyExists { .. }),
+            "{error:?}"
+        );
+        let other = m.create(new_monitor("other")).unwrap();
+        assert_eq!(other.webhook_url, None);
+        assert_ne!(other.webhook_secret, monitor.webhook_secret);
+        assert_eq!(m.list(WS).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn take_due_returns_a_monitor_once_per_period() {
+        let s = setup().await;
+        let m = &s.monitors;
+        let monitor = m.create(new_monitor("drift")).unwrap();
+        let due = monitor.next_due_ms;
+        let every = monitor.every_ms;
+
+        assert!(m.take_due(due - 1).unwrap().is_empty());
+        let taken = m.take_due(due).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].name, "drift");
+        assert_eq!(m.get(WS, "drift").unwrap().next_due_ms, due + every);
+        // Taken for this period: not again until the next one.
+        assert!(m.take_due(due).unwrap().is_empty());
+        assert!(m.take_due(due + every - 1).unwrap().is_empty());
+
+        // After a long pause, one evaluation, and the missed periods are skipped.
+        assert_eq!(m.take_due(due + 3 * every).unwrap().len(), 1);
+        assert_eq!(m.get(WS, "drift").unwrap().next_due_ms, due + 4 * every);
+        assert!(m.take_due(due + 3 * every).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_with_too_few_rows_raises_no_alert() {
+        let s = setup().await;
+        let m = &s.monitors;
+        let mut new = new_monitor("drift");
+        new.min_rows = 1000;
+        let monitor = m.create(new).unwrap();
+        // Far from the baseline, but only 30 rows.
+        s.ingest(1, &sensor_rows(5, 30, 20.0));
+
+        let (evaluation, alert) = m.evaluate(&monitor).unwrap();
+        assert!(alert.is_none());
+        assert_eq!(evaluation.windows, 1);
+        assert_eq!(evaluation.inferences, 30);
+        assert_eq!(evaluation.version, 1);
+        assert_eq!(evaluation.status, "not_enough_data");
+        assert!(evaluation.breaches.is_empty());
+        assert_eq!(evaluation.since_ms, monitor.created_at_ms);
+
+        let stored = m.evaluations(WS, "drift", 10).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].windows, 1);
+        assert!(m.alerts(WS, "").unwrap().is_empty());
+        assert_eq!(
+            m.get(WS, "drift").unwrap().covered_until_ms,
+            evaluation.until_ms
+        );
+    }
+
+    #[tokio::test]
+    async fn drifted_windows_with_enough_rows_raise_one_alert() {
+        let s = setup().await;
+        let m = &s.monitors;
+        let monitor = m.create(new_monitor("drift")).unwrap();
+        s.ingest(1, &sensor_rows(5, 200, 6.0));
+
+        let (evaluation, alert) = m.evaluate(&monitor).unwrap();
+        assert_eq!(evaluation.windows, 1);
+        assert_eq!(evaluation.status, "significant");
+        let alert = alert.expect("a breach raises an alert");
+        assert_eq!(alert.monitor, "drift");
+        assert_eq!(alert.model, "sensor");
+        assert_eq!(alert.version, 1);
+        assert_eq!(alert.webhook, "none");
+        assert_eq!(alert.breaches, evaluation.breaches);
+        let breached: Vec<&str> = alert.breaches.iter().map(|b| b.feature.as_str()).collect();
+        for feature in crate::testkit::FEATURES {
+            assert!(breached.contains(&feature), "{feature} in {breached:?}");
+        }
+        assert!(alert
+            .breaches
+            .iter()
+            .all(|b| b.metric == Metric::Js && b.value >= 0.1 && b.threshold == 0.1));
+
+        let alerts = m.alerts(WS, "drift").unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].id, alert.id);
+        assert!(m.alerts(WS, "another").unwrap().is_empty());
+        m.record_delivery(&alert, "delivered").unwrap();
+        m.record_retrain(&alert, "run r-1").unwrap();
+        let stored = &m.alerts(WS, "drift").unwrap()[0];
+        assert_eq!(stored.webhook, "delivered");
+        assert_eq!(stored.retrain.as_deref(), Some("run r-1"));
+
+        // The next evaluation starts where this one stopped: the window is not seen twice.
+        let monitor = m.get(WS, "drift").unwrap();
+        assert_eq!(monitor.covered_until_ms, evaluation.until_ms);
+        // Evaluations are keyed by their millisecond: let the clock move on.
+        while shoal_store::now_ms() <= evaluation.until_ms {
+            std::thread::yield_now();
+        }
+        let (again, alert) = m.evaluate(&monitor).unwrap();
+        assert_eq!(again.windows, 0);
+        assert!(alert.is_none());
+        assert_eq!(m.alerts(WS, "").unwrap().len(), 1);
+        assert_eq!(m.evaluations(WS, "drift", 10).unwrap().len(), 2);
+        // Most recent first.
+        assert_eq!(m.evaluations(WS, "drift", 1).unwrap()[0].windows, 0);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_monitor_deletes_its_evaluations_only() {
+        let s = setup().await;
+        let m = &s.monitors;
+        let drift = m.create(new_monitor("drift")).unwrap();
+        let keep = m.create(new_monitor("drift-2")).unwrap();
+        m.evaluate(&drift).unwrap();
+        m.evaluate(&keep).unwrap();
+        m.delete(WS, "drift").unwrap();
+        assert!(matches!(
+            m.get(WS, "drift"),
+            Err(FleetError::NotFound { .. })
+        ));
+        assert!(m.evaluations(WS, "drift", 10).unwrap().is_empty());
+        // "drift-2" shares the prefix "drift" and keeps its evaluations.
+        assert_eq!(m.evaluations(WS, "drift-2", 10).unwrap().len(), 1);
+        assert!(matches!(
+            m.delete(WS, "drift"),
+            Err(FleetError::NotFound { .. })
+        ));
     }
 }

@@ -287,7 +287,11 @@ impl Telemetry {
             hour_of(window.end_ms),
             window.device_id
         );
-        let summary = shoal_drift::wire::summary_from_wire(&window.features, &window.outputs).ok();
+        // A window without summaries (its version had no baseline yet) cannot set the hour's
+        // shape: it would make every later window of the hour unmergeable.
+        let summary = shoal_drift::wire::summary_from_wire(&window.features, &window.outputs)
+            .ok()
+            .filter(|s| !(s.features.is_empty() && s.outputs.is_empty()));
         self.records
             .update::<HourlyRollup, FleetError>(HOURLY_TREE, &key, |current| {
                 let mut rollup = current.unwrap_or_default();
@@ -611,7 +615,9 @@ impl<'a> Accumulator<'a> {
         if self.baseline.is_some() {
             if let Some(summary) = &rollup.summary {
                 if self.summary.merge(summary).is_err() {
-                    self.unmerged += rollup.windows;
+                    // The hour's merged windows summarised another baseline; the unmerged
+                    // ones are counted already.
+                    self.unmerged += rollup.windows - rollup.unmerged;
                 }
             }
         }
@@ -628,3 +634,28 @@ impl<'a> Accumulator<'a> {
         }
     }
 }
+
+/// Telemetry is kept per workspace; it is not what makes a workspace "not empty" (its
+/// devices and models are), and it goes with the workspace.
+impl shoal_store::WorkspaceContents for Telemetry {
+    fn held(&self, _workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {
+        let prefix = format!("{workspace}/");
+        for tree in [
+            WINDOWS_TREE,
+            IDS_TREE,
+            HOURLY_TREE,
+            DEVICES_TREE,
+            RECEIVED_TREE,
+        ] {
+            self.records.delete_prefix(tree, &prefix)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -325,6 +325,8 @@ impl BoundHub {
                     Arc::new(self.registry.clone()),
                     Arc::new(self.fleet.clone()),
                     Arc::new(self.deployments.clone()),
+                    Arc::new(self.monitors.clone()),
+                    Arc::new(self.telemetry.clone()),
                     Arc::new(self.datasets.clone()),
                     Arc::new(self.tracking.clone()),
                     Arc::new(self.sweeps.clone()),

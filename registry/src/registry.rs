@@ -660,3 +660,6 @@ impl shoal_store::WorkspaceContents for Registry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
