@@ -2,7 +2,7 @@
 //! one, the way out.
 //!
 //! Domain errors keep their own types (`RegistryError`, `TrackingError`, `FleetError`, …) and
-//! reach callers through [`crate::api::status`] (gRPC) and `crate::mlflow::MlflowError`
+//! reach callers through the hub's `api::status` (gRPC) and `mlflow::MlflowError`
 //! (HTTP); this type is only for starting and running the hub itself.
 
 use std::net::SocketAddr;

@@ -281,8 +281,7 @@ impl BoundHub {
         ));
 
         let http_cancel = cancel.clone();
-        let http_state = http::HttpState {
-            mqtt_connected: connected_rx,
+        let mlflow_state = mlflow::MlflowState {
             admin: self.admin.clone(),
             tracking: self.tracking.clone(),
             registry: self.registry.clone(),
@@ -293,7 +292,7 @@ impl BoundHub {
         };
         let http = self.http;
         tasks.spawn(async move {
-            let server = axum::serve(http, http::router(http_state))
+            let server = axum::serve(http, http::router(connected_rx, mlflow_state))
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await });
             if let Err(error) = server.await {
                 tracing::error!(%error, "http server failed");

@@ -211,7 +211,7 @@ impl TrainedModel {
         Some(
             self.predict(rows)
                 .iter()
-                .map(|probabilities| classes[crate::trainer::argmax(probabilities)].clone())
+                .map(|probabilities| classes[crate::network::argmax(probabilities)].clone())
                 .collect(),
         )
     }

@@ -24,7 +24,7 @@ use crate::dataset::{Dataset, Targets, TaskKind};
 use crate::error::{TrainError, TrainResult};
 use crate::metrics::{macro_f1, EpochMetrics};
 use crate::model::{Standardization, TrainedModel};
-use crate::network::{softmax_rows, Gradients, Network, OptimizerState, Workspace};
+use crate::network::{argmax, softmax_rows, Gradients, Network, OptimizerState, Workspace};
 
 /// Rows evaluated at once on the validation split: large enough to amortize the loop, small
 /// enough to stay in cache.
@@ -291,17 +291,6 @@ fn cross_entropy(logits: &[f32], label: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|z| (*z as f64 - max).exp()).sum();
     sum.ln() + max - logits[label] as f64
-}
-
-/// Index of the largest value; the first one on ties.
-pub(crate) fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (index, value) in values.iter().enumerate() {
-        if *value > values[best] {
-            best = index;
-        }
-    }
-    best
 }
 
 /// Fisher–Yates with the crate's seeded generator.

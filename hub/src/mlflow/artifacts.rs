@@ -11,9 +11,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::runs::run_in_workspace;
+use super::MlflowState;
 use super::{Call, MlflowError, MlflowResult};
-use crate::http::HttpState;
 use shoal_tracking::tracking::{check_artifact_path, ArtifactEntry, Lifecycle, LoggedModel, Run};
 
 /// Bytes read from disk per chunk of a download.
@@ -44,7 +43,7 @@ impl Owner {
 
 /// The run or logged model an artifact path belongs to, checked to be of the workspace, and
 /// the path below its artifact root.
-fn owner_of(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Owner, String)> {
+fn owner_of(state: &MlflowState, workspace: &str, path: &str) -> MlflowResult<(Owner, String)> {
     check_artifact_path(path)?;
     let parts: Vec<&str> = path.splitn(5, '/').collect();
     match parts.as_slice() {
@@ -89,7 +88,7 @@ fn owner_of(state: &HttpState, workspace: &str, path: &str) -> MlflowResult<(Own
 /// `PUT artifacts/{path}`: streams the body into the artifact store, within the hub's size
 /// limit, then indexes it under the path.
 pub(crate) async fn upload(
-    state: &HttpState,
+    state: &MlflowState,
     workspace: &str,
     path: &str,
     body: Body,
@@ -134,7 +133,7 @@ pub(crate) async fn upload(
 
 /// `GET artifacts/{path}`: streams the file's bytes.
 pub(crate) async fn download(
-    state: &HttpState,
+    state: &MlflowState,
     workspace: &str,
     path: &str,
 ) -> MlflowResult<Response> {
@@ -185,7 +184,7 @@ pub(crate) fn list(call: Call) -> MlflowResult<Value> {
                 .next()
                 .unwrap_or(&entry.path)
                 .to_string();
-            file_json(&name, entry.is_dir, entry.size_bytes)
+            super::file_json(&name, entry.is_dir, entry.size_bytes)
         })
         .collect::<Vec<_>>();
     Ok(json!({ "files": files }))
@@ -194,7 +193,7 @@ pub(crate) fn list(call: Call) -> MlflowResult<Value> {
 /// `GET /api/2.0/mlflow/artifacts/list?run_id=&path=`: a run's folder, paths relative to the
 /// run's artifact root.
 pub(crate) fn list_for_run(call: Call) -> MlflowResult<Value> {
-    let run = run_in_workspace(&call, &call.fields.run_id()?)?;
+    let run = call.run(&call.fields.run_id()?)?;
     let folder = call.fields.opt_str("path")?.unwrap_or_default();
     let folder = folder.trim_matches('/');
     if !folder.is_empty() {
@@ -205,15 +204,7 @@ pub(crate) fn list_for_run(call: Call) -> MlflowResult<Value> {
         .tracking
         .list_artifact_folder(&run.artifact_root(), folder)?
         .into_iter()
-        .map(|entry| file_json(&entry.path, entry.is_dir, entry.size_bytes))
+        .map(|entry| super::file_json(&entry.path, entry.is_dir, entry.size_bytes))
         .collect::<Vec<_>>();
     Ok(json!({ "root_uri": run.artifact_uri(), "files": files }))
-}
-
-pub(crate) fn file_json(path: &str, is_dir: bool, size_bytes: u64) -> Value {
-    if is_dir {
-        json!({ "path": path, "is_dir": true })
-    } else {
-        json!({ "path": path, "is_dir": false, "file_size": size_bytes })
-    }
 }

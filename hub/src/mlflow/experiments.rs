@@ -66,7 +66,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
         .fields
         .opt_str("view_type")?
         .unwrap_or_else(|| "ACTIVE_ONLY".into());
-    let page_size = page_size(&call, DEFAULT_SEARCH_PAGE)?;
+    let page_size = call.page_size(DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let clauses = match call.fields.opt_str("filter")? {
         Some(filter) => parse_filter(&filter)?,
@@ -114,17 +114,6 @@ fn experiment_matches(clause: &Clause, experiment: &Experiment) -> bool {
         }
         Subject::Tag(key) => clause.matches_str(experiment.tags.get(key).map(String::as_str)),
         _ => false,
-    }
-}
-
-pub(crate) fn page_size(call: &Call, default: usize) -> MlflowResult<usize> {
-    match call.fields.opt_i64("max_results")? {
-        None => Ok(default),
-        Some(n) if (1..=50_000).contains(&n) => Ok(n as usize),
-        Some(n) => Err(MlflowError::field(
-            "max_results",
-            format!("{n} is out of range; use 1 to 50000"),
-        )),
     }
 }
 

@@ -15,7 +15,6 @@ use std::cmp::Ordering;
 
 use serde_json::{json, Value};
 
-use super::experiments::page_size;
 use super::filter::{parse_filter, Subject};
 use super::{
     key_value_list, page_offset, paginate, unsupported, Call, Fields, MlflowError, MlflowResult,
@@ -50,27 +49,6 @@ pub(crate) fn logged_model_json(model: &LoggedModel) -> Value {
     })
 }
 
-/// The logged model `id`, which must belong to the request's workspace and, unless
-/// `allow_deleted`, not be deleted.
-pub(crate) fn logged_model_in_workspace(
-    call: &Call,
-    id: &str,
-    allow_deleted: bool,
-) -> MlflowResult<LoggedModel> {
-    let not_found = || MlflowError::NotFound(format!("logged model '{id}' not found"));
-    let model = match call.state.tracking.logged_model(id) {
-        Ok(model) => model,
-        Err(shoal_tracking::TrackingError::NotFound { .. }) => return Err(not_found()),
-        Err(other) => return Err(other.into()),
-    };
-    if model.workspace != call.workspace
-        || (!allow_deleted && model.lifecycle == Lifecycle::Deleted)
-    {
-        return Err(not_found());
-    }
-    Ok(model)
-}
-
 /// Routes `logged-models/{id}[/...]` (`rest` is the part after `logged-models/`).
 pub(crate) fn route(call: Call, method: &str, rest: &str) -> MlflowResult<Value> {
     let (id, below) = rest.split_once('/').unwrap_or((rest, ""));
@@ -96,7 +74,7 @@ pub(crate) fn create(call: Call) -> MlflowResult<Value> {
     let experiment_id = call.fields.str("experiment_id")?;
     let source_run_id = call.fields.opt_str("source_run_id")?;
     if let Some(run_id) = &source_run_id {
-        super::runs::run_in_workspace(&call, run_id)?;
+        call.run(run_id)?;
     }
     let new = NewLoggedModel {
         workspace: call.workspace.clone(),
@@ -116,7 +94,7 @@ fn get(call: Call, id: &str) -> MlflowResult<Value> {
         .fields
         .opt_str("allow_deleted")?
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let model = logged_model_in_workspace(&call, id, allow_deleted)?;
+    let model = call.logged_model(id, allow_deleted)?;
     Ok(json!({ "model": logged_model_json(&model) }))
 }
 
@@ -132,7 +110,7 @@ fn finalize(call: Call, id: &str) -> MlflowResult<Value> {
         }
         Some(status) => status,
     };
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     let model = call
         .state
         .tracking
@@ -143,7 +121,7 @@ fn finalize(call: Call, id: &str) -> MlflowResult<Value> {
 /// `DELETE logged-models/{id}`: hides the model from get and search; its files stay, so a
 /// registered version taken from it keeps its source.
 fn delete(call: Call, id: &str) -> MlflowResult<Value> {
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     call.state
         .tracking
         .update_logged_model(&model.id, |model| {
@@ -156,7 +134,7 @@ fn delete(call: Call, id: &str) -> MlflowResult<Value> {
 fn log_params(call: Call, id: &str) -> MlflowResult<Value> {
     check_body_id(&call.fields, id)?;
     let params = call.fields.key_values("params")?;
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     call.state
         .tracking
         .log_logged_model_params(&model.id, &params)?;
@@ -166,7 +144,7 @@ fn log_params(call: Call, id: &str) -> MlflowResult<Value> {
 fn set_tags(call: Call, id: &str) -> MlflowResult<Value> {
     check_body_id(&call.fields, id)?;
     let tags = call.fields.key_values("tags")?;
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     call.state
         .tracking
         .set_logged_model_tags(&model.id, &tags)?;
@@ -174,7 +152,7 @@ fn set_tags(call: Call, id: &str) -> MlflowResult<Value> {
 }
 
 fn delete_tag(call: Call, id: &str, key: &str) -> MlflowResult<Value> {
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     call.state
         .tracking
         .delete_logged_model_tag(&model.id, key)?;
@@ -184,7 +162,7 @@ fn delete_tag(call: Call, id: &str, key: &str) -> MlflowResult<Value> {
 /// `GET logged-models/{id}/artifacts/directories?artifact_directory_path=`: a folder of the
 /// model's files, paths relative to the model's artifact root.
 fn list_artifacts(call: Call, id: &str) -> MlflowResult<Value> {
-    let model = logged_model_in_workspace(&call, id, false)?;
+    let model = call.logged_model(id, false)?;
     let folder = call
         .fields
         .opt_str("artifact_directory_path")?
@@ -198,7 +176,7 @@ fn list_artifacts(call: Call, id: &str) -> MlflowResult<Value> {
         .tracking
         .list_artifact_folder(&model.artifact_root(), folder)?
         .into_iter()
-        .map(|entry| super::artifacts::file_json(&entry.path, entry.is_dir, entry.size_bytes))
+        .map(|entry| super::file_json(&entry.path, entry.is_dir, entry.size_bytes))
         .collect::<Vec<_>>();
     Ok(json!({ "root_uri": model.artifact_uri(), "files": files }))
 }
@@ -239,7 +217,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
             Ok((field, ascending))
         })
         .collect::<MlflowResult<Vec<_>>>()?;
-    let page = page_size(&call, DEFAULT_SEARCH_PAGE)?;
+    let page = call.page_size(DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
 
     let tracking = &call.state.tracking;

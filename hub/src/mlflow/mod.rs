@@ -49,11 +49,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 pub use error::{MlflowError, MlflowResult};
 
-use crate::http::HttpState;
+use std::sync::Arc;
+
+use shoal_registry::registry::Registry;
+use shoal_store::artifacts::ArtifactStore;
+use shoal_tracking::dataset::Datasets;
+use shoal_tracking::tracking::{Lifecycle, LoggedModel, Run, Tracking};
+use shoal_tracking::Jobs;
+
+use crate::auth::AdminToken;
 use shoal_store::workspace::DEFAULT_WORKSPACE;
 
 /// Largest JSON request body accepted (a full `log-batch` is well below this).
@@ -62,9 +70,24 @@ const MAX_JSON_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The header MLflow 3 clients use to name a workspace.
 const WORKSPACE_HEADER: &str = "x-mlflow-workspace";
 
+/// What the MLflow handlers reach.
+#[derive(Clone)]
+pub struct MlflowState {
+    /// Checks bearer tokens on the tracking API.
+    pub admin: Arc<AdminToken>,
+    pub tracking: Tracking,
+    pub registry: Registry,
+    pub datasets: Datasets,
+    /// Registers model versions from run artifacts (the one path shared with gRPC).
+    pub jobs: Jobs,
+    pub artifacts: ArtifactStore,
+    /// Largest artifact accepted in one upload.
+    pub max_artifact_bytes: u64,
+}
+
 /// Routes of the MLflow REST API, under `/api/2.0/mlflow/` and `/api/2.0/mlflow-artifacts/`
 /// (and the same under `/workspaces/{ws}/` and with the `ajax-api` prefix).
-pub fn router(_state: HttpState) -> Router<HttpState> {
+pub fn router() -> Router<MlflowState> {
     let mut router = Router::new();
     for workspace in ["", "/workspaces/{ws}"] {
         for api in ["api", "ajax-api"] {
@@ -84,13 +107,52 @@ pub fn router(_state: HttpState) -> Router<HttpState> {
 
 /// What every handler gets: the hub, the workspace the request addresses, and its fields.
 pub(crate) struct Call {
-    pub state: HttpState,
+    pub state: MlflowState,
     pub workspace: String,
     pub fields: Fields,
 }
 
+impl Call {
+    /// The run a request names, which must belong to the request's workspace.
+    pub(crate) fn run(&self, run_id: &str) -> MlflowResult<Run> {
+        let run = self.state.tracking.run(run_id)?;
+        if run.workspace != self.workspace {
+            return Err(MlflowError::NotFound(format!("run '{run_id}' not found")));
+        }
+        Ok(run)
+    }
+
+    /// The logged model `id`, which must belong to the request's workspace and, unless
+    /// `allow_deleted`, not be deleted.
+    pub(crate) fn logged_model(&self, id: &str, allow_deleted: bool) -> MlflowResult<LoggedModel> {
+        let not_found = || MlflowError::NotFound(format!("logged model '{id}' not found"));
+        let model = match self.state.tracking.logged_model(id) {
+            Ok(model) => model,
+            Err(shoal_tracking::TrackingError::NotFound { .. }) => return Err(not_found()),
+            Err(other) => return Err(other.into()),
+        };
+        if model.workspace != self.workspace
+            || (!allow_deleted && model.lifecycle == Lifecycle::Deleted)
+        {
+            return Err(not_found());
+        }
+        Ok(model)
+    }
+
+    pub(crate) fn page_size(&self, default: usize) -> MlflowResult<usize> {
+        match self.fields.opt_i64("max_results")? {
+            None => Ok(default),
+            Some(n) if (1..=50_000).contains(&n) => Ok(n as usize),
+            Some(n) => Err(MlflowError::field(
+                "max_results",
+                format!("{n} is out of range; use 1 to 50000"),
+            )),
+        }
+    }
+}
+
 async fn tracking_api(
-    State(state): State<HttpState>,
+    State(state): State<MlflowState>,
     Path(params): Path<HashMap<String, String>>,
     request: Request,
 ) -> Response {
@@ -106,7 +168,7 @@ async fn tracking_api(
 }
 
 async fn tracking_call(
-    state: HttpState,
+    state: MlflowState,
     params: &HashMap<String, String>,
     endpoint: &str,
     request: Request,
@@ -170,7 +232,7 @@ async fn tracking_call(
 }
 
 async fn artifacts_api(
-    State(state): State<HttpState>,
+    State(state): State<MlflowState>,
     Path(params): Path<HashMap<String, String>>,
     request: Request,
 ) -> Response {
@@ -218,7 +280,7 @@ pub(crate) fn unsupported(method: &str, path: &str) -> MlflowError {
 
 /// Checks the token and finds the workspace the request addresses.
 fn authorize(
-    state: &HttpState,
+    state: &MlflowState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> MlflowResult<String> {
@@ -523,4 +585,13 @@ pub(crate) fn paginate<T>(
     let next = offset + page.len();
     let token = (next < total).then(|| next.to_string());
     (page, token)
+}
+
+/// A file or folder of an artifact listing, as MLflow shows it.
+pub(crate) fn file_json(path: &str, is_dir: bool, size_bytes: u64) -> Value {
+    if is_dir {
+        json!({ "path": path, "is_dir": true })
+    } else {
+        json!({ "path": path, "is_dir": false, "file_size": size_bytes })
+    }
 }

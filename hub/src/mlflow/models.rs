@@ -18,10 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::experiments::page_size;
 use super::filter::{parse_filter, Subject};
-use super::logged_models::logged_model_in_workspace;
-use super::runs::run_in_workspace;
 use super::{key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use shoal_registry::registry::{Model, ModelVersion, Registry};
 use shoal_tracking::tracking::{Lifecycle, LoggedModel, Run};
@@ -129,7 +126,7 @@ pub(crate) fn search_models(call: Call) -> MlflowResult<Value> {
         Some(filter) => parse_filter(&filter)?,
         None => Vec::new(),
     };
-    let page = page_size(&call, DEFAULT_SEARCH_PAGE)?;
+    let page = call.page_size(DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let registry = &call.state.registry;
     let mut models = registry.models(&call.workspace)?;
@@ -217,7 +214,7 @@ pub(crate) fn search_versions(call: Call) -> MlflowResult<Value> {
         Some(filter) => parse_filter(&filter)?,
         None => Vec::new(),
     };
-    let page = page_size(&call, DEFAULT_SEARCH_PAGE)?;
+    let page = call.page_size(DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let registry = &call.state.registry;
     let mut found: Vec<(Model, ModelVersion)> = Vec::new();
@@ -285,7 +282,7 @@ pub(crate) fn download_uri(call: Call) -> MlflowResult<Value> {
     if let Some(rest) = source.strip_prefix("models:/") {
         let rest = rest.trim_matches('/');
         let (id, below) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Ok(model) = logged_model_in_workspace(&call, id, true) {
+        if let Ok(model) = call.logged_model(id, true) {
             return Ok(json!({ "artifact_uri": join(&model.artifact_uri(), below) }));
         }
     }
@@ -349,13 +346,13 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
         ))
     };
     let named_run = match run_id {
-        Some(id) => Some(run_in_workspace(call, id)?),
+        Some(id) => Some(call.run(id)?),
         None => None,
     };
     if let Some(rest) = source.strip_prefix("models:/") {
         let rest = rest.trim_matches('/');
         let (id, below) = rest.split_once('/').unwrap_or((rest, ""));
-        let model = logged_model_in_workspace(call, id, false).map_err(|e| match e {
+        let model = call.logged_model(id, false).map_err(|e| match e {
             MlflowError::NotFound(_) => MlflowError::InvalidParameter(format!(
                 "source '{source}' does not name a logged model of this workspace: register \
                  MLflow 3 logged models as models:/<model id> (m-...), a run's files as \
@@ -368,7 +365,7 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
     if let Some(rest) = source.strip_prefix("runs:/") {
         let rest = rest.trim_start_matches('/');
         let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let run = run_in_workspace(call, id)?;
+        let run = call.run(id)?;
         let full = join(&run.artifact_root(), path);
         if !path.trim_matches('/').is_empty() && !has_artifacts(call, &full)? {
             if let Some(model) = logged_model_of_run(call, &run, path)? {
@@ -407,14 +404,14 @@ fn resolve_source(call: &Call, source: &str, run_id: Option<&str>) -> MlflowResu
     let full = full.trim_end_matches('/').to_string();
     let parts: Vec<&str> = full.splitn(5, '/').collect();
     if let [_experiment, "models", model_id, "artifacts", rest @ ..] = parts.as_slice() {
-        let model = logged_model_in_workspace(call, model_id, false)?;
+        let model = call.logged_model(model_id, false)?;
         let below = rest.first().copied().unwrap_or("");
         return from_logged_model(call, model, below, named_run);
     }
     let [_experiment, id, "artifacts", ..] = parts.as_slice() else {
         return Err(unsupported());
     };
-    let run = run_in_workspace(call, id)?;
+    let run = call.run(id)?;
     if let Some(named) = run_id {
         if named != run.id {
             return Err(MlflowError::field(
@@ -440,7 +437,7 @@ fn from_logged_model(
 ) -> MlflowResult<ResolvedSource> {
     let run = match (run, &model.source_run_id) {
         (Some(run), _) => Some(run),
-        (None, Some(id)) => run_in_workspace(call, id).ok(),
+        (None, Some(id)) => call.run(id).ok(),
         (None, None) => None,
     };
     Ok(ResolvedSource {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::experiments::page_size;
 use super::{json_double, key_value_list, page_offset, paginate, Call, MlflowError, MlflowResult};
 use shoal_tracking::search::{RunOrder, RunPredicate};
 use shoal_tracking::tracking::{
@@ -78,18 +77,9 @@ pub(crate) fn run_json(run: &Run) -> Value {
     })
 }
 
-/// The run a request names, which must belong to the request's workspace.
-pub(crate) fn run_in_workspace(call: &Call, run_id: &str) -> MlflowResult<Run> {
-    let run = call.state.tracking.run(run_id)?;
-    if run.workspace != call.workspace {
-        return Err(MlflowError::NotFound(format!("run '{run_id}' not found")));
-    }
-    Ok(run)
-}
-
 fn requested_run(call: &Call) -> MlflowResult<Run> {
     let id = call.fields.run_id()?;
-    run_in_workspace(call, &id)
+    call.run(&id)
 }
 
 pub(crate) fn create(call: Call) -> MlflowResult<Value> {
@@ -308,7 +298,7 @@ pub(crate) fn log_outputs(call: Call) -> MlflowResult<Value> {
         .map(|item| Ok((item.str("model_id")?, item.opt_i64("step")?.unwrap_or(0))))
         .collect::<MlflowResult<Vec<_>>>()?;
     for (model_id, _) in &models {
-        super::logged_models::logged_model_in_workspace(&call, model_id, false)?;
+        call.logged_model(model_id, false)?;
     }
     for (model_id, step) in models {
         call.state
@@ -321,7 +311,7 @@ pub(crate) fn log_outputs(call: Call) -> MlflowResult<Value> {
 pub(crate) fn metric_history(call: Call) -> MlflowResult<Value> {
     let run = requested_run(&call)?;
     let key = call.fields.str("metric_key")?;
-    let page = page_size(&call, DEFAULT_HISTORY_PAGE)?;
+    let page = call.page_size(DEFAULT_HISTORY_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let points = call.state.tracking.metric_history(&run.id, &key)?;
     let (points, token) = paginate(points, offset, page);
@@ -340,7 +330,7 @@ pub(crate) fn search(call: Call) -> MlflowResult<Value> {
         .fields
         .opt_str("run_view_type")?
         .unwrap_or_else(|| "ACTIVE_ONLY".into());
-    let page = page_size(&call, DEFAULT_SEARCH_PAGE)?;
+    let page = call.page_size(DEFAULT_SEARCH_PAGE)?;
     let offset = page_offset(&call.fields)?;
     let filter = match call.fields.opt_str("filter")? {
         Some(filter) => run_predicate(&filter)?,
