@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use shoal_hub::{Hub, HubConfig};
 
+use super::device::{agent_config_toml, device_json};
+use super::error::{CliError, CliResult};
+use super::output;
 use super::sample::sensors_csv;
-use super::CliError;
-use super::{agent_config_toml, describe_status, device_json, output, CliResult, HubClient};
+use super::HubClient;
 
 const DEVICES: [&str; 3] = ["cam-01", "cam-02", "cam-03"];
 const ROLLOUT_DEADLINE: Duration = Duration::from_secs(120);
@@ -111,8 +113,7 @@ pub async fn run(keep: bool) -> CliResult<()> {
             name: "occupancy".into(),
             reference: "latest".into(),
         })
-        .await
-        .map_err(|s| describe_status(&s))?
+        .await?
         .into_inner();
     println!(
         "  model    occupancy@{} ({} bytes, sha256 {}…), baseline over {}",
@@ -132,8 +133,7 @@ pub async fn run(keep: bool) -> CliResult<()> {
                 id: id.into(),
                 tags: Default::default(),
             })
-            .await
-            .map_err(|s| describe_status(&s))?
+            .await?
             .into_inner();
         let overrides = shoal_agent::config::Overrides {
             data_dir: Some(root.join(id)),
@@ -166,8 +166,7 @@ pub async fn run(keep: bool) -> CliResult<()> {
             devices: DEVICES.iter().map(|d| d.to_string()).collect(),
             strategy: dpb::Strategy::AllAtOnce as i32,
         })
-        .await
-        .map_err(|s| describe_status(&s))?;
+        .await?;
     println!(
         "  deploy   lobby: occupancy@{} -> {}",
         version.version,
@@ -180,8 +179,7 @@ pub async fn run(keep: bool) -> CliResult<()> {
             .list_devices(fpb::ListDevicesRequest {
                 workspace: "default".into(),
             })
-            .await
-            .map_err(|s| describe_status(&s))?
+            .await?
             .into_inner()
             .devices;
         let active = list

@@ -217,6 +217,47 @@ impl Deployments {
         Ok(())
     }
 
+    /// Sets a version's drift baseline from a CSV file (see `Registry::set_baseline`) and
+    /// tells the devices already running that version, so they bin their inputs over the new
+    /// baseline from now on. A device that cannot be told now gets the new manifest with its
+    /// next desired-state publish (every reconnect of the hub's client); that is logged.
+    ///
+    /// # Errors
+    /// What the registry refuses.
+    pub async fn set_baseline(
+        &self,
+        workspace: &str,
+        name: &str,
+        reference: &str,
+        input: &str,
+        features: Vec<String>,
+        csv: std::path::PathBuf,
+    ) -> FleetResult<shoal_registry::ModelVersion> {
+        let version = self
+            .registry
+            .set_baseline(workspace, name, reference, input, features, csv)
+            .await?;
+        if let Err(error) = self
+            .refresh_version(workspace, &version.model, version.version)
+            .await
+        {
+            tracing::warn!(%error, "cannot tell devices about the new baseline");
+        }
+        Ok(version)
+    }
+
+    /// Removes a device: its record, its broker login, and its retained topics, so nothing
+    /// stale greets a device enrolled again under the same id.
+    ///
+    /// # Errors
+    /// `NotFound`; a publish error when the retained topics could not be cleared (the device
+    /// is removed all the same).
+    pub async fn remove_device(&self, workspace: &str, id: &str) -> FleetResult<()> {
+        self.fleet.remove(workspace, id)?;
+        self.publisher.clear_retained(workspace, id).await?;
+        Ok(())
+    }
+
     /// Re-publishes the desired state of every device that should run `model@version`, after
     /// something in its signed manifest changed (a drift baseline set after deployment), so
     /// devices bin their inputs over the new baseline without a new deployment. Returns how

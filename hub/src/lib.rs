@@ -348,7 +348,7 @@ impl BoundHub {
                 advertised_mqtt_url: self.advertised_mqtt_url.clone(),
                 topic_prefix: self.config.topic_prefix.clone(),
                 hub_public_key: self.signer.public_key_hex(),
-                publisher: self.publisher.clone(),
+                deployments: self.deployments.clone(),
             },
             auth.clone(),
         );

@@ -470,3 +470,29 @@ async fn workspace_contents_count_deployments_and_delete_them() {
         Err(FleetError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn removing_a_device_clears_its_retained_topics_and_its_login() {
+    let h = hub();
+    let enrollment = h.fleet.add(WS, "cam-1", Default::default()).unwrap();
+    let (deployments, publisher, _) = h.deployments();
+    deployments.remove_device(WS, "cam-1").await.unwrap();
+    assert_eq!(
+        publisher.published(),
+        vec![Published::Cleared {
+            workspace: WS.into(),
+            device: "cam-1".into(),
+        }]
+    );
+    assert!(!h
+        .fleet
+        .auth()
+        .check(&format!("cam-1@{WS}"), &enrollment.password));
+    let again = deployments.remove_device(WS, "cam-1").await.unwrap_err();
+    assert_eq!(again.error_code(), ErrorCode::NotFound);
+    assert_eq!(
+        publisher.published().len(),
+        1,
+        "nothing cleared for an unknown device"
+    );
+}

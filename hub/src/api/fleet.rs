@@ -12,7 +12,8 @@ pub struct FleetApi {
     pub topic_prefix: String,
     pub hub_public_key: String,
     /// Clears a removed device's retained topics.
-    pub publisher: std::sync::Arc<dyn shoal_fleet::DevicePublisher>,
+    /// Removes devices with their retained topics.
+    pub deployments: shoal_fleet::Deployments,
 }
 
 pub(crate) fn device_to_wire(d: Device) -> pb::Device {
@@ -92,11 +93,10 @@ impl FleetService for FleetApi {
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
-        self.fleet.remove(workspace, &r.id).map_err(status)?;
-        self.publisher
-            .clear_retained(workspace, &r.id)
+        self.deployments
+            .remove_device(workspace, &r.id)
             .await
-            .map_err(|e| status(shoal_fleet::FleetError::from(e)))?;
+            .map_err(status)?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
     }
 }

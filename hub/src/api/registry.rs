@@ -273,7 +273,7 @@ impl RegistryService for RegistryApi {
             .map_err(|e| status(IoError::with("write the temporary baseline file")(e)))?;
         let path = file.path().to_path_buf();
         let version = self
-            .registry
+            .deployments
             .set_baseline(
                 &workspace,
                 &header.name,
@@ -285,14 +285,6 @@ impl RegistryService for RegistryApi {
             .await
             .map_err(status)?;
         drop(file);
-        // Devices already running this version bin over the new baseline from now on.
-        if let Err(error) = self
-            .deployments
-            .refresh_version(&workspace, &version.model, version.version)
-            .await
-        {
-            tracing::warn!(%error, "cannot tell devices about the new baseline");
-        }
         Ok(Response::new(self.version_with_aliases(version)))
     }
 
