@@ -2,12 +2,12 @@
 //! the integration tests.
 //!
 //! # Layout
-//! - [`connect`]: [`HubClient`] (every service over one channel) and the bearer-token
+//! - [`connect`] — [`HubClient`] (every service over one channel) and the bearer-token
 //!   [`TokenInterceptor`].
-//! - [`status`]: [`describe_status`], one line for a failed call.
+//! - [`status`] — [`describe_status`], one line for a failed call.
 //! - [`transfer`]: streaming uploads (models, baselines, datasets) and downloads.
 //! - [`runs`]: submitting a built-in run and waiting for a run to end.
-//! - [`error`]: [`ClientError`].
+//! - [`error`] — [`ClientError`].
 
 pub mod connect;
 pub mod error;

@@ -10,15 +10,15 @@
 //! Everything here is Linux/Unix only: process groups and signals are the mechanism.
 //!
 //! # Layout
-//! - [`snapshot`]: [`pack_dir`] / [`unpack`], the `.gitignore`- and `.shoalignore`-aware source
+//! - [`snapshot`] — [`pack_dir`] / [`unpack`], the `.gitignore`- and `.shoalignore`-aware source
 //!   archive.
-//! - [`process`]: [`run_job`], one job as a process group, with [`JobEvent`]s while it runs.
+//! - [`process`] — [`run_job`], one job as a process group, with [`JobEvent`]s while it runs.
 //! - [`metrics_file`]: the `SHOAL_METRICS` line format and its parser.
-//! - [`outputs`]: [`collect_outputs`], the files a run leaves under `outputs/`.
-//! - [`leftover`]: [`kill_leftover_group`], for a runner restarted after a crash.
+//! - [`outputs`] — [`collect_outputs`], the files a run leaves under `outputs/`.
+//! - [`leftover`] — [`kill_leftover_group`], for a runner restarted after a crash.
 //! - [`runner`]: what the hub's local executor and remote workers share around a job: the run
 //!   folder's files, snapshot unpacking, event batches, leftover clean-up.
-//! - [`error`]: [`ComputeError`], shared by all of the above.
+//! - [`error`] — [`ComputeError`], shared by all of the above.
 
 pub mod error;
 pub mod leftover;

@@ -3,18 +3,18 @@
 //! monitors with their alerts.
 //!
 //! # Layout
-//! - [`fleet`]: [`Fleet`] — device enrollment, [`fleet::DeviceAuth`] for the broker,
+//! - [`fleet`] — [`Fleet`] — device enrollment, [`fleet::DeviceAuth`] for the broker,
 //!   reported status and state.
 //! - [`credentials`]: device passwords, kept as salted hashes.
-//! - [`deployment`]: [`Deployments`] — desired state per device, signed manifests,
+//! - [`deployment`] — [`Deployments`] — desired state per device, signed manifests,
 //!   per-device progress.
-//! - [`publish`]: [`DevicePublisher`], the way out to devices (the hub's MQTT client
+//! - [`publish`] — [`DevicePublisher`], the way out to devices (the hub's MQTT client
 //!   implements it; [`MemoryPublisher`] keeps publishes for tests).
-//! - [`telemetry`]: [`Telemetry`] — window ingest (once per device, boot epoch and seq),
+//! - [`telemetry`] — [`Telemetry`] — window ingest (once per device, boot epoch and seq),
 //!   hourly roll-ups, retention, drift reports.
-//! - [`monitor`]: [`Monitors`] — drift monitors, evaluations, alerts, signed webhooks, and
+//! - [`monitor`] — [`Monitors`] — drift monitors, evaluations, alerts, signed webhooks, and
 //!   the [`monitor::AlertSink`] seam.
-//! - [`error`]: [`FleetError`].
+//! - [`error`] — [`FleetError`].
 //! - `testkit` (tests only): the domains over one in-memory store, real models, and windows
 //!   summarised the way an agent does.
 

@@ -139,7 +139,10 @@ async fn a_taken_mqtt_port_is_named_with_the_way_out() {
         line.contains(&format!("cannot bind the MQTT listener to {addr}")),
         "{line}"
     );
-    assert!(line.contains("--mqtt-listen") && line.contains("--mqtt-url"), "{line}");
+    assert!(
+        line.contains("--mqtt-listen") && line.contains("--mqtt-url"),
+        "{line}"
+    );
     assert!(!line.contains("artifact store"), "{line}");
     drop(taken);
 }

@@ -2,10 +2,10 @@
 //! drift baselines, and the signing of the manifests devices receive.
 //!
 //! # Layout
-//! - [`registry`]: [`Registry`] — register (tract-validated), resolve `name@version|alias`,
+//! - [`registry`] — [`Registry`] — register (tract-validated), resolve `name@version|alias`,
 //!   aliases, baselines profiled from CSV with the model's own output distribution.
-//! - [`signing`]: [`ManifestSigner`], the hub's ed25519 key over manifests.
-//! - [`error`]: [`RegistryError`].
+//! - [`signing`] — [`ManifestSigner`], the hub's ed25519 key over manifests.
+//! - [`error`] — [`RegistryError`].
 
 pub mod error;
 pub mod registry;

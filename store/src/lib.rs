@@ -7,10 +7,10 @@
 //! - [`artifacts`]: content-addressed blobs (sha256) in a local folder.
 //! - [`workspace`]: workspaces, and [`WorkspaceContents`], the one way a domain says what a
 //!   workspace holds and deletes it.
-//! - [`error`]: [`ErrorCode`] and [`ServiceError`], which every domain error implements; the
+//! - [`error`] — [`ErrorCode`] and [`ServiceError`], which every domain error implements; the
 //!   name check; [`IoError`], an I/O error that says what failed.
 //! - [`secrets`]: random ids and secrets, constant-time comparison, owner-only files.
-//! - [`clock`]: [`now_ms`].
+//! - [`clock`] — [`now_ms`].
 
 pub mod artifacts;
 pub mod clock;

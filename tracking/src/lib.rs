@@ -12,7 +12,7 @@
 //! - [`registration`]: model versions from run artifacts, the one path for gRPC, MLflow,
 //!   built-in runs, workers and sweeps.
 //! - [`sweep`]: hyperparameter sweeps: sampling, the controller, early stopping, best run.
-//! - [`error`]: [`TrackingError`].
+//! - [`error`] — [`TrackingError`].
 
 pub mod dataset;
 pub mod error;

@@ -64,8 +64,7 @@ impl JobSpec {
     /// [`JobError::Refused`] naming the trainer or the param, or [`JobError::NoTarget`].
     pub fn check(&self, params: &BTreeMap<String, String>) -> Result<TrainConfig, JobError> {
         let trainer: Trainer = self.trainer.parse().map_err(JobError::Refused)?;
-        let config =
-            TrainConfig::from_params(trainer, params).map_err(|e| JobError::Refused(e.into()))?;
+        let config = TrainConfig::from_params(trainer, params).map_err(JobError::Refused)?;
         if self.target.is_empty() {
             return Err(JobError::NoTarget);
         }
@@ -98,7 +97,7 @@ impl JobSpec {
         let dataset = Dataset::from_csv(std::io::BufReader::new(file), &spec).map_err(|e| {
             JobError::Dataset {
                 label: label.into(),
-                source: e.into(),
+                source: e,
             }
         })?;
         on_progress(Progress::Line(format!(

@@ -2,15 +2,15 @@
 //! data, trained on the hub's CPU and exported to ONNX that devices run with tract.
 //!
 //! # Layout
-//! - [`dataset`]: [`Dataset::from_csv`] reads numeric features and a target ([`DataSpec`]),
+//! - [`dataset`] — [`Dataset::from_csv`] reads numeric features and a target ([`DataSpec`]),
 //!   skipping and counting rows with nulls; the target decides the [`Task`].
-//! - [`config`]: [`TrainConfig::from_params`] checks the `--param key=value` strings of a run
+//! - [`config`] — [`TrainConfig::from_params`] checks the `--param key=value` strings of a run
 //!   for a [`Trainer`] (`logreg`, `mlp`).
-//! - [`trainer`]: [`train`] runs seeded minibatch Adam or SGD and reports every epoch's
+//! - [`trainer`] — [`train`] runs seeded minibatch Adam or SGD and reports every epoch's
 //!   [`EpochMetrics`] to a callback that can stop it.
 //! - [`model`]: the [`TrainedModel`], with standardization folded into the weights,
 //!   [`TrainedModel::to_onnx`] and [`TrainedModel::predict`].
-//! - [`metrics`]: [`EpochMetrics`], one epoch's figures.
+//! - [`metrics`] — [`EpochMetrics`], one epoch's figures.
 //! - [`job`]: a built-in job as Shoal runs it on the hub or a worker: [`JobSpec`] over a CSV
 //!   file, progress lines and per-epoch metrics by the names runs log.
 //! - `network` (private): the layers, forward and backward passes.

@@ -387,6 +387,17 @@ pub(crate) fn softmax_rows(values: &mut [f32], width: usize) {
     }
 }
 
+/// Index of the largest value; the first one on ties.
+pub(crate) fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (index, value) in values.iter().enumerate() {
+        if *value > values[best] {
+            best = index;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,15 +463,4 @@ mod tests {
         }
         assert!(network.squared_weights() > 0.0);
     }
-}
-
-/// Index of the largest value; the first one on ties.
-pub(crate) fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (index, value) in values.iter().enumerate() {
-        if *value > values[best] {
-            best = index;
-        }
-    }
-    best
 }

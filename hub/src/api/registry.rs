@@ -304,7 +304,7 @@ impl RegistryService for RegistryApi {
             .artifacts()
             .read(&version.digest)
             .await
-            .map_err(|e| status(e))?;
+            .map_err(status)?;
         let header = pb::DownloadModelVersionResponse {
             part: Some(pb::download_model_version_response::Part::Version(
                 self.version_with_aliases(version),

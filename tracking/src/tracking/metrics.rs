@@ -61,31 +61,6 @@ mod non_finite_f64 {
     }
 }
 
-#[cfg(test)]
-mod non_finite_tests {
-    use super::MetricPoint;
-
-    #[test]
-    fn non_finite_metric_values_survive_a_json_roundtrip() {
-        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.25] {
-            let point = MetricPoint {
-                value,
-                step: 1,
-                timestamp_ms: 2,
-            };
-            let json = serde_json::to_string(&point).expect("serialize");
-            let back: MetricPoint = serde_json::from_str(&json).expect("deserialize");
-            assert!(
-                back.value == value || (value.is_nan() && back.value.is_nan()),
-                "{json}"
-            );
-        }
-        let old: MetricPoint =
-            serde_json::from_str(r#"{"value":null,"step":0,"timestamp_ms":0}"#).expect("null");
-        assert!(old.value.is_nan());
-    }
-}
-
 impl Tracking {
     /// Logs metric points. Non-finite values are kept (MLflow allows NaN and infinities).
     /// Returns the run as it stands after them (`None` when there were none).
@@ -140,5 +115,30 @@ impl Tracking {
         Ok(self
             .records
             .scan(METRICS_TREE, &format!("{run_id}/{}/", hex_key(key)))?)
+    }
+}
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::MetricPoint;
+
+    #[test]
+    fn non_finite_metric_values_survive_a_json_roundtrip() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.25] {
+            let point = MetricPoint {
+                value,
+                step: 1,
+                timestamp_ms: 2,
+            };
+            let json = serde_json::to_string(&point).expect("serialize");
+            let back: MetricPoint = serde_json::from_str(&json).expect("deserialize");
+            assert!(
+                back.value == value || (value.is_nan() && back.value.is_nan()),
+                "{json}"
+            );
+        }
+        let old: MetricPoint =
+            serde_json::from_str(r#"{"value":null,"step":0,"timestamp_ms":0}"#).expect("null");
+        assert!(old.value.is_nan());
     }
 }
