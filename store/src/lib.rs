@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`storage`]: the ordered key-value [`Store`] seam (sled and memory back ends, one
 //!   exported `store_test_suite!` every back end must pass) and typed JSON [`Records`].
-//! - [`artifacts`]: content-addressed blobs (sha256) in a local folder.
+//! - [`artifacts`]: content-addressed blobs (sha256): the [`ArtifactStore`] handle over an
+//!   [`ArtifactBackend`] (local disk, memory; object storage next), one exported
+//!   `artifact_test_suite!` every back end must pass.
 //! - [`workspace`]: workspaces, and [`WorkspaceContents`], the one way a domain says what a
 //!   workspace holds and deletes it.
 //! - [`error`] — [`ErrorCode`] and [`ServiceError`], which every domain error implements; the
@@ -19,7 +21,10 @@ pub mod secrets;
 pub mod storage;
 pub mod workspace;
 
-pub use artifacts::{is_valid_digest, ArtifactResult, ArtifactStore, BlobWriter};
+pub use artifacts::{
+    is_valid_digest, ArtifactBackend, ArtifactResult, ArtifactStore, BlobWriter, LocalDisk,
+    MemoryArtifacts,
+};
 pub use clock::now_ms;
 pub use error::{check_name, ErrorCode, InvalidName, IoError, ServiceError};
 pub use secrets::{random_hex, RandomSourceError};

@@ -101,7 +101,7 @@ impl Datasets {
         source_run: Option<String>,
     ) -> TrackingResult<DatasetVersion> {
         self.check_new(workspace, name)?;
-        let path = self.artifacts.path(&digest);
+        let path = self.artifacts.local_path(&digest).await?;
         let profile = tokio::task::spawn_blocking(move || profile_file(path))
             .await
             .map_err(|e| TrackingError::Internal(format!("dataset profiling task: {e}")))??;
@@ -183,9 +183,12 @@ impl Datasets {
             .scan(DATASET_VERSIONS_TREE, &format!("{workspace}/"))?)
     }
 
-    /// Where the CSV of a version is on disk.
-    pub fn path(&self, version: &DatasetVersion) -> PathBuf {
-        self.artifacts.path(&version.digest)
+    /// A local file with the CSV of a version.
+    ///
+    /// # Errors
+    /// When the artifact store no longer has it.
+    pub async fn local_path(&self, version: &DatasetVersion) -> TrackingResult<PathBuf> {
+        Ok(self.artifacts.local_path(&version.digest).await?)
     }
 }
 

@@ -72,7 +72,7 @@ impl Jobs {
                     &version.version.to_string(),
                     "",
                     features,
-                    self.datasets().path(&dataset),
+                    self.datasets().local_path(&dataset).await?,
                 )
                 .await?;
         }

@@ -144,7 +144,8 @@ pub(crate) async fn download(
             "artifact '{path}' is indexed under an invalid digest"
         )));
     }
-    let file = tokio::fs::File::open(state.artifacts.path(&entry.digest))
+    let blob = state.artifacts.local_path(&entry.digest).await?;
+    let file = tokio::fs::File::open(blob)
         .await
         .map_err(|e| MlflowError::Internal(format!("artifact '{path}' blob unreadable: {e}")))?;
     let chunks = futures::stream::try_unfold(file, |mut file| async move {

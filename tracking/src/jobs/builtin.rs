@@ -69,7 +69,7 @@ pub async fn execute(
     cancel: CancellationToken,
 ) -> TrackingResult<()> {
     let dataset_version = jobs.datasets().resolve(&run.workspace, &job.dataset)?;
-    let csv_path = jobs.datasets().path(&dataset_version);
+    let csv_path = jobs.datasets().local_path(&dataset_version).await?;
     let (worker_jobs, worker_run, worker_job) = (jobs.clone(), run.clone(), job.clone());
     let trained = tokio::task::spawn_blocking(move || -> TrackingResult<_> {
         let (jobs, run) = (worker_jobs, worker_run);

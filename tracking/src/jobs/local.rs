@@ -98,7 +98,7 @@ pub async fn execute(
     cancel: CancellationToken,
 ) -> TrackingResult<()> {
     let workdir = jobs.inner.runs_dir.join(&run.id);
-    let snapshot = jobs.artifacts().path(&job.source_digest);
+    let snapshot = jobs.artifacts().local_path(&job.source_digest).await?;
     unpack_snapshot(&snapshot, &workdir, jobs.max_upload_bytes()).await?;
     let endpoints = jobs.endpoints();
     let spec = JobSpec {

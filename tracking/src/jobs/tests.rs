@@ -241,7 +241,7 @@ async fn a_worker_run_that_completes_registers_its_model_with_the_dataset_baseli
     let spec = builtin::job_spec(&job);
     let model = spec
         .train_csv(
-            &kit.jobs.datasets().path(&toy),
+            &kit.jobs.datasets().local_path(&toy).await.unwrap(),
             &leased.params,
             "toy@1",
             |_| true,
