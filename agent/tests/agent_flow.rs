@@ -30,6 +30,7 @@ fn assert_outputs(body: &serde_json::Value, mlp: &Mlp, row: [f32; 4]) {
         .unwrap_or_else(|| panic!("{body}"));
     assert_eq!(body["outputs"]["y"]["shape"], json!([1, 2]), "{body}");
     assert_eq!(body["outputs"]["y"]["dtype"], "f32", "{body}");
+    assert_eq!(data.len(), expected.len(), "{body}");
     for (got, want) in data.iter().zip(expected) {
         assert!((got.as_f64().unwrap() as f32 - want).abs() < 1e-4, "{body}");
     }
@@ -345,8 +346,10 @@ async fn boots_into_the_last_good_model_without_a_broker() {
     let first_epoch = agent.boot_epoch;
     agent.shutdown().await;
 
+    // A port nothing listens on, held for the rest of the test so that nothing can.
+    let nowhere = reserve_port();
     let mut offline = file.clone();
-    offline.hub.mqtt_url = format!("mqtt://127.0.0.1:{}", free_port());
+    offline.hub.mqtt_url = format!("mqtt://127.0.0.1:{}", nowhere.port);
     let agent = TestAgent::start(offline.clone()).await;
     assert_eq!(agent.boot_epoch, first_epoch + 1);
     let row = [3.0, 1.0, 4.0, 1.5];

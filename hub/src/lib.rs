@@ -358,10 +358,13 @@ impl BoundHub {
             },
             auth.clone(),
         );
+        // Server-streaming calls (telemetry tails) end when shutdown begins.
+        let streams_end = CancellationToken::new();
         let telemetry_api = TelemetryServiceServer::with_interceptor(
             api::TelemetryApi {
                 telemetry: self.telemetry.clone(),
                 monitors: self.monitors.clone(),
+                shutdown: streams_end.clone(),
                 retrainer,
             },
             auth.clone(),
@@ -404,6 +407,7 @@ impl BoundHub {
         tracing::info!(grpc = %local_addr(&self.grpc), mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
         let jobs_shutdown = self.jobs.shutting_down();
+        let tails_end = streams_end.clone();
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -422,6 +426,7 @@ impl BoundHub {
                 }
                 // The server waits for calls in flight: end the long polls now.
                 jobs_shutdown.cancel();
+                tails_end.cancel();
             })
             .await;
 

@@ -4,6 +4,12 @@
 //!
 //! Every wait is a `wait_for_*` with a deadline; nothing sleeps a fixed time to hope a
 //! condition holds.
+//!
+//! # Layout
+//! - this file: [`TestHub`], [`TestAgent`], `wait_for` and the other waits.
+//! - [`fixtures`]: sensor-like data, device-side windows, a webhook receiver.
+//! - [`process`]: real agent and worker processes ([`process::AgentProcess`]) and the
+//!   `LinkProxy` that cuts an agent's link to its broker.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -318,11 +324,17 @@ impl TestHub {
         .await
     }
 
-    /// Stops the hub (and its embedded broker's listener) and waits for it.
+    /// Stops the hub (and its embedded broker's listener) and waits for it, up to [`DEADLINE`].
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("hub task").expect("hub run");
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the hub did not shut down within {DEADLINE:?} (a call still open?)")
+                })
+                .expect("hub task")
+                .expect("hub run");
         }
     }
 }

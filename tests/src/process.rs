@@ -152,6 +152,11 @@ impl AgentProcess {
         }
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush, no goodbye.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("kill");

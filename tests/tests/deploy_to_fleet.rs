@@ -45,8 +45,10 @@ async fn deployed_model_serves_on_targets_and_leaves_others_alone() {
         assert_eq!(answer["version"], 1);
         assert_eq!(answer["outputs"]["y"]["shape"], serde_json::json!([2, 3]));
         let got = output_values(&answer, "y");
+        assert_eq!(got.len(), rows.len() * 3, "{answer}");
         for (r, row) in rows.iter().enumerate() {
             let expected = mlp.forward(row);
+            assert_eq!(expected.len(), 3);
             for (o, e) in expected.iter().enumerate() {
                 assert!(
                     (got[r * 3 + o] - e).abs() < 1e-5,

@@ -25,7 +25,9 @@ async fn agent_restarted_without_hub_serves_last_model() {
     let (status, answer) = agent.infer(&infer_body(&[[0.5, -1.0, 2.0, 4.0]])).await;
     assert_eq!(status, 200, "{answer}");
     let expected = mlp.forward(&[0.5, -1.0, 2.0, 4.0]);
-    for (got, want) in output_values(&answer, "y").iter().zip(expected) {
+    let got = output_values(&answer, "y");
+    assert_eq!(got.len(), expected.len(), "{answer}");
+    for (got, want) in got.iter().zip(expected) {
         assert!((got - want).abs() < 1e-5);
     }
     agent.stop().await;

@@ -6,13 +6,16 @@ use std::collections::BTreeSet;
 
 use prost::Message;
 use rumqttc::{Event, Packet, QoS};
+use shoal_client::HubClient;
 use shoal_integration_tests::fixtures::{
     device_baseline, sensor_csv, sensor_rows, window_payload, WindowMeta, FEATURES,
 };
 use shoal_integration_tests::{mqtt_client_as, unique, TestHub, DEADLINE};
 use shoal_model::build::Mlp;
 use shoal_proto::device::TelemetryAck;
-use shoal_proto::telemetry::{GetDeviceTelemetryRequest, GetDriftReportRequest};
+use shoal_proto::telemetry::{
+    GetDeviceTelemetryRequest, GetDriftReportRequest, TailTelemetryRequest, WindowEvent,
+};
 use shoal_proto::topics::DeviceTopics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,6 +150,7 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         (3, 1200, 1)
     );
     assert_eq!(before.status, "none", "{before:?}");
+    assert_eq!(before.features.len(), FEATURES.len(), "{before:?}");
     for f in &before.features {
         assert!(f.psi.unwrap() < 0.1 && f.js.unwrap() < 0.1, "{f:?}");
     }
@@ -158,6 +162,7 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         .into_inner();
     assert_eq!((after.windows, after.inferences), (2, 800));
     assert_eq!(after.status, "significant", "{after:?}");
+    assert_eq!(after.features.len(), FEATURES.len(), "{after:?}");
     assert!(
         after
             .features
@@ -186,6 +191,7 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(too_few.features.len(), FEATURES.len(), "{too_few:?}");
     assert!(too_few
         .features
         .iter()
@@ -194,11 +200,17 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
 }
 
 /// `shoal telemetry tail`: windows reach a tail as the hub stores them, filtered by device.
-/// A server-streaming call resolves only once the hub sends something, so the tail runs in a
-/// task while devices keep reporting.
+///
+/// The tail asks for cam-b only, and cam-a publishes first, and more. The hub stores windows,
+/// and hands them to its tails, in the order it acknowledges them; every window of cam-a is
+/// acknowledged before cam-b sends anything. So a tail that let cam-a's windows through
+/// would show them before cam-b's: that the first windows it shows are exactly cam-b's says
+/// the filter dropped cam-a's. A second tail with no filter, open alongside, shows cam-a's
+/// windows did reach the tails: the filter, not silence, explains their absence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_tail_streams_windows_as_they_arrive() {
-    use futures::StreamExt;
+    const A_WINDOWS: u64 = 5;
+    const B_WINDOWS: u64 = 2;
     let hub = TestHub::start().await;
     let mlp = Mlp::seeded(&[4, 8, 2], 4).with_softmax();
     let version = hub.register("occupancy", &mlp.to_onnx()).await.unwrap();
@@ -207,67 +219,215 @@ async fn telemetry_tail_streams_windows_as_they_arrive() {
         .await
         .unwrap();
     let baseline = device_baseline(&training, &mlp);
+    let mut cam_a = PlayedDevice::connect(&hub, "cam-a").await;
+    let mut cam_b = PlayedDevice::connect(&hub, "cam-b").await;
 
+    // The hub subscribes a tail to its stored windows before it answers the call: once the
+    // call returns, every window stored from then on is offered to the tail.
     let mut tail_client = hub.client().await;
-    let tail = tokio::spawn(async move {
-        let mut stream = tail_client
-            .telemetry
-            .tail_telemetry(shoal_proto::telemetry::TailTelemetryRequest {
-                workspace: "default".into(),
-                device: "cam-02".into(),
-            })
-            .await
-            .expect("tail")
-            .into_inner();
-        stream
-            .next()
-            .await
-            .expect("a window")
-            .expect("not an error")
-    });
+    let mut only_b = open_tail(&mut tail_client, "cam-b").await;
+    let mut everything = open_tail(&mut tail_client, "").await;
 
-    let mut publishers = Vec::new();
-    for id in ["cam-02", "cam-03"] {
+    let window = |device: &str, seq: u64| {
+        let meta = WindowMeta {
+            device,
+            boot_epoch: 1,
+            seq,
+            end_ms: shoal_store::now_ms(),
+            model: "occupancy",
+            version: 1,
+            digest: &version.digest,
+            dropped_records: 0,
+        };
+        window_payload(&baseline, &mlp, &meta, &sensor_rows(100 + seq, 20, 0.0))
+    };
+    let a_seqs: Vec<u64> = (0..A_WINDOWS).collect();
+    let b_seqs: Vec<u64> = (0..B_WINDOWS).collect();
+    cam_a
+        .publish_stored(&a_seqs, |seq| window("cam-a", seq))
+        .await;
+    cam_b
+        .publish_stored(&b_seqs, |seq| window("cam-b", seq))
+        .await;
+
+    let expected = |device: &str, seqs: &[u64]| -> Vec<(String, u64)> {
+        seqs.iter().map(|seq| (device.to_string(), *seq)).collect()
+    };
+
+    // cam-a's windows were published, stored, and offered to the tails before cam-b's.
+    let all = next_events(&mut everything, A_WINDOWS + B_WINDOWS, "unfiltered tail").await;
+    let mut in_order = expected("cam-a", &a_seqs);
+    in_order.extend(expected("cam-b", &b_seqs));
+    assert_eq!(
+        seen(&all),
+        in_order,
+        "the unfiltered tail sees both devices"
+    );
+    let stats = hub
+        .client()
+        .await
+        .telemetry
+        .get_device_telemetry(GetDeviceTelemetryRequest {
+            workspace: "default".into(),
+            device: "cam-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.windows, A_WINDOWS, "cam-a's windows were stored");
+
+    // The filtered tail: cam-b's windows and nothing of cam-a's before them.
+    let events = next_events(&mut only_b, B_WINDOWS, "tail of cam-b").await;
+    assert_eq!(
+        seen(&events),
+        expected("cam-b", &b_seqs),
+        "only the device asked for"
+    );
+    for event in &events {
+        assert_eq!(event.workspace, "default");
+        assert!(event.received_at_ms > 0);
+    }
+    // An open tail holds the hub's shutdown (it waits for calls in flight): end them first.
+    drop((only_b, everything, tail_client));
+    hub.shutdown().await;
+}
+
+/// Opens a tail of `device`'s windows (all devices' when empty) in the default workspace.
+async fn open_tail(client: &mut HubClient, device: &str) -> tonic::Streaming<WindowEvent> {
+    let request = TailTelemetryRequest {
+        workspace: "default".into(),
+        device: device.into(),
+    };
+    tokio::time::timeout(DEADLINE, client.telemetry.tail_telemetry(request))
+        .await
+        .expect("the hub answers the tail call")
+        .expect("tail")
+        .into_inner()
+}
+
+/// The next `n` events of a tail, each within the deadline.
+async fn next_events(
+    stream: &mut tonic::Streaming<WindowEvent>,
+    n: u64,
+    what: &str,
+) -> Vec<WindowEvent> {
+    let mut events = Vec::new();
+    for _ in 0..n {
+        let event = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: only {} windows arrived", events.len()))
+            .expect("not an error")
+            .expect("the tail is still open");
+        events.push(event);
+    }
+    events
+}
+
+/// (device, seq) of each event's window, in order.
+fn seen(events: &[WindowEvent]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            let window = e.window.as_ref().expect("a window");
+            (window.device_id.clone(), window.seq)
+        })
+        .collect()
+}
+
+/// The test acting as an enrolled device over the broker: it publishes telemetry windows and
+/// reads the hub's acknowledgements.
+struct PlayedDevice {
+    client: rumqttc::AsyncClient,
+    topics: DeviceTopics,
+    acks: tokio::sync::mpsc::UnboundedReceiver<Vec<u64>>,
+}
+
+impl PlayedDevice {
+    /// Enrolls `id`, connects as it, and returns once its ack topic is subscribed.
+    async fn connect(hub: &TestHub, id: &str) -> PlayedDevice {
         let device = hub.add_device(id).await;
         let (client, mut eventloop) = mqtt_client_as(&device, &unique(&format!("{id}-")));
-        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-        publishers.push((
-            id,
+        let topics = DeviceTopics::new(&hub.topic_prefix, "default", id);
+        client
+            .subscribe(topics.telemetry_ack(), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) => {
+                        let ack = TelemetryAck::decode(p.payload.as_ref()).expect("an ack");
+                        let _ = acks_tx.send(ack.seqs);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(DEADLINE, subscribed)
+            .await
+            .expect("the broker acknowledges the subscription")
+            .expect("the device's event loop runs");
+        PlayedDevice {
             client,
-            DeviceTopics::new(&hub.topic_prefix, "default", id),
-        ));
+            topics,
+            acks,
+        }
     }
-    let mut seq = 0;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !tail.is_finished() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tail saw no window"
-        );
-        for (id, client, topics) in &publishers {
-            let meta = WindowMeta {
-                device: id,
-                boot_epoch: 1,
-                seq,
-                end_ms: shoal_store::now_ms(),
-                model: "occupancy",
-                version: 1,
-                digest: &version.digest,
-                dropped_records: 0,
-            };
-            let payload = window_payload(&baseline, &mlp, &meta, &sensor_rows(seq, 20, 0.0));
-            client
-                .publish(topics.telemetry(), QoS::AtLeastOnce, false, payload)
+
+    /// Publishes a window for each of `seqs` and waits until the hub acknowledged them all,
+    /// that is, stored them.
+    async fn publish_stored(&mut self, seqs: &[u64], payload: impl Fn(u64) -> Vec<u8>) {
+        for seq in seqs {
+            self.client
+                .publish(
+                    self.topics.telemetry(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload(*seq),
+                )
                 .await
                 .unwrap();
         }
-        seq += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut acked = BTreeSet::new();
+        tokio::time::timeout(DEADLINE, async {
+            while !seqs.iter().all(|seq| acked.contains(seq)) {
+                acked.extend(
+                    self.acks
+                        .recv()
+                        .await
+                        .expect("the device's event loop runs"),
+                );
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("windows {seqs:?} acknowledged; got {acked:?}"));
     }
-    let event = tail.await.expect("the tail task");
-    let window = event.window.expect("a window");
-    assert_eq!(event.workspace, "default");
-    assert_eq!(window.device_id, "cam-02", "only the device asked for");
-    assert!(event.received_at_ms > 0);
-    hub.shutdown().await;
+}
+
+/// An open `shoal telemetry tail` must not hold the hub's shutdown: the server waits for
+/// calls in flight, and a tail used to end only when the hub had stopped (found by the tail
+/// test above, which hung on shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tail_ends_when_the_hub_shuts_down() {
+    let hub = TestHub::start().await;
+    let mut client = hub.client().await;
+    let mut tail = open_tail(&mut client, "").await;
+    tokio::time::timeout(DEADLINE, hub.shutdown())
+        .await
+        .expect("the hub shuts down with a tail open");
+    let end = tokio::time::timeout(DEADLINE, tail.message())
+        .await
+        .expect("the tail ends");
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "no window after shutdown: {end:?}"
+    );
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_integration_tests::{wait_for, TestHub};
+use shoal_integration_tests::{wait_for, TestHub, DEADLINE};
 use shoal_proto::registry as rpb;
 use shoal_proto::training as pb;
 
@@ -146,15 +146,20 @@ async fn all_logs(hub: &TestHub, id: &str, follow: bool) -> Vec<String> {
         .expect("logs")
         .into_inner();
     let mut lines = Vec::new();
-    while let Some(message) = stream.next().await {
-        lines.extend(
-            message
-                .expect("log message")
-                .lines
-                .into_iter()
-                .map(|l| l.text),
-        );
-    }
+    // Following ends with the run: a run that never ends fails here rather than hangs.
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = stream.next().await {
+            lines.extend(
+                message
+                    .expect("log message")
+                    .lines
+                    .into_iter()
+                    .map(|l| l.text),
+            );
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the logs of run {id} did not end within {DEADLINE:?}"));
     lines
 }
 

@@ -42,18 +42,60 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Binds :0, reads the port, and lets it go.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port on 127.0.0.1 held, until dropped, by a socket bound to it with SO_REUSEADDR that does
+/// not listen. Meanwhile connections to the port are refused and `bind(:0)` elsewhere does not
+/// hand it out; yet on Linux a listener that sets SO_REUSEADDR too (tokio's and std's do) can
+/// bind it and listen: that is how a broker takes the port over with no gap in which another
+/// process could take it.
+pub struct ReservedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
 }
 
-/// Starts rumqttd on a free port, on its own named thread, and waits until it accepts.
+/// Reserves a port the kernel picks: see [`ReservedPort`].
+pub fn reserve_port() -> ReservedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    ReservedPort {
+        port,
+        _socket: socket,
+    }
+}
+
+/// How many ports [`start_broker`] tries before it gives up.
+const BROKER_ATTEMPTS: usize = 5;
+
+/// Starts rumqttd on a free port, on its own named thread, and waits until it serves MQTT.
+///
+/// rumqttd binds the port itself, so it can find it taken. The port stays reserved until the
+/// broker serves (on Linux; elsewhere the reservation has to go first); and if the broker's
+/// listener fails anyway, say with AddrInUse, the broker is started again on a fresh port,
+/// a bounded number of times.
 pub async fn start_broker() -> u16 {
-    let port = free_port();
+    let mut failures = Vec::new();
+    for _ in 0..BROKER_ATTEMPTS {
+        let reserved = reserve_port();
+        let port = reserved.port;
+        // Linux lets a listener bind over the reservation; BSDs would refuse it.
+        let reserved = cfg!(target_os = "linux").then_some(reserved);
+        match start_broker_on(port).await {
+            Ok(()) => {
+                drop(reserved);
+                return port;
+            }
+            Err(failure) => failures.push(format!("port {port}: {failure}")),
+        }
+    }
+    panic!("no broker after {BROKER_ATTEMPTS} attempts: {failures:#?}");
+}
+
+/// Starts rumqttd on `port` and waits until it is the one serving there: a message sent to the
+/// port over TCP comes out of an in-process link into this very broker, so another process
+/// listening on the port is never taken for it. Fails when the broker's listener stops (which
+/// for rumqttd 0.20 only happens when it cannot bind), or after [`WAIT`].
+async fn start_broker_on(port: u16) -> Result<(), String> {
     let config = format!(
         r#"
 id = 0
@@ -75,27 +117,60 @@ dynamic_filters = true
 "#
     );
     let config: rumqttd::Config = toml::from_str(&config).unwrap();
+    let mut broker = rumqttd::Broker::new(config);
+    let probe_topic = format!("shoal-test/probe/{port}");
+    let nonce = format!("{:?}", std::time::SystemTime::now());
+    let (mut link_tx, mut link_rx) = broker
+        .link("shoal-test-probe")
+        .map_err(|e| format!("in-process link: {e}"))?;
+    link_tx
+        .subscribe(probe_topic.clone())
+        .map_err(|e| format!("in-process subscription: {e}"))?;
+    let (stopped_tx, mut stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(format!("rumqttd-{port}"))
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(error) = broker.start() {
-                eprintln!("broker on {port} stopped: {error}");
-            }
+            // Returns only once every server of the broker stopped: here, its one listener.
+            // (rumqttd logs why at error level.)
+            let outcome = broker.start();
+            eprintln!("broker on {port} stopped: {outcome:?}");
+            let _ = stopped_tx.send(());
         })
         .unwrap();
+
+    let mut options = MqttOptions::new(format!("shoal-test-probe-{port}"), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (probe, mut eventloop) = AsyncClient::new(options, 10);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "broker did not come up on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => {
+                return Err("the broker's listener stopped: it could not bind the port".into());
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("not serving after {WAIT:?}"));
+            }
+            polled = eventloop.poll() => match polled {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    probe
+                        .try_publish(&probe_topic, QoS::AtMostOnce, false, nonce.clone())
+                        .map_err(|e| format!("probe publish: {e}"))?;
+                }
+                Ok(_) => {}
+                // Not listening yet: the next poll connects again.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+            notification = link_rx.next() => match notification {
+                Ok(Some(rumqttd::Notification::Forward(forward)))
+                    if forward.publish.payload.as_ref() == nonce.as_bytes() =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("in-process link: {e}")),
+            },
+        }
     }
-    port
 }
 
 /// How the scripted hub misbehaves.
@@ -193,7 +268,10 @@ impl FakeHub {
                 }
             }
         });
-        connected_rx.wait_for(|c| *c).await.unwrap();
+        tokio::time::timeout(WAIT, connected_rx.wait_for(|c| *c))
+            .await
+            .expect("the fake hub connects to the broker")
+            .unwrap();
 
         let blobs: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
         let faults: Arc<Mutex<Faults>> = Arc::default();

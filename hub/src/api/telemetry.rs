@@ -12,6 +12,9 @@ use shoal_fleet::telemetry::{status_name, DriftQuery, Telemetry};
 pub struct TelemetryApi {
     pub telemetry: Telemetry,
     pub monitors: Monitors,
+    /// Cancelled when the hub begins to shut down: open tails end then, so they do not hold
+    /// the server's wait for calls in flight.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Checks `retrain:<run>` hooks of new monitors.
     pub retrainer: crate::retrain::Retrainer,
 }
@@ -270,9 +273,14 @@ impl TelemetryService for TelemetryApi {
         let workspace = workspace_or_default(&r.workspace).to_string();
         let mut events = self.telemetry.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let event = match events.recv().await {
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    received = events.recv() => received,
+                };
+                let event = match received {
                     Ok(event) => event,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "a telemetry tail fell behind");

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use shoal_integration_tests::process::AgentProcess;
 use shoal_integration_tests::{external_broker, infer_body, wait_for, TestAgent, TestHub};
 use shoal_model::build::Mlp;
 use shoal_model::{LoadedModel, Tensor};
@@ -258,23 +259,16 @@ async fn footprint() {
     let hub = TestHub::builder().embedded().start().await;
     let dirs = tempfile::tempdir().expect("temp");
     let config = hub.add_device("rss").await;
-    let config_path = dirs.path().join("rss.toml");
-    std::fs::write(&config_path, toml_string(&config)).expect("write config");
-    let port = free_port();
-    let mut child = tokio::process::Command::new(&binary)
-        .args([
-            "run",
-            "--config",
-            config_path.to_str().expect("utf-8 path"),
-            "--data-dir",
-        ])
-        .arg(dirs.path().join("rss-data"))
-        .args(["--http-listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn shoal-agent");
-    let pid = child.id().expect("pid");
+    // The agent binds an ephemeral port itself and says which: no port picked here that
+    // another process could take before the agent binds it.
+    let agent = AgentProcess::start(
+        binary.to_str().expect("utf-8 path"),
+        &config,
+        &dirs.path().join("rss-data"),
+        None,
+    )
+    .await;
+    let pid = agent.pid().expect("pid");
     wait_for("agent online", || async {
         hub.device("rss").await.online.then_some(())
     })
@@ -290,7 +284,7 @@ async fn footprint() {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         client
-            .post(format!("http://127.0.0.1:{port}/v1/infer"))
+            .post(format!("http://{}/v1/infer", agent.http_addr))
             .body(infer_body(&[[1.0, 2.0, 3.0, 4.0]]).to_string())
             .send()
             .await
@@ -304,25 +298,13 @@ async fn footprint() {
         version.size_bytes,
         loaded.1 as f64 / 1024.0
     );
-    let _ = child.kill().await;
+    agent.kill().await;
     hub.shutdown().await;
 }
 
 fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     exe.parent().expect("target dir").join("shoal-agent")
-}
-
-fn toml_string(config: &shoal_agent::config::AgentConfigFile) -> String {
-    toml::to_string(config).expect("serialize config")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// (VmRSS, VmHWM) in KiB.
