@@ -11,11 +11,13 @@
 //!   workspace holds and deletes it.
 //! - [`error`] — [`ErrorCode`] and [`ServiceError`], which every domain error implements; the
 //!   name check; [`IoError`], an I/O error that says what failed.
+//! - [`domain_error`]: `domain_error!`, the error enum every domain crate defines with it.
 //! - [`secrets`]: random ids and secrets, constant-time comparison, owner-only files.
 //! - [`clock`] — [`now_ms`].
 
 pub mod artifacts;
 pub mod clock;
+pub mod domain_error;
 pub mod error;
 pub mod secrets;
 pub mod storage;
