@@ -353,11 +353,9 @@ fn device_rollout(deployment: &Deployment, device: &Device) -> DeviceRollout {
 impl shoal_store::WorkspaceContents for Deployments {
     fn held(&self, workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
         let count = self.records.count(TREE, &format!("{workspace}/"))?;
-        Ok(if count > 0 {
-            vec![format!("{count} deployments")]
-        } else {
-            Vec::new()
-        })
+        Ok(shoal_store::held_count(count, "deployment")
+            .into_iter()
+            .collect())
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {

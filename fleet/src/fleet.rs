@@ -287,11 +287,9 @@ impl Fleet {
 impl shoal_store::WorkspaceContents for Fleet {
     fn held(&self, workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
         let count = self.records.count(TREE, &format!("{workspace}/"))?;
-        Ok(if count > 0 {
-            vec![format!("{count} devices")]
-        } else {
-            Vec::new()
-        })
+        Ok(shoal_store::held_count(count, "device")
+            .into_iter()
+            .collect())
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {

@@ -2,7 +2,8 @@
 //!
 //! A monitor names a model version or alias, a device selection, a metric and its threshold,
 //! a period and a minimum row count. Every period the hub computes the drift of the windows
-//! that ended in the last period ([`Telemetry::drift_report`]) and stores the evaluation. A
+//! it received since the last evaluation ([`Telemetry::drift_report_received`]), so windows
+//! that arrive late after an outage are evaluated once, and stores the evaluation. A
 //! feature (or output) whose metric reaches the threshold with enough rows is a breach; any
 //! breach raises an [`Alert`], which every [`AlertSink`] receives: the alert store, the
 //! workspace's MQTT events topic, and the monitor's webhook (a JSON body signed with
@@ -414,11 +415,13 @@ impl Monitors {
                 }
             }
         }
+        // Ordered by time; the suffix keeps two evaluations in one millisecond apart.
         let key = format!(
-            "{}/{}/{:016}",
+            "{}/{}/{:016}-{}",
             monitor.workspace,
             monitor.name,
-            now_ms.max(0)
+            now_ms.max(0),
+            shoal_store::random_hex(4)?
         );
         self.records.put(EVALUATIONS_TREE, &key, &evaluation)?;
         let monitor_key = format!("{}/{}", monitor.workspace, monitor.name);
@@ -590,11 +593,9 @@ impl shoal_store::WorkspaceContents for Monitors {
         let count = self
             .records
             .count(MONITORS_TREE, &format!("{workspace}/"))?;
-        Ok(if count > 0 {
-            vec![format!("{count} monitors")]
-        } else {
-            Vec::new()
-        })
+        Ok(shoal_store::held_count(count, "monitor")
+            .into_iter()
+            .collect())
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {

@@ -646,11 +646,9 @@ impl shoal_store::WorkspaceContents for Registry {
     fn held(&self, workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
         let prefix = format!("{workspace}/");
         let models = self.records.count(MODELS_TREE, &prefix)?;
-        Ok(if models > 0 {
-            vec![format!("{models} models")]
-        } else {
-            Vec::new()
-        })
+        Ok(shoal_store::held_count(models, "model")
+            .into_iter()
+            .collect())
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {

@@ -164,8 +164,8 @@ mod tests {
             matches!(back, WorkspaceError::NotFound(_)),
             "unwrapped again"
         );
-        let result: TestResult<()> = Err(TestError::FailedPrecondition("busy".into()));
-        let contents: WorkspaceError = result.unwrap_err().into();
+        let busy: TestResult<()> = Err(TestError::FailedPrecondition("busy".into()));
+        let contents: WorkspaceError = busy.map_err(WorkspaceError::from).unwrap_err();
         assert_eq!(contents.error_code(), ErrorCode::FailedPrecondition);
     }
 }

@@ -32,5 +32,6 @@ pub use error::{check_name, ErrorCode, InvalidName, IoError, ServiceError};
 pub use secrets::{random_hex, RandomSourceError};
 pub use storage::{MemoryStore, Records, SledStore, Store, StoreError, StoreResult};
 pub use workspace::{
-    Workspace, WorkspaceContents, WorkspaceError, WorkspaceResult, Workspaces, DEFAULT_WORKSPACE,
+    held_count, Workspace, WorkspaceContents, WorkspaceError, WorkspaceResult, Workspaces,
+    DEFAULT_WORKSPACE,
 };

@@ -28,6 +28,16 @@ pub trait WorkspaceContents: Send + Sync {
     fn delete_all(&self, workspace: &str) -> WorkspaceResult<()>;
 }
 
+/// `"1 model"`, `"3 models"`: how [`WorkspaceContents::held`] counts things (`noun` is
+/// singular; the plural adds an `s`). `None` for zero, which a workspace does not hold.
+pub fn held_count(count: usize, noun: &str) -> Option<String> {
+    match count {
+        0 => None,
+        1 => Some(format!("1 {noun}")),
+        n => Some(format!("{n} {noun}s")),
+    }
+}
+
 /// What can go wrong with a workspace.
 #[derive(Debug, Error)]
 pub enum WorkspaceError {
@@ -179,5 +189,50 @@ impl Workspaces {
     /// Storage errors.
     pub fn flush(&self) -> WorkspaceResult<()> {
         Ok(self.records.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_as_people_write_them() {
+        assert_eq!(held_count(0, "model"), None);
+        assert_eq!(held_count(1, "model").as_deref(), Some("1 model"));
+        assert_eq!(
+            held_count(3, "dataset version").as_deref(),
+            Some("3 dataset versions")
+        );
+    }
+
+    #[test]
+    fn a_workspace_holding_something_is_deleted_only_with_force() {
+        struct Holds(Vec<String>);
+        impl WorkspaceContents for Holds {
+            fn held(&self, _: &str) -> WorkspaceResult<Vec<String>> {
+                Ok(self.0.clone())
+            }
+            fn delete_all(&self, _: &str) -> WorkspaceResult<()> {
+                Ok(())
+            }
+        }
+        let workspaces = Workspaces::new(Records::in_memory());
+        workspaces.create("lab", "").unwrap();
+        let holds = Holds(vec!["1 model".into(), "2 runs".into()]);
+        let refused = workspaces.delete("lab", false, &[&holds]).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "workspace 'lab' is not empty (1 model, 2 runs); delete with force to remove it and everything in it"
+        );
+        workspaces.delete("lab", true, &[&holds]).unwrap();
+        assert!(matches!(
+            workspaces.get("lab"),
+            Err(WorkspaceError::NotFound(_))
+        ));
+        assert!(matches!(
+            workspaces.create("bad/name", ""),
+            Err(WorkspaceError::InvalidName(_))
+        ));
     }
 }

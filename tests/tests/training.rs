@@ -956,7 +956,7 @@ async fn deleting_a_workspace_deletes_its_training_records() {
         .await
         .expect_err("not empty");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    for held in ["1 dataset versions", "1 experiments", "1 runs"] {
+    for held in ["1 dataset version,", "1 experiment,", "1 run)"] {
         assert!(refused.message().contains(held), "{}", refused.message());
     }
     client

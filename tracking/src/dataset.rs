@@ -206,8 +206,7 @@ impl shoal_store::workspace::WorkspaceContents for Datasets {
         let versions = self
             .records
             .count(DATASET_VERSIONS_TREE, &format!("{workspace}/"))?;
-        Ok((versions > 0)
-            .then(|| format!("{versions} dataset versions"))
+        Ok(shoal_store::held_count(versions, "dataset version")
             .into_iter()
             .collect())
     }

@@ -574,8 +574,7 @@ pub fn sweep_to_wire(s: Sweep) -> shoal_proto::training::Sweep {
 impl shoal_store::workspace::WorkspaceContents for Sweeps {
     fn held(&self, workspace: &str) -> shoal_store::WorkspaceResult<Vec<String>> {
         let count = self.list(workspace)?.len();
-        Ok((count > 0)
-            .then(|| format!("{count} sweeps"))
+        Ok(shoal_store::held_count(count, "sweep")
             .into_iter()
             .collect())
     }

@@ -397,7 +397,7 @@ async fn workspace_contents_count_models_and_delete_them_with_their_versions() {
         .await
         .unwrap();
     assert_eq!(r.held(WS).unwrap(), vec!["2 models".to_string()]);
-    assert_eq!(r.held("other").unwrap(), vec!["1 models".to_string()]);
+    assert_eq!(r.held("other").unwrap(), vec!["1 model".to_string()]);
 
     // A workspace that holds models is not deleted without force.
     let error = f.workspaces.delete(WS, false, &[r]).unwrap_err();

@@ -51,14 +51,13 @@ impl shoal_store::workspace::WorkspaceContents for Tracking {
                 "workspace '{workspace}' has {active} queued or running runs; cancel them first"
             )));
         }
-        let mut held = Vec::new();
-        if experiments > 0 {
-            held.push(format!("{experiments} experiments"));
-        }
-        if runs > 0 {
-            held.push(format!("{runs} runs"));
-        }
-        Ok(held)
+        Ok([
+            shoal_store::held_count(experiments, "experiment"),
+            shoal_store::held_count(runs, "run"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect())
     }
 
     fn delete_all(&self, workspace: &str) -> shoal_store::WorkspaceResult<()> {
