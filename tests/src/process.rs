@@ -160,7 +160,10 @@ impl AgentProcess {
     /// SIGKILL: no shutdown, no flush, no goodbye.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("kill");
-        let _ = self.child.wait().await;
+        tokio::time::timeout(crate::DEADLINE, self.child.wait())
+            .await
+            .expect("a SIGKILLed agent is reaped")
+            .ok();
     }
 
     pub async fn get(&self, path: &str) -> Value {

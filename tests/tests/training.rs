@@ -787,7 +787,10 @@ async fn a_sigkilled_worker_process_leaves_nothing_running_after_a_restart() {
     let child = read_pid(&folder.join("child.pid")).await;
     let main = read_pid(&folder.join("main.pid")).await;
     worker.start_kill().expect("SIGKILL the worker");
-    worker.wait().await.expect("reaped");
+    tokio::time::timeout(DEADLINE, worker.wait())
+        .await
+        .expect("the SIGKILLed worker is reaped")
+        .expect("reaped");
 
     let failed = wait_for_end(&hub, &run.id).await;
     assert_eq!(failed.status, "failed");
@@ -805,7 +808,10 @@ async fn a_sigkilled_worker_process_leaves_nothing_running_after_a_restart() {
     )
     .await;
     restarted.start_kill().expect("stop the worker");
-    let _ = restarted.wait().await;
+    tokio::time::timeout(DEADLINE, restarted.wait())
+        .await
+        .expect("the stopped worker is reaped")
+        .ok();
     hub.shutdown().await;
 }
 
