@@ -8,7 +8,7 @@ use shoal_proto::telemetry as tpb;
 
 use crate::args::split_reference;
 use crate::error::{CliError, CliResult};
-use crate::output::{age, now_ms, print_list, print_one, Format};
+use crate::output::{age, print_list, print_one, Format};
 
 #[derive(Subcommand)]
 pub enum DriftCommand {
@@ -90,7 +90,7 @@ pub async fn run(
         } => {
             let (name, version) = split_reference(&reference);
             let since_ms = match since {
-                Some(text) => now_ms() - parse_duration_ms(&text)?,
+                Some(text) => shoal_compute::now_ms() - parse_duration_ms(&text)?,
                 None => 0,
             };
             let report = hub

@@ -94,20 +94,12 @@ fn cell(value: &Value) -> String {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Unix milliseconds as an age people read ("12s ago"); 0 is "never".
 pub fn age(ms: i64) -> String {
     if ms <= 0 {
         return "never".into();
     }
-    let secs = ((now_ms() - ms) / 1000).max(0);
+    let secs = ((shoal_compute::now_ms() - ms) / 1000).max(0);
     match secs {
         0..=59 => format!("{secs}s ago"),
         60..=3599 => format!("{}m ago", secs / 60),

@@ -30,7 +30,7 @@ pub mod snapshot;
 
 pub use error::{ComputeError, ComputeResult};
 pub use leftover::{kill_leftover_group, write_group_record, GroupRecord};
-pub use metrics_file::{parse_metrics_line, MetricPoint, MAX_METRICS_LINE_BYTES};
+pub use metrics_file::{now_ms, parse_metrics_line, MetricPoint, MAX_METRICS_LINE_BYTES};
 pub use outputs::{collect_outputs, OutputFile};
 pub use process::{
     run_job, JobEvent, JobOutcome, JobSpec, JobStatus, LogLine, LogStream, DEFAULT_GRACE,

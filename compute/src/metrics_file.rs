@@ -156,7 +156,7 @@ fn parse_timestamp(raw: &Value) -> Result<i64, String> {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

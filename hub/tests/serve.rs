@@ -8,20 +8,27 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// `shoal-hub serve` in `dir` on ephemeral gRPC and HTTP ports, its broker on `mqtt_listen`.
+/// `SHOAL_HUB_BIN` runs the tests against another build of the binary.
+fn serve(dir: &std::path::Path, mqtt_listen: &str) -> tokio::process::Command {
+    let binary = std::env::var("SHOAL_HUB_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_shoal-hub").to_string());
+    let mut command = tokio::process::Command::new(binary);
+    command.args(["serve", "--data-dir"]).arg(dir).args([
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--mqtt-listen",
+        mqtt_listen,
+    ]);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-hub"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = serve(dir.path(), "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -104,30 +111,15 @@ async fn bad_configuration_exits_64_with_one_line() {
 
 /// Issue 8: with another broker (Mosquitto) on the MQTT port, the hub used to stop with
 /// "cannot start: artifact store: Address already in use (os error 98)". It must name the
-/// listener, the address, and the flags that are the way out. (`SHOAL_HUB_BIN` runs this
-/// against another build of the binary.)
+/// listener, the address, and the flags that are the way out.
 #[tokio::test]
 async fn a_taken_mqtt_port_is_named_with_the_way_out() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let binary = std::env::var("SHOAL_HUB_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_shoal-hub").to_string());
     let output = tokio::time::timeout(
         DEADLINE,
-        tokio::process::Command::new(binary)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                &addr,
-            ])
-            .env("RUST_LOG", "off")
-            .output(),
+        serve(dir.path(), &addr).env("RUST_LOG", "off").output(),
     )
     .await
     .expect("the hub gives up")

@@ -228,7 +228,7 @@ async fn execute_builtin(
         tokio::task::spawn_blocking(move || {
             let stopped = std::cell::Cell::new(false);
             let trained = job.train_csv(&csv_path, &params, &label, |progress| {
-                let now = now_ms();
+                let now = shoal_compute::now_ms();
                 let mut batch = EventBatch::default();
                 match progress {
                     Progress::Line(line) => batch.lines.push((now, line)),
@@ -423,12 +423,4 @@ async fn complete(
     if let Err(status) = client.complete(request).await {
         tracing::warn!(run = %run_id, error = %describe_status(&status), "cannot report the run's end");
     }
-}
-
-/// Unix time in milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
