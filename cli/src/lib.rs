@@ -20,6 +20,7 @@
 //! - `experiment`: `shoal experiment`, which groups runs.
 //! - `run`: `shoal run`, training runs.
 //! - `sweep`: `shoal sweep`, hyperparameter sweeps.
+//! - `secret`: `shoal secret`, workspace secrets (values in, names out).
 //! - `demo`: `shoal demo`, a hub and three agents in-process (feature `demo`).
 //!
 //! And what several nouns share:
@@ -44,6 +45,7 @@ mod model;
 mod output;
 mod run;
 mod sample;
+mod secret;
 mod submit;
 mod sweep;
 mod telemetry;
@@ -140,6 +142,9 @@ enum Command {
     /// Hyperparameter sweeps over a built-in trainer.
     #[command(subcommand)]
     Sweep(sweep::SweepCommand),
+    /// Workspace secrets, for runs (`--secret`); values are never shown.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -181,6 +186,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Experiment(command) => experiment::run(&mut hub, &ws, out, command).await,
         Command::Run(command) => run::run(&mut hub, &ws, out, command).await,
         Command::Sweep(command) => sweep::run(&mut hub, &ws, out, command).await,
+        Command::Secret(command) => secret::run(&mut hub, &ws, out, command).await,
     }
 }
 

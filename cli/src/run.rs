@@ -93,6 +93,7 @@ pub async fn run(hub: &mut HubClient, ws: &str, out: Format, command: RunCommand
             own: RunArgs { tags, register },
             dir,
             env,
+            secrets,
             compute,
             labels,
             wait,
@@ -120,6 +121,7 @@ pub async fn run(hub: &mut HubClient, ws: &str, out: Format, command: RunCommand
                     header.job = Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
                         command,
                         env: env.into_iter().collect(),
+                        secrets: secrets.into_iter().collect(),
                     }));
                     submit_script(hub, header, &dir).await?
                 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use shoal_proto::training as pb;
 
-use crate::args::parse_key_value;
+use crate::args::{parse_key_value, parse_secret_ref};
 use crate::error::CliResult;
 
 /// Largest source snapshot the CLI packs.
@@ -34,6 +34,10 @@ pub struct SubmitArgs<T: Args> {
     /// KEY=VALUE environment variables for a script run, repeatable.
     #[arg(long = "env", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+    /// A workspace secret as an environment variable of a script run: NAME (as NAME in upper
+    /// case) or NAME=ENV_VAR; repeatable. The run records the name, never the value.
+    #[arg(long = "secret", value_parser = parse_secret_ref)]
+    pub secrets: Vec<(String, String)>,
     /// Where it runs: local (the hub's host) or worker (any remote worker).
     #[arg(long, default_value = "local")]
     pub compute: String,

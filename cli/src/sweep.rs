@@ -87,6 +87,7 @@ pub async fn run(
                 },
             dir,
             env,
+            secrets,
             compute,
             labels,
             wait,
@@ -112,6 +113,7 @@ pub async fn run(
                     let script = pb::ScriptJob {
                         command,
                         env: env.into_iter().collect(),
+                        secrets: secrets.into_iter().collect(),
                     };
                     (None, Some(script), uploaded.digest)
                 }

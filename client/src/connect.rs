@@ -3,6 +3,7 @@
 use shoal_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use shoal_proto::fleet::fleet_service_client::FleetServiceClient;
 use shoal_proto::registry::registry_service_client::RegistryServiceClient;
+use shoal_proto::secret::secret_service_client::SecretServiceClient;
 use shoal_proto::telemetry::telemetry_service_client::TelemetryServiceClient;
 use shoal_proto::training::training_service_client::TrainingServiceClient;
 use shoal_proto::training::worker_service_client::WorkerServiceClient;
@@ -43,6 +44,7 @@ pub struct HubClient {
     pub telemetry: TelemetryServiceClient<Authed>,
     pub training: TrainingServiceClient<Authed>,
     pub worker: WorkerServiceClient<Authed>,
+    pub secrets: SecretServiceClient<Authed>,
 }
 
 impl HubClient {
@@ -81,6 +83,7 @@ impl HubClient {
             registry: RegistryServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max),
             fleet: FleetServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            secrets: SecretServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             deployments: DeploymentServiceClient::with_interceptor(
                 channel.clone(),
                 interceptor.clone(),

@@ -69,6 +69,10 @@ pub enum ComputeError {
     #[error("job has an empty command line")]
     EmptyCommand,
 
+    /// The folders the job must not see could not be hidden from it.
+    #[error("{0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+
     /// The job's working directory does not exist; checked before spawning because the OS
     /// reports a missing workdir with the same error as a missing command.
     #[error("job working directory {} does not exist or is not a directory", path.display())]

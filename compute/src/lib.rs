@@ -18,6 +18,8 @@
 //! - [`leftover`] — [`kill_leftover_group`], for a runner restarted after a crash.
 //! - [`runner`]: what the hub's local executor and remote workers share around a job: the run
 //!   folder's files, snapshot unpacking, event batches, leftover clean-up.
+//! - [`sandbox`]: what a job may see: an allow-listed environment, folders hidden with
+//!   Landlock.
 //! - [`error`] — [`ComputeError`], shared by all of the above.
 
 pub mod error;
@@ -26,6 +28,7 @@ pub mod metrics_file;
 pub mod outputs;
 pub mod process;
 pub mod runner;
+pub mod sandbox;
 pub mod snapshot;
 
 pub use error::{ComputeError, ComputeResult};
@@ -39,6 +42,7 @@ pub use process::{
 pub use runner::{
     kill_leftovers, pump_events, unpack_snapshot_file, EventBatch, GROUP_FILE, METRICS_FILE,
 };
+pub use sandbox::{InheritEnv, Sandbox, SandboxError, ENV_ALLOW_LIST};
 pub use snapshot::{
     pack_dir, pack_dir_to_writer, unpack, Snapshot, SnapshotInfo, UnpackSummary,
     SHOAL_IGNORE_FILENAME,

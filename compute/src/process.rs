@@ -51,6 +51,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::error::{ComputeError, ComputeResult};
 use crate::metrics_file::{now_ms, MetricPoint, MetricsFileTail, MetricsRecord};
+use crate::sandbox::{InheritEnv, PreparedSandbox, Sandbox, SandboxError};
 
 /// Grace period between `SIGTERM` and `SIGKILL` when a job spec does not choose one.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -81,9 +82,13 @@ pub struct JobSpec {
     pub argv: Vec<String>,
     /// Working directory, typically the unpacked snapshot. Must exist.
     pub workdir: PathBuf,
-    /// Variables added to the runner's own environment (`SHOAL_RUN_ID` and the like); later
+    /// Variables added to the inherited environment (`SHOAL_RUN_ID` and the like); later
     /// entries win over earlier ones and over inherited values.
     pub env: Vec<(String, String)>,
+    /// Which of the runner's own variables the job inherits.
+    pub inherit_env: InheritEnv,
+    /// Folders hidden from the job (see [`crate::sandbox`]); empty hides nothing.
+    pub sandbox: Sandbox,
     /// Where the job writes metrics. When set, the file is created empty (truncated if it
     /// exists, parent folders created), its path is exported as `SHOAL_METRICS` (overriding any
     /// value in `env`) and it is tailed for [`JobEvent::Metric`]s. A relative path is taken
@@ -104,6 +109,8 @@ impl JobSpec {
             argv,
             workdir: workdir.into(),
             env: Vec::new(),
+            inherit_env: InheritEnv::All,
+            sandbox: Sandbox::default(),
             metrics_file: None,
             grace: DEFAULT_GRACE,
             group_file: None,
@@ -184,6 +191,22 @@ pub struct JobOutcome {
     pub duration: Duration,
 }
 
+/// Builds the job's sandbox, or `None` when there is nothing to hide or the kernel cannot
+/// hide it and the sandbox is not required (logged).
+fn prepare_sandbox(sandbox: &Sandbox) -> ComputeResult<Option<Arc<PreparedSandbox>>> {
+    if sandbox.is_empty() {
+        return Ok(None);
+    }
+    match sandbox.prepare() {
+        Ok(prepared) => Ok(Some(Arc::new(prepared))),
+        Err(SandboxError::Unsupported(error)) if !sandbox.required => {
+            warn!(%error, hidden = ?sandbox.hide, "running the job without hiding folders from it: this kernel has no Landlock");
+            Ok(None)
+        }
+        Err(error) => Err(ComputeError::Sandbox(error)),
+    }
+}
+
 /// Runs one job to completion, streaming its logs and metrics to `events`.
 ///
 /// Returns when the main process has exited (or the run was canceled) and the rest of its
@@ -230,7 +253,11 @@ pub async fn run_job(
         None => None,
     };
 
+    let sandbox = prepare_sandbox(&spec.sandbox)?;
     let mut command = Command::new(program);
+    if spec.inherit_env != InheritEnv::All {
+        command.env_clear().envs(spec.inherit_env.inherited());
+    }
     command
         .args(args)
         .current_dir(&spec.workdir)
@@ -244,9 +271,12 @@ pub async fn run_job(
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches only the child being set up.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(sandbox) = &sandbox {
+                sandbox.restrict_self()?;
             }
             Ok(())
         });

@@ -270,3 +270,50 @@ async fn dropping_the_run_kills_the_group() {
     })
     .await;
 }
+
+/// A sandboxed job cannot read, list or write a hidden folder, nor another run's folder, but
+/// uses its own folder; it inherits only the allow-listed part of the runner's environment.
+#[tokio::test]
+async fn a_sandboxed_job_sees_neither_hidden_folders_nor_the_runners_secrets() {
+    std::env::set_var("SHOAL_COMPUTE_TEST_SECRET", "runner-only");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let runs = root.path().join("runs");
+    let own = runs.join("r1");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(runs.join("r2")).expect("mkdir");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    std::fs::write(data.join("signing.key"), "hub secret").expect("write");
+    std::fs::write(runs.join("r2/notes"), "other run").expect("write");
+    let script = format!(
+        r#"
+        cat {data}/signing.key && echo LEAK-read
+        ls {data} && echo LEAK-list
+        touch {data}/planted && echo LEAK-write
+        cat {runs}/r2/notes && echo LEAK-other-run
+        env | grep SHOAL_COMPUTE_TEST_SECRET && echo LEAK-env
+        echo mine > own.txt && cat own.txt
+        "#,
+        data = data.display(),
+        runs = runs.display()
+    );
+    let mut spec = sh_spec(&own, &script);
+    spec.inherit_env = shoal_compute::InheritEnv::AllowList;
+    spec.sandbox = shoal_compute::Sandbox::for_run(std::slice::from_ref(&data), &runs, &own, true);
+    let (tx, mut rx) = mpsc::channel(64);
+    let outcome = run_job(spec, tx, CancellationToken::new())
+        .await
+        .expect("the job ran");
+    assert!(outcome.status.success(), "{:?}", outcome.log_tail);
+    let mut events = Vec::new();
+    while let Some(event) = rx.recv().await {
+        events.push(event);
+    }
+    let lines = log_lines(&events);
+    assert!(
+        !lines.iter().any(|l| l.contains("LEAK")),
+        "the job reached what it must not: {lines:?}"
+    );
+    assert!(lines.contains(&"mine".to_string()), "{lines:?}");
+    assert!(!data.join("planted").exists());
+}

@@ -59,6 +59,12 @@ pub struct HubConfig {
     pub worker_heartbeat_timeout: std::time::Duration,
     /// Largest source snapshot, dataset or run output accepted.
     pub max_upload_bytes: u64,
+    /// Working folders of local script runs; `None`: `{data_dir}-runs`, beside the data
+    /// folder and never inside it.
+    pub runs_dir: Option<PathBuf>,
+    /// Refuse to start script runs where the kernel cannot hide the data folder from them
+    /// (no Landlock); otherwise they run with a warning in the log.
+    pub require_run_sandbox: bool,
 }
 
 impl HubConfig {
@@ -79,7 +85,22 @@ impl HubConfig {
             local_run_concurrency: DEFAULT_LOCAL_RUN_CONCURRENCY,
             worker_heartbeat_timeout: DEFAULT_WORKER_HEARTBEAT_TIMEOUT,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            runs_dir: None,
+            require_run_sandbox: false,
         }
+    }
+
+    /// Where local script runs get their folders: `runs_dir`, or `{data_dir}-runs`.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.runs_dir.clone().unwrap_or_else(|| {
+            let mut name = self
+                .data_dir
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| "shoal-hub".into());
+            name.push("-runs");
+            self.data_dir.with_file_name(name)
+        })
     }
 
     /// Every listener on an ephemeral loopback port.
@@ -117,6 +138,16 @@ impl HubConfig {
             return Err(HubError::Config(
                 "local run concurrency must be at least 1".into(),
             ));
+        }
+        if let Some(runs) = &self.runs_dir {
+            if runs.starts_with(&self.data_dir) {
+                return Err(HubError::Config(format!(
+                    "the runs folder {} is inside the data folder {}: runs must not see the \
+                     hub's keys (choose another --runs-dir)",
+                    runs.display(),
+                    self.data_dir.display()
+                )));
+            }
         }
         if self.worker_heartbeat_timeout.is_zero() {
             return Err(HubError::Config(

@@ -96,7 +96,8 @@ from_domain!(
     shoal_registry::RegistryError,
     shoal_tracking::TrackingError,
     shoal_fleet::FleetError,
-    shoal_store::RandomSourceError
+    shoal_store::RandomSourceError,
+    shoal_store::VaultError
 );
 
 #[cfg(test)]

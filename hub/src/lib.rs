@@ -10,6 +10,7 @@
 //! - [`config`]: `HubConfig`, the broker mode and URL parsing.
 //! - [`error`]: `HubError`, why the hub could not start or stopped.
 //! - [`auth`]: the admin token.
+//! - [`files`]: the data folder at mode 0700, secret files nobody else can read.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
 //! - [`mqtt`]: the hub's MQTT client: device status, state, blob requests and telemetry in;
 //!   desired state, chunks, acknowledgements and events out (it implements the fleet's
@@ -26,6 +27,7 @@ pub mod background;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod mlflow;
 pub mod mqtt;
@@ -39,7 +41,7 @@ use std::sync::Arc;
 
 use shoal_fleet::{Deployments, DevicePublisher, Fleet, Monitors, Telemetry};
 use shoal_registry::{ManifestSigner, Registry};
-use shoal_store::{ArtifactStore, IoError, Records, SledStore, Workspaces};
+use shoal_store::{ArtifactStore, IoError, Records, SledStore, Vault, Workspaces};
 use shoal_tracking::{Datasets, Jobs, JobsConfig, Sweeps, Tracking};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +80,7 @@ pub struct BoundHub {
     mqtt_client: rumqttc::AsyncClient,
     mqtt_eventloop: rumqttc::EventLoop,
     artifacts: ArtifactStore,
+    vault: Vault,
 }
 
 impl Hub {
@@ -95,15 +98,17 @@ impl Hub {
             "resolve the data folder {}",
             config.data_dir.display()
         )))?;
-        std::fs::create_dir_all(&config.data_dir).map_err(IoError::with(format!(
-            "create the data folder {}",
-            config.data_dir.display()
-        )))?;
+        files::secure_data_dir(&config.data_dir)?;
+        files::check_secret_files(&config.data_dir, files::SECRET_FILES)?;
         let admin = Arc::new(AdminToken::load_or_create(&config.data_dir)?);
         let signer = Arc::new(ManifestSigner::load_or_create(&config.data_dir)?);
         let store = SledStore::open(&config.data_dir.join("meta"))?;
         let records = Records::new(Arc::new(store));
         let artifacts = ArtifactStore::open(&config.data_dir.join("artifacts"))?;
+        let vault = Vault::open(
+            records.clone(),
+            &config.data_dir.join(shoal_store::vault::KEY_FILE),
+        )?;
         let workspaces = Workspaces::new(records.clone());
         workspaces.ensure_default()?;
         let registry = Registry::new(records.clone(), artifacts.clone(), workspaces.clone());
@@ -114,8 +119,13 @@ impl Hub {
             datasets.clone(),
             registry.clone(),
             artifacts.clone(),
+            vault.clone(),
             JobsConfig {
-                runs_dir: config.data_dir.join("runs"),
+                runs_dir: std::path::absolute(config.runs_dir()).map_err(IoError::with(
+                    format!("resolve the runs folder {}", config.runs_dir().display()),
+                ))?,
+                hidden: vec![config.data_dir.clone()],
+                sandbox_required: config.require_run_sandbox,
                 local_concurrency: config.local_run_concurrency,
                 heartbeat_timeout: config.worker_heartbeat_timeout,
                 max_upload_bytes: config.max_upload_bytes,
@@ -205,6 +215,7 @@ impl Hub {
             mqtt_client,
             mqtt_eventloop,
             artifacts,
+            vault,
         })
     }
 }
@@ -309,6 +320,7 @@ impl BoundHub {
             deployment::deployment_service_server::DeploymentServiceServer,
             fleet::fleet_service_server::FleetServiceServer,
             registry::registry_service_server::RegistryServiceServer,
+            secret::secret_service_server::SecretServiceServer,
             telemetry::telemetry_service_server::TelemetryServiceServer,
             training::{
                 training_service_server::TrainingServiceServer,
@@ -329,6 +341,7 @@ impl BoundHub {
                     Arc::new(self.datasets.clone()),
                     Arc::new(self.tracking.clone()),
                     Arc::new(self.sweeps.clone()),
+                    Arc::new(self.vault.clone()),
                 ],
             },
             auth.clone(),
@@ -377,6 +390,13 @@ impl BoundHub {
             .max_decoding_message_size(max_message),
             auth.clone(),
         );
+        let secret_api = SecretServiceServer::with_interceptor(
+            api::SecretApi {
+                vault: self.vault.clone(),
+                workspaces: self.workspaces.clone(),
+            },
+            auth.clone(),
+        );
         let worker_api = tonic::service::interceptor::InterceptedService::new(
             WorkerServiceServer::new(api::WorkerApi {
                 jobs: self.jobs.clone(),
@@ -403,6 +423,9 @@ impl BoundHub {
         health_reporter
             .set_serving::<TrainingServiceServer<api::TrainingApi>>()
             .await;
+        health_reporter
+            .set_serving::<SecretServiceServer<api::SecretApi>>()
+            .await;
 
         tracing::info!(grpc = %local_addr(&self.grpc), mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
@@ -419,6 +442,7 @@ impl BoundHub {
             .add_service(telemetry_api)
             .add_service(training_api)
             .add_service(worker_api)
+            .add_service(secret_api)
             .serve_with_incoming_shutdown(incoming, async move {
                 tokio::select! {
                     _ = shutdown => {}

@@ -110,6 +110,12 @@ struct ServeArgs {
     /// The largest dataset, source snapshot or run output an upload may carry.
     #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
+    /// Working folders of local script runs (default: the data folder's path plus `-runs`).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+    /// Refuse script runs where the kernel cannot hide the data folder from them (Landlock).
+    #[arg(long)]
+    require_run_sandbox: bool,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -133,6 +139,8 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.worker_heartbeat_timeout =
         std::time::Duration::from_secs(args.worker_heartbeat_timeout_secs);
     config.max_upload_bytes = args.max_upload_bytes;
+    config.runs_dir = args.runs_dir;
+    config.require_run_sandbox = args.require_run_sandbox;
     config.validate()?;
     Ok(config)
 }

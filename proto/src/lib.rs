@@ -69,5 +69,12 @@ pub mod training {
     pub use v1::*;
 }
 
+pub mod secret {
+    pub mod v1 {
+        include!("generated/shoal.secret.v1.rs");
+    }
+    pub use v1::*;
+}
+
 /// The encoded `FileDescriptorSet` of every package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");

@@ -13,6 +13,8 @@
 //!   name check; [`IoError`], an I/O error that says what failed.
 //! - [`domain_error`]: `domain_error!`, the error enum every domain crate defines with it.
 //! - [`secrets`]: random ids and secrets, constant-time comparison, owner-only files.
+//! - [`vault`]: workspace secrets, sealed with ChaCha20-Poly1305 under a key kept outside
+//!   the store.
 //! - [`clock`] — [`now_ms`].
 
 pub mod artifacts;
@@ -21,6 +23,7 @@ pub mod domain_error;
 pub mod error;
 pub mod secrets;
 pub mod storage;
+pub mod vault;
 pub mod workspace;
 
 pub use artifacts::{
@@ -31,6 +34,7 @@ pub use clock::now_ms;
 pub use error::{check_name, ErrorCode, InvalidName, IoError, ServiceError};
 pub use secrets::{random_hex, RandomSourceError};
 pub use storage::{MemoryStore, Records, SledStore, Store, StoreError, StoreResult};
+pub use vault::{SecretInfo, Vault, VaultError, VaultResult};
 pub use workspace::{
     held_count, Workspace, WorkspaceContents, WorkspaceError, WorkspaceResult, Workspaces,
     DEFAULT_WORKSPACE,

@@ -20,6 +20,8 @@ use serde_json::Value;
 
 pub mod fixtures;
 pub mod process;
+pub mod runs;
+pub use runs::TestWorker;
 use shoal_agent::config::{AgentConfigFile, Overrides};
 use shoal_client::HubClient;
 use shoal_hub::{Hub, HubConfig, MqttMode, MqttUrl};
@@ -82,6 +84,8 @@ pub struct TestHub {
     pub token: String,
     pub topic_prefix: String,
     pub data_dir: PathBuf,
+    /// Where local script runs get their folders (beside the data folder).
+    pub runs_dir: PathBuf,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<shoal_hub::HubResult<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -402,6 +406,7 @@ impl TestHubBuilder {
             config.max_upload_bytes = bytes;
         }
         let topic_prefix = config.topic_prefix.clone();
+        let runs_dir = config.runs_dir();
         let hub = Hub::bind(config).await.expect("bind the test hub");
         let token = std::fs::read_to_string(hub.admin_token_path())
             .expect("admin token")
@@ -421,6 +426,7 @@ impl TestHubBuilder {
             token,
             topic_prefix,
             data_dir,
+            runs_dir,
             cancel,
             task: Some(task),
             _temp: temp,

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
-use shoal_integration_tests::{wait_for, TestHub, DEADLINE};
+use shoal_integration_tests::{wait_for, TestHub, TestWorker, DEADLINE};
 use shoal_proto::registry as rpb;
 use shoal_proto::training as pb;
 
@@ -39,21 +38,7 @@ async fn upload_dataset(
 }
 
 async fn submit(hub: &TestHub, header: pb::SubmitRunHeader, snapshot: Option<Vec<u8>>) -> pb::Run {
-    let mut client = hub.client().await;
-    let mut messages = vec![pb::SubmitRunRequest {
-        part: Some(pb::submit_run_request::Part::Header(header)),
-    }];
-    if let Some(bytes) = snapshot {
-        messages.extend(bytes.chunks(64 * 1024).map(|c| pb::SubmitRunRequest {
-            part: Some(pb::submit_run_request::Part::Chunk(c.to_vec())),
-        }));
-    }
-    client
-        .training
-        .submit_run(futures::stream::iter(messages))
-        .await
-        .expect("run submitted")
-        .into_inner()
+    hub.submit_run(header, snapshot).await
 }
 
 fn builtin_header(
@@ -133,34 +118,7 @@ async fn history(hub: &TestHub, id: &str, key: &str) -> Vec<pb::MetricValue> {
 }
 
 async fn all_logs(hub: &TestHub, id: &str, follow: bool) -> Vec<String> {
-    let mut stream = hub
-        .client()
-        .await
-        .training
-        .stream_run_logs(pb::RunLogsRequest {
-            run_id: id.into(),
-            follow,
-            from_line: 0,
-        })
-        .await
-        .expect("logs")
-        .into_inner();
-    let mut lines = Vec::new();
-    // Following ends with the run: a run that never ends fails here rather than hangs.
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(message) = stream.next().await {
-            lines.extend(
-                message
-                    .expect("log message")
-                    .lines
-                    .into_iter()
-                    .map(|l| l.text),
-            );
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the logs of run {id} did not end within {DEADLINE:?}"));
-    lines
+    hub.run_logs(id, follow).await
 }
 
 #[tokio::test]
@@ -411,11 +369,7 @@ async fn script_run_streams_logs_records_metrics_and_collects_outputs() {
         .collect();
     assert_eq!(paths, vec!["outputs/model.txt", "outputs/nested/notes.md"]);
     assert!(
-        !hub.data_dir
-            .join("runs")
-            .join(&run.id)
-            .join("data")
-            .exists(),
+        !hub.runs_dir.join(&run.id).join("data").exists(),
         ".shoalignore honoured"
     );
     hub.shutdown().await;
@@ -487,7 +441,7 @@ async fn cancel_kills_the_whole_process_group() {
         Some(bytes),
     )
     .await;
-    let folder: PathBuf = hub.data_dir.join("runs").join(&run.id);
+    let folder: PathBuf = hub.runs_dir.join(&run.id);
     let child = read_pid(&folder.join("child.pid")).await;
     let main = read_pid(&folder.join("main.pid")).await;
     let canceled = hub
@@ -602,51 +556,6 @@ async fn sweep_picks_the_best_run_and_median_stopping_stops_a_worse_one() {
         assert!(history(&hub, &run.id, "accuracy").await.len() < 8);
     }
     hub.shutdown().await;
-}
-
-/// A worker on a runtime of its own; dropping the runtime makes it vanish at once, as a
-/// killed machine would.
-struct TestWorker {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl TestWorker {
-    fn start(hub: &TestHub, id: &str, work_dir: &Path) -> TestWorker {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("worker runtime");
-        let config = shoal_worker::WorkerConfig {
-            hub_url: format!("http://{}", hub.grpc_addr),
-            token: Some(hub.token.clone()),
-            worker_id: id.into(),
-            labels: vec!["arm".into(), "cpu".into()],
-            work_dir: work_dir.to_path_buf(),
-        };
-        runtime.spawn(async move {
-            if let Err(error) = shoal_worker::run_worker(config, std::future::pending()).await {
-                panic!("worker failed: {error}");
-            }
-        });
-        TestWorker {
-            runtime: Some(runtime),
-        }
-    }
-
-    fn kill(mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for TestWorker {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 #[tokio::test]
@@ -894,8 +803,9 @@ async fn an_onnx_file_a_script_wrote_is_registered_from_its_run() {
 /// restart and runs once a worker comes.
 #[tokio::test]
 async fn runs_across_a_hub_restart() {
-    let data = tempfile::tempdir().expect("temp dir");
-    let hub = TestHub::builder().data_dir(data.path()).start().await;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("hub");
+    let hub = TestHub::builder().data_dir(&data).start().await;
     let (_dir, bytes) = snapshot(&[(
         "loop.sh",
         "echo $$ > main.pid\nwhile true; do sleep 0.1; done\n",
@@ -906,7 +816,7 @@ async fn runs_across_a_hub_restart() {
         Some(bytes),
     )
     .await;
-    let main = read_pid(&data.path().join("runs").join(&running.id).join("main.pid")).await;
+    let main = read_pid(&hub.runs_dir.join(&running.id).join("main.pid")).await;
     let (_dir2, bytes2) = snapshot(&[("train.sh", TRAIN_SH)]);
     let queued = submit(
         &hub,
@@ -917,7 +827,7 @@ async fn runs_across_a_hub_restart() {
     hub.shutdown().await;
     assert!(process_gone(main), "the hub stopped its run before exiting");
 
-    let hub = TestHub::builder().data_dir(data.path()).start().await;
+    let hub = TestHub::builder().data_dir(&data).start().await;
     let stopped = get_run(&hub, &running.id).await;
     assert_eq!(stopped.status, "canceled");
     assert_eq!(stopped.error, "the hub shut down while the run was running");

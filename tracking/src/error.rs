@@ -6,5 +6,7 @@ shoal_store::domain_error! {
     pub enum TrackingError, TrackingResult {
         /// The registry's refusals (of a run's model) keep their codes.
         Registry(shoal_registry::RegistryError) => |e| shoal_store::ServiceError::error_code(e),
+        /// A run's secrets: missing ones are `NotFound`.
+        Vault(shoal_store::VaultError) => |e| shoal_store::ServiceError::error_code(e),
     }
 }

@@ -32,6 +32,10 @@ pub struct BuiltinJob {
 pub struct ScriptJob {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Workspace secrets given to the run as environment variables: variable -> secret name.
+    /// Only names are recorded; values are read from the vault when the run starts.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
     /// sha256 of the snapshot (tar.gz) in the artifact store.
     pub source_digest: String,
     pub source_bytes: u64,

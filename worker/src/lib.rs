@@ -156,6 +156,8 @@ async fn execute(
 
     let spec = shoal_compute::JobSpec {
         env: lease.env.into_iter().collect(),
+        inherit_env: shoal_compute::InheritEnv::AllowList,
+        sandbox: shoal_compute::Sandbox::for_run(&[], &config.work_dir, &workdir, false),
         metrics_file: Some(workdir.join(METRICS_FILE)),
         group_file: Some(workdir.join(GROUP_FILE)),
         ..shoal_compute::JobSpec::new(lease.command.clone(), &workdir)

@@ -4,6 +4,7 @@
 mod deployments;
 mod fleet;
 mod registry;
+mod secrets;
 mod telemetry;
 mod training;
 mod worker;
@@ -12,6 +13,7 @@ mod workspaces;
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
+pub use secrets::SecretApi;
 pub use telemetry::{alert_to_wire, TelemetryApi};
 pub use training::{dataset_to_wire, run_to_wire, TrainingApi};
 pub use worker::WorkerApi;

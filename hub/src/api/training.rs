@@ -341,6 +341,7 @@ impl TrainingService for TrainingApi {
                 Job::Script(ScriptJob {
                     command: s.command,
                     env: s.env.into_iter().collect(),
+                    secrets: s.secrets.into_iter().collect(),
                     source_digest: digest,
                     source_bytes: size,
                 })
@@ -660,6 +661,7 @@ impl TrainingService for TrainingApi {
                 Job::Script(ScriptJob {
                     command: script.command,
                     env: script.env.into_iter().collect(),
+                    secrets: script.secrets.into_iter().collect(),
                     source_digest: r.source_digest,
                     source_bytes: size_bytes,
                 })

@@ -277,6 +277,13 @@ pub struct ScriptJob {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// Workspace secrets the run gets as environment variables: variable name -> secret name.
+    /// Runs record the names only; the values are read from the vault when the run starts.
+    #[prost(map = "string, string", tag = "3")]
+    pub secrets: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

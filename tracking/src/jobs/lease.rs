@@ -102,12 +102,20 @@ impl Jobs {
             let work = match run.job.clone() {
                 Some(Job::Script(job)) => {
                     let endpoints = self.endpoints();
+                    let own = match self.script_env(&run, &job) {
+                        Ok(env) => env,
+                        Err(error) => {
+                            let reason = format!("the run cannot start: {error}");
+                            self.finish(&run, Outcome::Exited(-1), vec![reason])?;
+                            continue;
+                        }
+                    };
                     let env = local::run_environment(
                         &run,
                         &endpoints.grpc_url,
                         &endpoints.http_url,
                         &endpoints.token,
-                        &job.env,
+                        &own,
                     );
                     LeasedWork::Script {
                         command: job.command,

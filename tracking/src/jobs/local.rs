@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use shoal_compute::{pump_events, JobSpec, JobStatus, GROUP_FILE, METRICS_FILE};
+use shoal_compute::{
+    pump_events, InheritEnv, JobSpec, JobStatus, Sandbox, GROUP_FILE, METRICS_FILE,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -101,13 +103,21 @@ pub async fn execute(
     let snapshot = jobs.artifacts().local_path(&job.source_digest).await?;
     unpack_snapshot(&snapshot, &workdir, jobs.max_upload_bytes()).await?;
     let endpoints = jobs.endpoints();
+    let own = jobs.script_env(run, job)?;
     let spec = JobSpec {
         env: run_environment(
             run,
             &endpoints.grpc_url,
             &endpoints.http_url,
             &endpoints.token,
-            &job.env,
+            &own,
+        ),
+        inherit_env: InheritEnv::AllowList,
+        sandbox: Sandbox::for_run(
+            &jobs.inner.hidden,
+            &jobs.inner.runs_dir,
+            &workdir,
+            jobs.inner.sandbox_required,
         ),
         metrics_file: Some(workdir.join(METRICS_FILE)),
         group_file: Some(workdir.join(GROUP_FILE)),

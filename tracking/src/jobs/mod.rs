@@ -16,6 +16,7 @@
 pub mod builtin;
 pub mod lease;
 pub mod local;
+mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,7 @@ use crate::error::{TrackingError, TrackingResult};
 use crate::tracking::{ArtifactEntry, Compute, Job, MetricPoint, NewRun, Run, RunStatus, Tracking};
 use shoal_registry::registry::Registry;
 use shoal_store::artifacts::ArtifactStore;
+use shoal_store::Vault;
 
 /// Lines of a failed run's log kept on the run record.
 pub const LOG_TAIL_LINES: usize = 50;
@@ -83,6 +85,10 @@ struct JobsInner {
     artifacts: ArtifactStore,
     /// Working folders of local runs: `{runs_dir}/{run_id}`.
     runs_dir: PathBuf,
+    /// Folders script runs must not see (the hub's data folder), and whether a run is refused
+    /// where the kernel cannot hide them.
+    hidden: Vec<PathBuf>,
+    sandbox_required: bool,
     endpoints: Mutex<HubEndpoints>,
     local_concurrency: usize,
     heartbeat_timeout: Duration,
@@ -94,12 +100,20 @@ struct JobsInner {
     /// Fires when the hub shuts down, so long polls (a worker's lease) end at once.
     shutdown: CancellationToken,
     advisor: Mutex<Option<Arc<dyn StopAdvisor>>>,
+    /// Where the secrets runs ask for (`--secret`) are read from.
+    vault: Vault,
 }
 
 /// Settings the jobs layer takes from the hub's config.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
+    /// Working folders of local runs; outside the hub's data folder.
     pub runs_dir: PathBuf,
+    /// Folders hidden from script runs (the hub's data folder); other runs' folders are hidden
+    /// from each run too.
+    pub hidden: Vec<PathBuf>,
+    /// Refuse to start script runs where the kernel cannot hide those folders.
+    pub sandbox_required: bool,
     pub local_concurrency: usize,
     pub heartbeat_timeout: Duration,
     pub max_upload_bytes: u64,
@@ -111,6 +125,7 @@ impl Jobs {
         datasets: Datasets,
         registry: Registry,
         artifacts: ArtifactStore,
+        vault: Vault,
         config: JobsConfig,
     ) -> Jobs {
         Jobs {
@@ -120,6 +135,8 @@ impl Jobs {
                 registry,
                 artifacts,
                 runs_dir: config.runs_dir,
+                hidden: config.hidden,
+                sandbox_required: config.sandbox_required,
                 endpoints: Mutex::new(HubEndpoints::default()),
                 local_concurrency: config.local_concurrency.max(1),
                 heartbeat_timeout: config.heartbeat_timeout,
@@ -128,6 +145,7 @@ impl Jobs {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 advisor: Mutex::new(None),
+                vault,
             }),
         }
     }
@@ -254,6 +272,7 @@ impl Jobs {
                     .iter()
                     .map(|arg| substitute_params(arg, &submission.params))
                     .collect::<TrackingResult<_>>()?;
+                self.check_secrets(&submission.workspace, &job)?;
                 if !self.inner.artifacts.contains(&job.source_digest) {
                     return Err(TrackingError::not_found(
                         "source snapshot",

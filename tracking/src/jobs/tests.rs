@@ -32,8 +32,11 @@ fn kit(heartbeat_timeout: Duration) -> Kit {
         datasets,
         registry,
         artifacts,
+        shoal_store::Vault::with_key(records.clone(), [9; 32]),
         JobsConfig {
             runs_dir: dir.path().join("runs"),
+            hidden: Vec::new(),
+            sandbox_required: false,
             local_concurrency: 2,
             heartbeat_timeout,
             max_upload_bytes: 1 << 20,
