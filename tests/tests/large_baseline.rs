@@ -93,6 +93,17 @@ async fn a_200_feature_baseline_reaches_the_agent_and_the_hub_stays_connected() 
     hub.deploy("wide", "wide", "1", &["cam-01"]).await;
     agent.wait_for_model(&version.digest).await;
     assert!(mqtt_connected(&hub).await);
+    // What the agent fetched as a blob would not fit one MQTT message of the embedded broker.
+    let baselines: Vec<_> = std::fs::read_dir(dir.path().join("baselines"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(baselines.len(), 1);
+    assert!(
+        baselines[0] > shoal_hub::broker::MAX_PAYLOAD_BYTES as u64,
+        "{} bytes",
+        baselines[0]
+    );
 
     let since_ms = shoal_store::now_ms();
     let row: Vec<f64> = (0..FEATURES).map(|i| 5.0 + (i % 7) as f64).collect();
