@@ -91,8 +91,8 @@ struct Target {
 
 /// What to do with a desired state.
 enum Evaluated {
-    /// Apply this target.
-    Apply(Target),
+    /// Apply this target (boxed: it is much larger than the other answers).
+    Apply(Box<Target>),
     /// Accepted, and nothing to do (already active, no model, failed before).
     Nothing,
     /// Refused (reported): whatever was being applied goes on.
@@ -250,7 +250,7 @@ impl Updater {
                 }
             };
             applying = Some(payload);
-            match self.apply(target, &mut inbox, &cancel).await {
+            match self.apply(*target, &mut inbox, &cancel).await {
                 Applied::Done => applying = None,
                 Applied::Interrupted(payload) => next = Some(payload),
                 Applied::Cancelled => break,
@@ -309,7 +309,7 @@ impl Updater {
             );
             return Evaluated::Nothing;
         }
-        Evaluated::Apply(target)
+        Evaluated::Apply(Box::new(target))
     }
 
     /// Verifies a desired state and checks its revision against the highest accepted one,

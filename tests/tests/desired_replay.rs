@@ -16,11 +16,14 @@ use shoal_proto::topics::DeviceTopics;
 
 const MOSQUITTO: &str = "mqtt://127.0.0.1:1883";
 
+/// The last message a connection received: (topic, payload).
+type LastMessage = std::sync::Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>;
+
 /// A connection to the broker with no device's credentials, and what it received.
 struct Attacker {
     client: AsyncClient,
     /// The last message received: (topic, payload).
-    retained: std::sync::Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>,
+    retained: LastMessage,
 }
 
 impl Attacker {
@@ -28,7 +31,7 @@ impl Attacker {
         let mut options = MqttOptions::new(unique("attacker-"), "127.0.0.1", 1883);
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let retained = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let retained: LastMessage = Default::default();
         let tx = retained.clone();
         tokio::spawn(async move {
             loop {
