@@ -57,7 +57,13 @@ impl Agent {
         let store = tokio::task::spawn_blocking(move || Store::open(&root))
             .await
             .map_err(|e| AgentError::Store(crate::store::StoreError::Task(e.to_string())))??;
-        let booted = boot(&store, &config.hub_public_key, &config.workspace).await?;
+        let booted = boot(
+            &store,
+            &config.hub_public_key,
+            &config.workspace,
+            &config.device_id,
+        )
+        .await?;
         let boot_epoch = booted.state.boot_epoch;
         let mut health = booted.health;
         let state = booted.state.clone();
@@ -89,6 +95,7 @@ impl Agent {
         if let Some(served) = &booted.served {
             let problem = recorder.activate(
                 &served.verified.manifest,
+                served.baseline.as_ref(),
                 served.model.signature(),
                 unix_millis(),
             );

@@ -1,8 +1,9 @@
 //! Booting into the last known good model, with or without a hub.
 //!
-//! `state.json` names the active and previous model by their signed manifests. Each is trusted
-//! again only after its signature verifies with the configured hub key and the model file's
-//! sha256 and size match; the active one is tried first, then the previous one. Whatever goes
+//! `state.json` names the active and previous model by the signed desired states that brought
+//! them. Each is trusted again only after its signature verifies with the configured hub key
+//! (for this workspace and device) and the model file's sha256 and size match (and those of its
+//! drift baseline, without which it is still served); the active one is tried first, then the previous one. Whatever goes
 //! wrong is logged and summed up in the reported health; the agent still starts (without a
 //! model, if need be) so its API and MQTT session come up.
 
@@ -42,6 +43,7 @@ pub async fn boot(
     store: &Store,
     hub_key: &VerifyingKey,
     workspace: &str,
+    device: &str,
 ) -> Result<Booted, StoreError> {
     let mut problems = Vec::new();
     let read = store.blocking(|store| store.read_state()).await;
@@ -73,7 +75,7 @@ pub async fn boot(
     let mut served = None;
     let mut previous = None;
     if let Some(entry) = &stored.active {
-        match load(store, hub_key, workspace, entry).await {
+        match load(store, hub_key, workspace, device, entry, &mut problems).await {
             Ok(model) => served = Some(Arc::new(model)),
             Err(problem) => {
                 warn!(digest = %entry.digest, %problem, "the active model cannot be served");
@@ -86,7 +88,7 @@ pub async fn boot(
     }
     if let Some(entry) = &stored.previous {
         if served.is_some() {
-            match check_kept(store, hub_key, workspace, entry).await {
+            match check_kept(store, hub_key, workspace, device, entry).await {
                 Ok(verified) => previous = Some(verified),
                 Err(problem) => {
                     warn!(digest = %entry.digest, %problem, "the previous model is no longer usable for rollback");
@@ -97,7 +99,7 @@ pub async fn boot(
                 }
             }
         } else {
-            match load(store, hub_key, workspace, entry).await {
+            match load(store, hub_key, workspace, device, entry, &mut problems).await {
                 Ok(model) => {
                     info!(digest = %entry.digest, "serving the previous model instead");
                     served = Some(Arc::new(model));
@@ -120,6 +122,7 @@ pub async fn boot(
             .as_ref()
             .map(|s| StoredModel::from_verified(&s.verified)),
         previous: previous.as_ref().map(StoredModel::from_verified),
+        accepted: stored.accepted.clone(),
     };
     let health = if problems.is_empty() {
         HEALTH_OK.to_string()
@@ -138,13 +141,34 @@ async fn load(
     store: &Store,
     hub_key: &VerifyingKey,
     workspace: &str,
+    device: &str,
     entry: &StoredModel,
+    problems: &mut Vec<String>,
 ) -> Result<ServedModel, String> {
-    let verified = verify(hub_key, workspace, entry)?;
+    let verified = verify(hub_key, workspace, device, entry)?;
     let path = store.model_path(verified.digest());
-    ServedModel::load(&path, verified)
+    let baseline = verified.baseline().cloned();
+    let served = ServedModel::load(&path, verified)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let Some(reference) = baseline else {
+        return Ok(served);
+    };
+    let read = store
+        .blocking(move |store| store.read_baseline(&reference.digest, reference.size_bytes))
+        .await;
+    match read {
+        Ok(baseline) => Ok(served.with_baseline(Some(baseline))),
+        Err(error) => {
+            // Served all the same; the hub's desired state brings the baseline again.
+            warn!(%error, "the model's drift baseline cannot be read");
+            problems.push(format!(
+                "the drift baseline of {} v{} cannot be read ({error}); fetching it again",
+                entry.model, entry.version
+            ));
+            Ok(served)
+        }
+    }
 }
 
 /// Checks a rollback candidate without loading it: signature, and a file of the right size.
@@ -153,9 +177,10 @@ async fn check_kept(
     store: &Store,
     hub_key: &VerifyingKey,
     workspace: &str,
+    device: &str,
     entry: &StoredModel,
 ) -> Result<VerifiedManifest, String> {
-    let verified = verify(hub_key, workspace, entry)?;
+    let verified = verify(hub_key, workspace, device, entry)?;
     let path = store.model_path(verified.digest());
     let metadata = tokio::fs::metadata(&path)
         .await
@@ -173,10 +198,11 @@ async fn check_kept(
 fn verify(
     hub_key: &VerifyingKey,
     workspace: &str,
+    device: &str,
     entry: &StoredModel,
 ) -> Result<VerifiedManifest, String> {
-    let signed = entry.signed_manifest()?;
-    VerifiedManifest::verify(&signed, hub_key, workspace).map_err(|e| e.to_string())
+    let signed = entry.signed_desired()?;
+    VerifiedManifest::verify(&signed, hub_key, workspace, device).map_err(|e| e.to_string())
 }
 
 fn fallback_epoch() -> u64 {

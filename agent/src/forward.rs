@@ -12,7 +12,9 @@
 //!   the limit; a burst ends when nothing is left to send).
 //! - The hub acknowledges each window it has stored with a `TelemetryAck` on
 //!   `telemetry/ack`; the event loop driver hands the payload over with `try_send`, and the
-//!   forwarder removes the named windows from the buffer. That is end to end: a broker's
+//!   forwarder removes the named windows from the buffer, but only those it has sent and not
+//!   had acknowledged yet: an ack naming anything else (forged, or for windows it never sent)
+//!   removes nothing. That is end to end: a broker's
 //!   PUBACK only says the broker has it, not that a (possibly offline) hub stored it.
 //! - A window not acknowledged within `ack_timeout` is published again, and so is every
 //!   unacknowledged window after a reconnect (a clean session forgets what was in flight).
@@ -25,7 +27,7 @@
 //! At shutdown, once the HTTP API has answered its last request, the current window is closed
 //! into the buffer; it goes out after the next start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -119,6 +121,10 @@ pub struct Forwarder {
     config: TelemetryConfig,
     /// Published, unacknowledged windows: seq → when to publish it again.
     in_flight: BTreeMap<u64, Instant>,
+    /// Every window this run published and the hub has not acknowledged yet (a resend
+    /// timeout or a new session does not take a window out of it): the only windows an
+    /// acknowledgement may remove, so one naming anything else removes nothing.
+    unacknowledged: BTreeSet<u64>,
     burst: Option<Burst>,
 }
 
@@ -151,6 +157,7 @@ impl Forwarder {
             boot_epoch,
             config: config.clone(),
             in_flight: BTreeMap::new(),
+            unacknowledged: BTreeSet::new(),
             burst: None,
         }
     }
@@ -290,6 +297,18 @@ impl Forwarder {
             }
         };
         seqs.truncate(MAX_ACKED_SEQS);
+        let named = seqs.len();
+        seqs.retain(|seq| self.unacknowledged.remove(seq));
+        if seqs.len() < named {
+            warn!(
+                named,
+                in_flight = seqs.len(),
+                "a telemetry ack names windows this agent has not sent; ignoring those"
+            );
+        }
+        if seqs.is_empty() {
+            return;
+        }
         for seq in &seqs {
             self.in_flight.remove(seq);
         }
@@ -349,6 +368,7 @@ impl Forwarder {
             let sent_at = Instant::now();
             self.in_flight
                 .insert(record.seq, sent_at + self.config.ack_timeout);
+            self.unacknowledged.insert(record.seq);
             let burst = self.burst.get_or_insert(Burst {
                 started: sent_at,
                 sent_bytes: 0,

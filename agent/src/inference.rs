@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use shoal_model::{InferResponse, JsonTensor, LoadedModel, ModelError};
 use thiserror::Error;
 
+use shoal_proto::device::DriftBaseline;
+
 use crate::manifest::VerifiedManifest;
 
 /// Why a model file cannot be served.
@@ -49,6 +51,9 @@ pub enum InferError {
 pub struct ServedModel {
     pub verified: VerifiedManifest,
     pub model: LoadedModel,
+    /// The drift baseline the manifest refers to, once read and checked; `None` when it has
+    /// none, or when it could not be read (the updater then fetches it again).
+    pub baseline: Option<DriftBaseline>,
 }
 
 impl ServedModel {
@@ -63,6 +68,17 @@ impl ServedModel {
         tokio::task::spawn_blocking(move || ServedModel::load_blocking(&path, verified))
             .await
             .map_err(|e| LoadError::Task(e.to_string()))?
+    }
+
+    /// The same model with its drift baseline.
+    pub fn with_baseline(mut self, baseline: Option<DriftBaseline>) -> ServedModel {
+        self.baseline = baseline;
+        self
+    }
+
+    /// Whether the manifest's drift baseline (if it names one) is the one loaded.
+    pub fn has_its_baseline(&self) -> bool {
+        self.verified.baseline().is_none() || self.baseline.is_some()
     }
 
     fn load_blocking(path: &Path, verified: VerifiedManifest) -> Result<ServedModel, LoadError> {
@@ -85,7 +101,11 @@ impl ServedModel {
         }
         let model = LoadedModel::from_bytes(&bytes)?;
         model.smoke_test()?;
-        Ok(ServedModel { verified, model })
+        Ok(ServedModel {
+            verified,
+            model,
+            baseline: None,
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use shoal_proto::device::{ActiveModel, ReportedState, UpdatePhase, UpdateStatus};
+use shoal_proto::device::{ActiveModel, DesiredRefusal, ReportedState, UpdatePhase, UpdateStatus};
 use tokio::sync::watch;
 
 /// The health string when nothing is wrong.
@@ -52,6 +52,7 @@ impl Reporter {
             health,
             boot_epoch,
             at_ms: 0,
+            refused: None,
         };
         Reporter {
             state: Arc::new(Mutex::new(Health {
@@ -98,6 +99,16 @@ impl Reporter {
 
     pub fn set_update(&self, update: UpdateStatus) {
         self.modify(|state| state.update = Some(update));
+    }
+
+    /// Records the last desired state the device refused (`None`: clears it, once a newer
+    /// one is accepted).
+    pub fn set_refused(&self, refused: Option<DesiredRefusal>) {
+        self.modify(|state| state.refused = refused);
+    }
+
+    pub fn refused(&self) -> Option<DesiredRefusal> {
+        self.lock().reported.refused.clone()
     }
 
     pub fn set_models(&self, active: Option<ActiveModel>, previous: Option<ActiveModel>) {

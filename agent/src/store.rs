@@ -3,13 +3,17 @@
 //! ```text
 //! {data_dir}/
 //!   models/<digest>.onnx      verified models: the active one and the previous one
+//!   baselines/<digest>.pb     their drift baselines (encoded `DriftBaseline`), fetched as blobs
 //!   downloads/<digest>.part   partial downloads; their length is where a download resumes
-//!   state.json                active and previous model (as signed manifests), boot epoch
+//!   state.json                active and previous model (as signed desired states), boot
+//!                             epoch, and the highest desired-state revision accepted
 //! ```
 //!
 //! `state.json` is replaced atomically (temporary file, fsync, rename, fsync of the directory),
 //! so a power cut leaves either the old or the new file, never a mix. It holds the signed
-//! manifests rather than plain names so that the agent re-verifies what it boots into.
+//! desired states rather than plain names so that the agent re-verifies what it boots into,
+//! and the highest revision it accepted, so that a replayed older desired state is refused
+//! after a restart too.
 //!
 //! Every function here does blocking file I/O; async code calls them through
 //! [`Store::blocking`].
@@ -20,17 +24,19 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use shoal_proto::device::SignedManifest;
+use shoal_proto::device::{DesiredState, DriftBaseline};
 use thiserror::Error;
 
 use crate::manifest::VerifiedManifest;
 
 /// The version of the `state.json` format.
-pub const STATE_FORMAT: u32 = 1;
+pub const STATE_FORMAT: u32 = 2;
 const STATE_FILE: &str = "state.json";
 const MODELS_DIR: &str = "models";
+const BASELINES_DIR: &str = "baselines";
 const DOWNLOADS_DIR: &str = "downloads";
 
 /// Why the data directory could not be read or written.
@@ -70,19 +76,33 @@ pub struct StoredState {
     pub active: Option<StoredModel>,
     /// The model it served before, kept on disk for rollback.
     pub previous: Option<StoredModel>,
+    /// The highest desired-state revision this device accepted: anything lower is a replay.
+    #[serde(default)]
+    pub accepted: Option<AcceptedRevision>,
+}
+
+/// A desired state the device accepted, by revision and the digest of its signed body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedRevision {
+    pub revision: u64,
+    /// sha256 of the signed body: the same revision re-published (after a hub restart) is
+    /// byte for byte the same; different contents under it are refused.
+    pub body_sha256: String,
 }
 
 /// One model as its signed manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredModel {
-    /// For people reading the file; the agent trusts only the signed manifest below.
+    /// For people reading the file; the agent trusts only the signed desired state below.
     pub model: String,
     pub version: u32,
     pub digest: String,
-    /// The manifest bytes the hub signed, base64 (standard alphabet, padded).
-    pub manifest: String,
-    /// The hub's ed25519 signature over those bytes, base64.
+    /// The desired-state body the hub signed (it carries the manifest), base64 (standard
+    /// alphabet, padded).
+    pub desired: String,
+    /// The hub's ed25519 signature over it, base64.
     pub signature: String,
 }
 
@@ -95,6 +115,7 @@ impl StoredState {
             boot_epoch,
             active: None,
             previous: None,
+            accepted: None,
         }
     }
 }
@@ -107,26 +128,23 @@ impl StoredModel {
             model: verified.manifest.model.clone(),
             version: verified.manifest.version,
             digest: verified.manifest.digest.clone(),
-            manifest: BASE64.encode(&verified.signed.manifest),
+            desired: BASE64.encode(&verified.signed.body),
             signature: BASE64.encode(&verified.signed.signature),
         }
     }
 
-    /// The signed manifest, still to be verified.
+    /// The signed desired state, still to be verified.
     ///
     /// # Errors
     /// A message when either field is not base64.
-    pub fn signed_manifest(&self) -> Result<SignedManifest, String> {
-        let manifest = BASE64
-            .decode(&self.manifest)
-            .map_err(|e| format!("manifest is not base64: {e}"))?;
+    pub fn signed_desired(&self) -> Result<DesiredState, String> {
+        let body = BASE64
+            .decode(&self.desired)
+            .map_err(|e| format!("desired state is not base64: {e}"))?;
         let signature = BASE64
             .decode(&self.signature)
             .map_err(|e| format!("signature is not base64: {e}"))?;
-        Ok(SignedManifest {
-            manifest,
-            signature,
-        })
+        Ok(DesiredState { body, signature })
     }
 }
 
@@ -147,6 +165,7 @@ impl Store {
         for dir in [
             root.to_path_buf(),
             root.join(MODELS_DIR),
+            root.join(BASELINES_DIR),
             root.join(DOWNLOADS_DIR),
         ] {
             fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
@@ -186,6 +205,40 @@ impl Store {
             "digest {digest:?} used as a file name"
         );
         self.root.join(MODELS_DIR).join(format!("{digest}.onnx"))
+    }
+
+    /// Where a verified drift baseline lives. `digest` must have passed
+    /// [`crate::manifest::is_digest`].
+    pub fn baseline_path(&self, digest: &str) -> PathBuf {
+        debug_assert!(
+            crate::manifest::is_digest(digest),
+            "digest {digest:?} used as a file name"
+        );
+        self.root.join(BASELINES_DIR).join(format!("{digest}.pb"))
+    }
+
+    /// Reads a drift baseline kept on disk, checking its sha256 and size against what the
+    /// signed manifest says.
+    ///
+    /// # Errors
+    /// `Io` when it cannot be read, `Corrupt` when it does not match or does not decode.
+    pub fn read_baseline(&self, digest: &str, size: u64) -> StoreResult<DriftBaseline> {
+        let path = self.baseline_path(digest);
+        let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != digest || bytes.len() as u64 != size {
+            return Err(StoreError::Corrupt {
+                path,
+                problem: format!(
+                    "expected sha256 {digest} and {size} bytes, found {got} and {} bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        DriftBaseline::decode(bytes.as_slice()).map_err(|e| StoreError::Corrupt {
+            path,
+            problem: format!("not a drift baseline: {e}"),
+        })
     }
 
     /// Where a partial download lives. `digest` must have passed [`crate::manifest::is_digest`].
@@ -297,6 +350,34 @@ impl Store {
         Ok(to)
     }
 
+    /// Deletes a baseline file (missing is fine).
+    ///
+    /// # Errors
+    /// `Io` when it exists and cannot be removed.
+    pub fn remove_baseline(&self, digest: &str) -> StoreResult<()> {
+        remove_if_exists(&self.baseline_path(digest))
+    }
+
+    /// Moves a complete, verified download to `baselines/` and makes the rename durable.
+    ///
+    /// # Errors
+    /// `Io` when the rename or the directory sync fails.
+    pub fn promote_baseline_part(&self, digest: &str) -> StoreResult<PathBuf> {
+        let from = self.part_path(digest);
+        let to = self.baseline_path(digest);
+        fs::rename(&from, &to).map_err(io_error("move into baselines/", &from))?;
+        sync_dir(&self.root.join(BASELINES_DIR))?;
+        Ok(to)
+    }
+
+    /// Deletes every baseline file whose digest is not in `keep`; returns the deleted digests.
+    ///
+    /// # Errors
+    /// `Io` when the directory cannot be listed or a file cannot be removed.
+    pub fn remove_baselines_except(&self, keep: &[&str]) -> StoreResult<Vec<String>> {
+        remove_except(&self.root.join(BASELINES_DIR), ".pb", keep)
+    }
+
     /// Deletes every model file whose digest is not in `keep`; returns the deleted digests.
     ///
     /// # Errors
@@ -374,7 +455,7 @@ fn sync_dir(dir: &Path) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::tests::{hub_key, manifest, sign};
+    use crate::manifest::tests::{hub_key, manifest, sign, DEVICE};
 
     const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -385,6 +466,7 @@ mod tests {
             &sign(&key, &manifest("default", digest, 10)),
             &key.verifying_key(),
             "default",
+            DEVICE,
         )
         .unwrap()
     }
@@ -401,11 +483,15 @@ mod tests {
             boot_epoch: 7,
             active: Some(StoredModel::from_verified(&active)),
             previous: Some(StoredModel::from_verified(&verified(DIGEST_B))),
+            accepted: Some(AcceptedRevision {
+                revision: 12,
+                body_sha256: "ab".repeat(32),
+            }),
         };
         store.write_state(&state).unwrap();
         let read = store.read_state().unwrap().unwrap();
         assert_eq!(read, state);
-        let signed = read.active.unwrap().signed_manifest().unwrap();
+        let signed = read.active.unwrap().signed_desired().unwrap();
         assert_eq!(signed, active.signed);
         assert!(!dir.path().join("state.json.tmp").exists());
     }

@@ -34,14 +34,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_drift::wire::{baseline_from_manifest, summary_to_wire};
+use shoal_drift::wire::{baseline_from_wire, summary_to_wire};
 use shoal_drift::{
     Baseline, CategoricalBaseline, CategoricalSummary, ClassSummary, FeatureKind, FeatureSummary,
     NumericBaseline, NumericSummary, OutputKind, OutputSummary, WindowSummary,
 };
 use shoal_model::{Dim, IoSignature, JsonTensor};
 use shoal_proto::device::{
-    ActiveModel, DeviceHealth, DropCounts, LatencyHistogram, Manifest, TelemetryWindow,
+    ActiveModel, DeviceHealth, DriftBaseline, DropCounts, LatencyHistogram, Manifest,
+    TelemetryWindow,
 };
 use tokio::sync::Notify;
 
@@ -204,10 +205,11 @@ impl Recorder {
     pub fn activate(
         &self,
         manifest: &Manifest,
+        baseline: Option<&DriftBaseline>,
         signature: &IoSignature,
         now_ms: i64,
     ) -> Option<String> {
-        let (model, problems) = ModelBaseline::resolve(manifest, signature);
+        let (model, problems) = ModelBaseline::resolve(manifest, baseline, signature);
         let model = Arc::new(model);
         let closed_one = {
             let mut state = self.lock();
@@ -418,16 +420,22 @@ impl ClosedWindow {
 // === impl ModelBaseline ===
 
 impl ModelBaseline {
-    /// The baseline and bindings of a verified manifest, checked against the model's inputs
-    /// and outputs; with a description of each problem found.
-    fn resolve(manifest: &Manifest, signature: &IoSignature) -> (ModelBaseline, Vec<String>) {
+    /// The baseline and bindings of a verified manifest's drift baseline (none: no
+    /// summaries), checked against the model's inputs and outputs; with a description of each
+    /// problem found.
+    fn resolve(
+        manifest: &Manifest,
+        baseline: Option<&DriftBaseline>,
+        signature: &IoSignature,
+    ) -> (ModelBaseline, Vec<String>) {
         let model = ActiveModel {
             model: manifest.model.clone(),
             version: manifest.version,
             digest: manifest.digest.clone(),
         };
         let mut problems = Vec::new();
-        let (baseline, bindings) = match baseline_from_manifest(manifest) {
+        let none = DriftBaseline::default();
+        let (baseline, bindings) = match baseline_from_wire(baseline.unwrap_or(&none)) {
             Ok(found) => found,
             Err(error) => {
                 problems.push(format!(
@@ -787,7 +795,7 @@ impl fmt::Write for ShortText {
 mod tests {
     use super::*;
     use serde_json::json;
-    use shoal_drift::wire::{features_to_wire, outputs_to_wire, FeatureBinding};
+    use shoal_drift::wire::{baseline_to_wire, FeatureBinding};
     use shoal_drift::{ClassBaseline, FeatureBaseline, Moments, OutputBaseline};
     use shoal_model::{DType, TensorSpec};
 
@@ -806,6 +814,18 @@ mod tests {
     /// Input `x` `[N, 3]`: a numeric feature in column 0 (edges 1, 2, 3; seen from 0 to 4), a
     /// categorical one in column 2; output `y` `[N, 3]` counted as argmax over 3 classes.
     fn manifest(digest: &str) -> Manifest {
+        Manifest {
+            workspace: "default".into(),
+            model: "iris".into(),
+            version: 1,
+            digest: digest.into(),
+            size_bytes: 10,
+            ..Default::default()
+        }
+    }
+
+    /// The drift baseline the tests' models come with.
+    fn drift_baseline() -> DriftBaseline {
         let baseline = Baseline {
             rows: 10,
             features: vec![
@@ -833,17 +853,7 @@ mod tests {
             input: "x".into(),
             column,
         });
-        Manifest {
-            workspace: "default".into(),
-            model: "iris".into(),
-            version: 1,
-            digest: digest.into(),
-            size_bytes: 10,
-            features: features_to_wire(&baseline, &bindings),
-            outputs: outputs_to_wire(&baseline),
-            baseline_rows: baseline.rows,
-            ..Default::default()
-        }
+        baseline_to_wire(&baseline, &bindings)
     }
 
     fn signature(width: u64) -> IoSignature {
@@ -900,7 +910,12 @@ mod tests {
     fn a_batch_is_counted_feature_by_feature_and_class_by_class() {
         let recorder = Recorder::new();
         assert_eq!(
-            recorder.activate(&manifest(DIGEST_A), &signature(3), 1000),
+            recorder.activate(
+                &manifest(DIGEST_A),
+                Some(&drift_baseline()),
+                &signature(3),
+                1000
+            ),
             None
         );
         // Four rows: temp 0.5, 2, 3, 9 (bins 0, 2, 3, 3; 9 above the maximum 4); room 1, 2.0,
@@ -1000,7 +1015,12 @@ mod tests {
         let recorder = Recorder::new();
         // The model's input has 2 columns: the categorical feature's column 2 does not exist.
         let problem = recorder
-            .activate(&manifest(DIGEST_A), &signature(2), 0)
+            .activate(
+                &manifest(DIGEST_A),
+                Some(&drift_baseline()),
+                &signature(2),
+                0,
+            )
             .unwrap();
         assert_eq!(
             problem,
@@ -1029,10 +1049,12 @@ mod tests {
 
     #[test]
     fn a_bad_baseline_is_reported_and_inferences_still_count() {
-        let mut broken = manifest(DIGEST_A);
+        let mut broken = drift_baseline();
         broken.features[0].kind = None;
         let recorder = Recorder::new();
-        let problem = recorder.activate(&broken, &signature(3), 0).unwrap();
+        let problem = recorder
+            .activate(&manifest(DIGEST_A), Some(&broken), &signature(3), 0)
+            .unwrap();
         assert!(
             problem.starts_with(
                 "the drift baseline of iris v1 is unusable (feature 'temp' has no kind)"
@@ -1055,12 +1077,22 @@ mod tests {
     #[test]
     fn a_model_switch_closes_the_window() {
         let recorder = Recorder::new();
-        recorder.activate(&manifest(DIGEST_A), &signature(3), 100);
+        recorder.activate(
+            &manifest(DIGEST_A),
+            Some(&drift_baseline()),
+            &signature(3),
+            100,
+        );
         let inputs = tensors("x", vec![2, 3], json!([1, 1, 1, 2, 2, 2]));
         recorder.record_inference(DIGEST_A, &inputs, &BTreeMap::new(), Duration::ZERO);
         assert!(recorder.take_closed(150, false).is_empty(), "still open");
 
-        recorder.activate(&manifest(DIGEST_B), &signature(3), 200);
+        recorder.activate(
+            &manifest(DIGEST_B),
+            Some(&drift_baseline()),
+            &signature(3),
+            200,
+        );
         let closed = only(recorder.take_closed(250, false));
         let wire = closed.to_wire("d", 1, 0, DeviceHealth::default(), DropCounts::default());
         assert_eq!(wire.model.unwrap().digest, DIGEST_A);
@@ -1095,9 +1127,19 @@ mod tests {
             "no model, no window"
         );
 
-        recorder.activate(&manifest(DIGEST_A), &signature(3), 10);
+        recorder.activate(
+            &manifest(DIGEST_A),
+            Some(&drift_baseline()),
+            &signature(3),
+            10,
+        );
         assert!(recorder.take_closed(20, true).is_empty());
-        recorder.activate(&manifest(DIGEST_B), &signature(3), 30);
+        recorder.activate(
+            &manifest(DIGEST_B),
+            Some(&drift_baseline()),
+            &signature(3),
+            30,
+        );
         assert!(
             recorder.take_closed(40, false).is_empty(),
             "the switch closed nothing"
@@ -1109,7 +1151,12 @@ mod tests {
         recorder.record_error(ErrorKind::BadInput);
         assert!(recorder.take_closed(60, true).is_empty(), "stopped");
         assert_eq!(
-            recorder.activate(&manifest(DIGEST_A), &signature(3), 70),
+            recorder.activate(
+                &manifest(DIGEST_A),
+                Some(&drift_baseline()),
+                &signature(3),
+                70
+            ),
             None
         );
         assert!(
@@ -1124,7 +1171,12 @@ mod tests {
     #[ignore]
     fn observe_cost() {
         let recorder = Recorder::new();
-        recorder.activate(&manifest(DIGEST_A), &signature(3), 0);
+        recorder.activate(
+            &manifest(DIGEST_A),
+            Some(&drift_baseline()),
+            &signature(3),
+            0,
+        );
         for batch in [1usize, 64] {
             let values: Vec<f64> = (0..batch * 3).map(|i| (i % 7) as f64 * 0.7).collect();
             let inputs = tensors("x", vec![batch, 3], json!(values));

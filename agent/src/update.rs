@@ -1,18 +1,27 @@
 //! The model updater: from a desired state on MQTT to a verified, loaded, switched-in model.
 //!
 //! For each desired state (only the latest counts):
-//! 1. decode it and verify the manifest's signature with the hub key ([`VerifiedManifest`]);
-//! 2. if its digest is already active, report ACTIVE and stop;
-//! 3. download the blob window by window into `downloads/<digest>.part`, resuming from the
-//!    part file's length ([`Download`] does the bookkeeping, this module the I/O and timing);
-//! 4. check the file's sha256 and size against the manifest, move it to `models/`;
-//! 5. load it and run a smoke inference ([`ServedModel::load`]);
-//! 6. swap it in (telemetry closes the old model's window and starts one with the new model's
-//!    baseline), write `state.json` (active = new, previous = old), delete other model files.
+//! 1. decode it and verify its signature with the hub key, and that it is addressed to this
+//!    workspace and device ([`VerifiedDesired`]);
+//! 2. refuse a revision lower than the highest this device accepted (a replay), or the same
+//!    revision with other contents; a higher one is recorded in `state.json` before anything
+//!    else happens, so a replay is refused after a restart too. An identical re-publish of the
+//!    accepted revision (after a hub restart) goes on as usual. Refusals are logged and
+//!    reported (`ReportedState.refused`);
+//! 3. if its model is already active (with its drift baseline), report ACTIVE and stop;
+//! 4. download the model blob window by window into `downloads/<digest>.part`, resuming from
+//!    the part file's length ([`Download`] does the bookkeeping, this module the I/O and
+//!    timing), then its drift baseline blob the same way;
+//! 5. check each file's sha256 and size against the manifest, move it to `models/` or
+//!    `baselines/`;
+//! 6. load the model and run a smoke inference ([`ServedModel::load`]);
+//! 7. swap it in (telemetry closes the old model's window and starts one with the new model's
+//!    baseline), write `state.json` (active = new, previous = old), delete other files.
 //!
 //! Any failure is reported (phase FAILED, with the reason) and the served model stays. A failed
 //! (revision, digest) is not retried when the same desired state arrives again (brokers
-//! re-deliver retained messages on every reconnect); a new revision or a restart retries.
+//! re-deliver retained messages on every reconnect); a new revision or a restart retries. A
+//! refused desired state that arrives during a download does not stop it.
 //!
 //! Progress is reported at the start of a download, at most every [`PROGRESS_INTERVAL`] while it
 //! runs, and at every phase change.
@@ -24,7 +33,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use prost::Message;
-use shoal_proto::device::{BlobChunk, DesiredState, UpdatePhase, UpdateStatus};
+use shoal_proto::device::{
+    BlobChunk, BlobRef, DesiredBody, DesiredRefusal, DesiredState, UpdatePhase, UpdateStatus,
+};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -34,10 +45,10 @@ use tracing::{debug, info, warn};
 use crate::config::AgentConfig;
 use crate::download::{pacing_delay, ChunkOutcome, Download};
 use crate::inference::{LoadError, ModelSlot, ServedModel};
-use crate::manifest::{ManifestError, VerifiedManifest};
+use crate::manifest::{ManifestError, VerifiedDesired, VerifiedManifest};
 use crate::mqtt::{Inbox, MqttLink};
 use crate::report::{unix_millis, Condition, Reporter, HEALTH_OK};
-use crate::store::{sha256_file, Store, StoreError, StoredModel, StoredState};
+use crate::store::{sha256_file, AcceptedRevision, Store, StoreError, StoredModel, StoredState};
 use crate::telemetry::Recorder;
 
 /// The shortest interval between two progress reports of one download.
@@ -46,10 +57,10 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Why an update failed; the message goes into the reported `UpdateStatus.error`.
 #[derive(Debug, Error)]
 pub enum UpdateError {
-    #[error("malformed desired state: {0}")]
-    MalformedDesired(prost::DecodeError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error("the drift baseline {digest} is unusable: {problem}")]
+    Baseline { digest: String, problem: String },
     /// The hub answered a blob request with an error; its words are passed on as they are.
     #[error("{0}")]
     Blob(String),
@@ -74,6 +85,33 @@ struct Target {
     revision: u64,
     deployment: String,
     verified: VerifiedManifest,
+    /// The payload it came in, to tell a re-delivery of it from a new desired state.
+    payload: Bytes,
+}
+
+/// What to do with a desired state.
+enum Evaluated {
+    /// Apply this target (boxed: it is much larger than the other answers).
+    Apply(Box<Target>),
+    /// Accepted, and nothing to do (already active, no model, failed before).
+    Nothing,
+    /// Refused (reported): whatever was being applied goes on.
+    Refused,
+}
+
+/// Why a desired state is refused.
+#[derive(Debug, Error)]
+enum Refusal {
+    #[error("malformed desired state: {0}")]
+    Malformed(prost::DecodeError),
+    #[error(transparent)]
+    Unverified(#[from] ManifestError),
+    #[error("revision {revision} is older than revision {accepted}, which this device already accepted (a replay?)")]
+    Older { revision: u64, accepted: u64 },
+    #[error("revision {revision} was already accepted with other contents")]
+    Changed { revision: u64 },
+    #[error("cannot record the accepted revision {revision}: {source}")]
+    Unrecorded { revision: u64, source: StoreError },
 }
 
 impl Target {
@@ -99,6 +137,13 @@ impl Target {
             resumed_from: 0,
         }
     }
+}
+
+/// Which of a target's blobs a download is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blob {
+    Model,
+    Baseline,
 }
 
 /// How applying a target ended.
@@ -129,6 +174,7 @@ pub struct Updater {
     link: MqttLink,
     hub_key: VerifyingKey,
     workspace: String,
+    device: String,
     window: u64,
     chunk_timeout: Duration,
     rate_limit: u64,
@@ -160,6 +206,7 @@ impl Updater {
             link,
             hub_key: config.hub_public_key,
             workspace: config.workspace.clone(),
+            device: config.device_id.clone(),
             window: config.download_window_bytes,
             chunk_timeout: config.chunk_timeout,
             rate_limit: config.download_rate_limit_bytes_per_sec,
@@ -172,6 +219,8 @@ impl Updater {
     /// Applies desired states as they arrive, until `cancel` fires.
     pub async fn run(mut self, mut inbox: Inbox, cancel: CancellationToken) {
         let mut next: Option<Bytes> = None;
+        // The accepted desired state being applied, resumed when a refused one interrupts it.
+        let mut applying: Option<Bytes> = None;
         loop {
             let payload = match next.take() {
                 Some(payload) => payload,
@@ -189,11 +238,20 @@ impl Updater {
                     }
                 },
             };
-            let Some(target) = self.evaluate(&payload) else {
-                continue;
+            let target = match self.evaluate(&payload).await {
+                Evaluated::Apply(target) => target,
+                Evaluated::Nothing => {
+                    applying = None;
+                    continue;
+                }
+                Evaluated::Refused => {
+                    next = applying.take();
+                    continue;
+                }
             };
-            match self.apply(target, &mut inbox, &cancel).await {
-                Applied::Done => {}
+            applying = Some(payload);
+            match self.apply(*target, &mut inbox, &cancel).await {
+                Applied::Done => applying = None,
                 Applied::Interrupted(payload) => next = Some(payload),
                 Applied::Cancelled => break,
             }
@@ -201,67 +259,121 @@ impl Updater {
         debug!("updater stopped");
     }
 
-    /// Decodes and verifies a desired state; reports what needs no download. Returns the target
-    /// to apply, if any.
-    fn evaluate(&mut self, payload: &[u8]) -> Option<Target> {
-        let desired = match DesiredState::decode(payload) {
+    /// Decodes and verifies a desired state, checks and records its revision, and reports
+    /// what needs no download.
+    async fn evaluate(&mut self, payload: &Bytes) -> Evaluated {
+        let desired = match self.accept(payload).await {
             Ok(desired) => desired,
-            Err(error) => {
-                self.report_failure(
-                    UpdateStatus::default(),
-                    UpdateError::MalformedDesired(error),
-                );
-                return None;
+            Err((revision, refusal)) => {
+                warn!(revision, reason = %refusal, "desired state refused");
+                self.reporter.set_refused(Some(DesiredRefusal {
+                    revision,
+                    reason: refusal.to_string(),
+                    at_ms: unix_millis(),
+                }));
+                return Evaluated::Refused;
             }
         };
-        let Some(signed) = desired.model else {
+        let Some(verified) = desired.model else {
             debug!(
                 revision = desired.revision,
                 "the desired state names no model; keeping the current one"
             );
-            return None;
-        };
-        let verified = match VerifiedManifest::verify(&signed, &self.hub_key, &self.workspace) {
-            Ok(verified) => verified,
-            Err(error) => {
-                let status = UpdateStatus {
-                    revision: desired.revision,
-                    deployment: desired.deployment,
-                    ..Default::default()
-                };
-                self.report_failure(status, error.into());
-                return None;
-            }
+            return Evaluated::Nothing;
         };
         let target = Target {
             revision: desired.revision,
             deployment: desired.deployment,
             verified,
+            payload: payload.clone(),
         };
         let active = self.slot.current();
-        // The same model with a new drift baseline (set after it was deployed) goes through
-        // `apply` again: the file is on disk, so it is only reloaded and its windows re-bound.
+        // The same model with a new drift baseline (set after it was deployed), or one whose
+        // baseline could not be read, goes through `apply` again: the model file is on disk,
+        // so only the baseline is fetched and the windows re-bound.
         if active.as_ref().is_some_and(|a| {
-            let (served, wanted) = (&a.verified.manifest, &target.verified.manifest);
             a.digest() == target.digest()
-                && served.features == wanted.features
-                && served.outputs == wanted.outputs
-                && served.baseline_rows == wanted.baseline_rows
+                && a.verified.baseline() == target.verified.baseline()
+                && a.has_its_baseline()
         }) {
             debug!(revision = target.revision, digest = %target.digest(), "the desired model is already active");
             let mut status = target.status(UpdatePhase::Active);
             status.received_bytes = target.size();
             self.reporter.set_update(status);
-            return None;
+            return Evaluated::Nothing;
         }
         if self.last_failure.as_ref() == Some(&(target.revision, target.digest().to_string())) {
             debug!(
                 revision = target.revision,
                 "this revision already failed; waiting for a new one"
             );
-            return None;
+            return Evaluated::Nothing;
         }
-        Some(target)
+        Evaluated::Apply(Box::new(target))
+    }
+
+    /// Verifies a desired state and checks its revision against the highest accepted one,
+    /// recording a higher one durably before it is acted on. Refusals come with the revision
+    /// they carried (0 when unreadable).
+    async fn accept(&mut self, payload: &[u8]) -> Result<VerifiedDesired, (u64, Refusal)> {
+        let state = DesiredState::decode(payload).map_err(|e| (0, Refusal::Malformed(e)))?;
+        // The revision it claims, for the report only: nothing of it is trusted yet.
+        let claimed = DesiredBody::decode(state.body.as_slice()).map_or(0, |b| b.revision);
+        let desired = VerifiedDesired::verify(&state, &self.hub_key, &self.workspace, &self.device)
+            .map_err(|e| (claimed, Refusal::Unverified(e)))?;
+        let revision = desired.revision;
+        let accepted = self
+            .persisted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .accepted
+            .clone();
+        match &accepted {
+            Some(held) if revision < held.revision => {
+                return Err((
+                    revision,
+                    Refusal::Older {
+                        revision,
+                        accepted: held.revision,
+                    },
+                ));
+            }
+            Some(held) if revision == held.revision => {
+                if held.body_sha256 != desired.body_sha256 {
+                    return Err((revision, Refusal::Changed { revision }));
+                }
+                // The revision already held, published again: nothing new to record.
+                return Ok(desired);
+            }
+            _ => {}
+        }
+        let state = {
+            let mut persisted = self
+                .persisted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            persisted.accepted = Some(AcceptedRevision {
+                revision,
+                body_sha256: desired.body_sha256.clone(),
+            });
+            persisted.clone()
+        };
+        if let Err(source) = self
+            .store
+            .blocking(move |store| store.write_state(&state))
+            .await
+        {
+            // Not applied: a revision that is not on disk could be replayed after a restart.
+            let mut persisted = self
+                .persisted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            persisted.accepted = accepted;
+            return Err((revision, Refusal::Unrecorded { revision, source }));
+        }
+        info!(revision, deployment = %desired.deployment, "desired state accepted");
+        self.reporter.set_refused(None);
+        Ok(desired)
     }
 
     async fn apply(
@@ -282,12 +394,33 @@ impl Updater {
         let digest = target.digest().to_string();
         let model_path = self.store.model_path(&digest);
         let mut status = target.status(UpdatePhase::Verifying);
-        let on_disk = tokio::fs::try_exists(&model_path).await.unwrap_or(false);
-        if on_disk {
-            // The previous model (a rollback), or one verified before an interrupted switch.
-            debug!(digest = %digest, "the model is already on disk; skipping the download");
-        } else {
-            match self.download(&target, &mut status, inbox, cancel).await {
+        let model_blob = BlobRef {
+            digest: digest.clone(),
+            size_bytes: target.size(),
+        };
+        // The model, then its drift baseline: each fetched unless it is on disk already (the
+        // previous model for a rollback, or one verified before an interrupted switch).
+        let mut blobs = vec![(Blob::Model, model_blob)];
+        blobs.extend(
+            target
+                .verified
+                .baseline()
+                .cloned()
+                .map(|b| (Blob::Baseline, b)),
+        );
+        for (kind, blob) in &blobs {
+            let path = match kind {
+                Blob::Model => model_path.clone(),
+                Blob::Baseline => self.store.baseline_path(&blob.digest),
+            };
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                debug!(digest = %blob.digest, ?kind, "already on disk; skipping the download");
+                continue;
+            }
+            match self
+                .download(blob, &target, &mut status, inbox, cancel)
+                .await
+            {
                 Downloaded::Complete => {}
                 Downloaded::Failed(error) => return self.fail(&target, status, error),
                 Downloaded::Interrupted(payload) => return Applied::Interrupted(payload),
@@ -295,20 +428,47 @@ impl Updater {
             }
             status.phase = UpdatePhase::Verifying as i32;
             self.reporter.set_update(status.clone());
-            if let Err(error) = self.verify_part(&target).await {
+            if let Err(error) = self.verify_part(*kind, blob).await {
                 return self.fail(&target, status, error);
             }
         }
         status.phase = UpdatePhase::Verifying as i32;
         status.received_bytes = target.size();
+        status.total_bytes = target.size();
         self.reporter.set_update(status.clone());
+        let baseline = match target.verified.baseline().cloned() {
+            None => None,
+            Some(blob) => {
+                let read = self
+                    .store
+                    .blocking(move |store| store.read_baseline(&blob.digest, blob.size_bytes))
+                    .await;
+                match read {
+                    Ok(baseline) => Some(baseline),
+                    Err(error) => {
+                        let digest = target.verified.baseline().map(|b| b.digest.clone());
+                        if let Some(digest) = digest.clone() {
+                            let _ = self
+                                .store
+                                .blocking(move |store| store.remove_baseline(&digest))
+                                .await;
+                        }
+                        let error = UpdateError::Baseline {
+                            digest: digest.unwrap_or_default(),
+                            problem: error.to_string(),
+                        };
+                        return self.fail(&target, status, error);
+                    }
+                }
+            }
+        };
 
         let loaded = tokio::select! {
             loaded = ServedModel::load(&model_path, target.verified.clone()) => loaded,
             _ = cancel.cancelled() => return Applied::Cancelled,
         };
         let served = match loaded {
-            Ok(served) => served,
+            Ok(served) => served.with_baseline(baseline),
             Err(error) => {
                 let remove = self
                     .store
@@ -324,15 +484,18 @@ impl Updater {
         Applied::Done
     }
 
+    /// Downloads one blob of `target` (its model or its baseline) into its part file.
     async fn download(
         &mut self,
+        blob: &BlobRef,
         target: &Target,
         status: &mut UpdateStatus,
         inbox: &mut Inbox,
         cancel: &CancellationToken,
     ) -> Downloaded {
-        let digest = target.digest().to_string();
-        let total = target.size();
+        let digest = blob.digest.clone();
+        let total = blob.size_bytes;
+        status.total_bytes = total;
         let part_path = self.store.part_path(&digest);
         let opened = {
             let digest = digest.clone();
@@ -389,19 +552,15 @@ impl Updater {
                     }
                     let latest = inbox.desired.borrow_and_update().clone();
                     let Some(payload) = latest else { continue };
-                    match self.same_model(&payload, target) {
-                        Some((revision, deployment)) => {
-                            debug!(revision, "the desired state names the model being downloaded; continuing");
-                            status.revision = revision;
-                            status.deployment = deployment;
-                            self.reporter.set_update(status.clone());
-                        }
-                        None => {
-                            info!(digest = %digest, offset = download.offset(), "a new desired state interrupts the download");
-                            sync_quietly(&file).await;
-                            return Downloaded::Interrupted(payload);
-                        }
+                    if payload == target.payload {
+                        debug!("the desired state being applied was delivered again; continuing");
+                        continue;
                     }
+                    // Judged by `evaluate`: a refused one resumes this download from its part
+                    // file, an accepted one replaces it.
+                    info!(digest = %digest, offset = download.offset(), "a new desired state interrupts the download");
+                    sync_quietly(&file).await;
+                    return Downloaded::Interrupted(payload);
                 }
                 changed = sessions.changed() => {
                     if changed.is_ok() {
@@ -499,20 +658,11 @@ impl Updater {
         }
     }
 
-    /// Whether `payload` is a valid desired state naming `target`'s model; its revision and
-    /// deployment if so.
-    fn same_model(&self, payload: &[u8], target: &Target) -> Option<(u64, String)> {
-        let desired = DesiredState::decode(payload).ok()?;
-        let verified =
-            VerifiedManifest::verify(&desired.model?, &self.hub_key, &self.workspace).ok()?;
-        (verified.digest() == target.digest()).then_some((desired.revision, desired.deployment))
-    }
-
-    /// Checks the complete part file against the manifest and moves it to `models/`; deletes it
-    /// when it does not match.
-    async fn verify_part(&self, target: &Target) -> Result<(), UpdateError> {
-        let digest = target.digest().to_string();
-        let size = target.size();
+    /// Checks a complete part file against its reference and moves it to `models/` or
+    /// `baselines/`; deletes it when it does not match.
+    async fn verify_part(&self, kind: Blob, blob: &BlobRef) -> Result<(), UpdateError> {
+        let digest = blob.digest.clone();
+        let size = blob.size_bytes;
         self.store
             .blocking(move |store| {
                 let (got, length) = sha256_file(&store.part_path(&digest))?;
@@ -533,7 +683,10 @@ impl Updater {
                     store.remove_part(&digest)?;
                     return Ok(Err(error));
                 }
-                store.promote_part(&digest)?;
+                match kind {
+                    Blob::Model => store.promote_part(&digest)?,
+                    Blob::Baseline => store.promote_baseline_part(&digest)?,
+                };
                 Ok(Ok(()))
             })
             .await?
@@ -546,6 +699,7 @@ impl Updater {
         let old = self.slot.replace(Some(served.clone()));
         let baseline_problem = self.recorder.activate(
             &served.verified.manifest,
+            served.baseline.as_ref(),
             served.model.signature(),
             unix_millis(),
         );
@@ -579,12 +733,18 @@ impl Updater {
         let keep: Vec<String> = std::iter::once(new_digest.clone())
             .chain(previous.as_ref().map(|p| p.digest().to_string()))
             .collect();
+        let keep_baselines: Vec<String> = std::iter::once(&served.verified)
+            .chain(previous.as_ref())
+            .filter_map(|m| m.baseline().map(|b| b.digest.clone()))
+            .collect();
         let written = self
             .store
             .blocking(move |store| {
                 store.write_state(&state)?;
                 let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
                 let removed = store.remove_models_except(&keep)?;
+                let keep: Vec<&str> = keep_baselines.iter().map(String::as_str).collect();
+                store.remove_baselines_except(&keep)?;
                 store.remove_parts_except(&[])?;
                 Ok(removed)
             })

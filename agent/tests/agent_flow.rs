@@ -270,10 +270,14 @@ async fn refuses_bad_manifests_and_blobs_and_keeps_serving() {
     let stranger = SigningKey::from_bytes(&[1u8; 32]);
     hub.desire(2, Some(hub.sign(&stranger, "iris", 2, &other)))
         .await;
-    let state = hub.wait_for_phase(2, UpdatePhase::Failed).await;
+    let state = hub
+        .wait_for_state("refusing a desired state signed by another key", |s| {
+            s.refused.as_ref().is_some_and(|r| r.revision == 2)
+        })
+        .await;
     assert_eq!(
-        state.update.unwrap().error,
-        "manifest signature does not verify against the hub key"
+        state.refused.unwrap().reason,
+        "desired state signature does not verify against the hub key"
     );
 
     hub.faults.lock().unwrap().corrupt = true;
@@ -317,9 +321,9 @@ async fn refuses_bad_manifests_and_blobs_and_keeps_serving() {
     hub.publish_desired(vec![0xFF, 0xFF, 0xFF]).await;
     let state = hub
         .wait_for_state("with a malformed desired state", |s| {
-            s.update
+            s.refused
                 .as_ref()
-                .is_some_and(|u| u.error.starts_with("malformed desired state: "))
+                .is_some_and(|r| r.reason.starts_with("malformed desired state: "))
         })
         .await;
     assert_eq!(state.active.unwrap().digest, good_digest);

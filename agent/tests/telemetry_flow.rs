@@ -7,14 +7,15 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use prost::Message;
 use serde_json::json;
-use shoal_drift::wire::{features_to_wire, outputs_to_wire, FeatureBinding};
+use shoal_drift::wire::{baseline_to_wire, FeatureBinding};
 use shoal_drift::{
     Baseline, ClassBaseline, FeatureBaseline, FeatureKind, NumericBaseline, OutputBaseline,
     OutputKind,
 };
 use shoal_model::build::Mlp;
-use shoal_proto::device::{output_window, SignedManifest, TelemetryWindow, UpdatePhase};
+use shoal_proto::device::{output_window, BlobRef, TelemetryWindow, UpdatePhase};
 use support::*;
 
 const FEATURES: usize = 4;
@@ -26,7 +27,7 @@ fn linear_model(seed: f32) -> Vec<u8> {
 
 /// A manifest whose baseline bins the 4 columns of `x` at the deciles of 0.0..9.9 and counts
 /// the argmax of `y` over 2 classes.
-fn with_baseline(hub: &FakeHub, name: &str, version: u32, bytes: &[u8]) -> SignedManifest {
+fn with_baseline(hub: &FakeHub, name: &str, version: u32, bytes: &[u8]) -> ToSign {
     let values: Vec<f64> = (0..100).map(|v| v as f64 / 10.0).collect();
     let baseline = Baseline {
         rows: 100,
@@ -47,10 +48,13 @@ fn with_baseline(hub: &FakeHub, name: &str, version: u32, bytes: &[u8]) -> Signe
             column,
         })
         .collect();
+    // The baseline travels as a blob the manifest refers to, as from a real hub.
+    let blob = baseline_to_wire(&baseline, &bindings).encode_to_vec();
     let mut manifest = manifest(name, version, bytes);
-    manifest.features = features_to_wire(&baseline, &bindings);
-    manifest.outputs = outputs_to_wire(&baseline);
-    manifest.baseline_rows = baseline.rows;
+    manifest.baseline = Some(BlobRef {
+        digest: hub.add_blob(&blob),
+        size_bytes: blob.len() as u64,
+    });
     hub.sign_manifest(&hub.key, &manifest)
 }
 
@@ -73,7 +77,7 @@ fn errors(windows: &BTreeMap<(u64, u64), TelemetryWindow>, kind: &str) -> u64 {
 }
 
 /// Deploys a model and waits until it is active.
-async fn deploy(hub: &FakeHub, revision: u64, signed: SignedManifest, bytes: &[u8]) {
+async fn deploy(hub: &FakeHub, revision: u64, signed: ToSign, bytes: &[u8]) {
     hub.add_blob(bytes);
     hub.desire(revision, Some(signed)).await;
     hub.wait_for_phase(revision, UpdatePhase::Active).await;
@@ -253,6 +257,60 @@ async fn unacknowledged_windows_stay_buffered_and_are_sent_again() {
         3,
         "duplicates are only copies"
     );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_for_windows_never_sent_deletes_nothing() {
+    init_tracing();
+    let port = start_broker().await;
+    let hub = FakeHub::start(port, "tel-forged/shoal/v1").await;
+    hub.set_acking(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = config_file(port, &hub.prefix, &hub.public_key_hex(), dir.path());
+    file.agent.telemetry_window_ms = Some(100);
+    file.agent.telemetry_ack_timeout_ms = Some(60_000);
+    let agent = TestAgent::start(file).await;
+    let bytes = linear_model(0.4);
+    deploy(&hub, 1, hub.sign(&hub.key, "iris", 1, &bytes), &bytes).await;
+
+    // More windows than may be in flight: the hub acknowledges nothing, so the newest ones
+    // stay in the buffer, never sent.
+    let mut served = 0u64;
+    let mut buffered = 0;
+    while buffered < shoal_agent::forward::MAX_IN_FLIGHT as u64 + 4 {
+        assert_eq!(infer_rows(&agent, 1).await, 200);
+        served += 1;
+        let before = buffered;
+        wait_until("the window to close into the buffer", || async {
+            agent.telemetry().await["buffered_records"]
+                .as_u64()
+                .unwrap()
+                > before
+        })
+        .await;
+        buffered = agent.telemetry().await["buffered_records"]
+            .as_u64()
+            .unwrap();
+    }
+
+    // Someone else's ack naming every seq: only windows in flight may go; the unsent stay.
+    hub.publish_ack(prost::Message::encode_to_vec(
+        &shoal_proto::device::TelemetryAck {
+            seqs: (0..1000).collect(),
+        },
+    ))
+    .await;
+    hub.set_acking(true);
+    wait_for_empty_buffer(&agent).await;
+    let windows = hub.unique_windows();
+    assert_eq!(
+        inferences(&windows),
+        served,
+        "every served inference reached the hub"
+    );
+    let dropped = agent.telemetry().await["dropped"].clone();
+    assert_eq!(dropped["cap_records"], 0, "{dropped}");
     agent.shutdown().await;
 }
 

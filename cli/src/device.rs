@@ -192,11 +192,14 @@ pub fn device_json(d: &fpb::Device) -> Value {
         json!({"revision": u.revision, "deployment": u.deployment, "model": format!("{}@{}", u.model, u.version), "phase": phase_name(u.phase),
                "error": u.error, "received_bytes": u.received_bytes, "total_bytes": u.total_bytes, "resumed_from": u.resumed_from})
     });
+    let refused = reported.refused.as_ref().map(|r| {
+        json!({"revision": r.revision, "reason": r.reason, "at": age(r.at_ms), "at_ms": r.at_ms})
+    });
     let tags: std::collections::BTreeMap<_, _> = d.tags.iter().collect();
     json!({
         "workspace": d.workspace, "id": d.id, "online": d.online, "last_seen": age(d.last_seen_ms), "last_seen_ms": d.last_seen_ms,
         "active_model": model_ref(&reported.active), "active_digest": reported.active.as_ref().map(|a| a.digest.clone()),
         "previous_model": model_ref(&reported.previous), "desired_model": d.desired_model, "desired_revision": d.desired_revision,
-        "update": update, "health": reported.health, "agent_version": reported.agent_version, "arch": reported.arch, "tags": tags,
+        "update": update, "refused_desired_state": refused, "health": reported.health, "agent_version": reported.agent_version, "arch": reported.arch, "tags": tags,
     })
 }

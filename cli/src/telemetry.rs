@@ -117,8 +117,10 @@ async fn tail(hub: &mut HubClient, workspace: &str, device: &str, format: Format
 fn device_telemetry_json(t: &tpb::DeviceTelemetry) -> Value {
     let dropped = t.dropped.unwrap_or_default();
     let health = t.health.unwrap_or_default();
+    let rejected: std::collections::BTreeMap<_, _> = t.rejected.iter().collect();
     json!({
         "device": t.device, "windows": t.windows, "duplicates": t.duplicates, "inferences": t.inferences,
+        "rejected": t.rejected.values().sum::<u64>(), "rejected_by_reason": rejected,
         "last_window": age(t.last_window_ms), "last_window_ms": t.last_window_ms,
         "dropped": {
             "records": dropped.cap_records + dropped.age_records + dropped.corrupt_records,

@@ -126,12 +126,21 @@ pub fn outputs_to_wire(baseline: &Baseline) -> Vec<wire::OutputSpec> {
         .collect()
 }
 
-/// The baseline and input bindings a manifest carries.
+/// A baseline and its input bindings as devices receive it (the blob a manifest refers to).
+pub fn baseline_to_wire(baseline: &Baseline, bindings: &[FeatureBinding]) -> wire::DriftBaseline {
+    wire::DriftBaseline {
+        features: features_to_wire(baseline, bindings),
+        outputs: outputs_to_wire(baseline),
+        rows: baseline.rows,
+    }
+}
+
+/// The baseline and input bindings a device received.
 ///
 /// # Errors
 /// A feature or output without a kind, or with a distribution that does not validate.
-pub fn baseline_from_manifest(
-    manifest: &wire::Manifest,
+pub fn baseline_from_wire(
+    manifest: &wire::DriftBaseline,
 ) -> Result<(Baseline, Vec<FeatureBinding>), WireError> {
     let mut features = Vec::with_capacity(manifest.features.len());
     let mut bindings = Vec::with_capacity(manifest.features.len());
@@ -198,7 +207,7 @@ pub fn baseline_from_manifest(
     }
     Ok((
         Baseline {
-            rows: manifest.baseline_rows,
+            rows: manifest.rows,
             features,
             outputs,
         },
@@ -358,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn baselines_round_trip_through_the_manifest() {
+    fn baselines_round_trip_through_the_wire() {
         let baseline = baseline();
         let bindings = vec![
             FeatureBinding {
@@ -370,13 +379,8 @@ mod tests {
                 column: 1,
             },
         ];
-        let manifest = wire::Manifest {
-            features: features_to_wire(&baseline, &bindings),
-            outputs: outputs_to_wire(&baseline),
-            baseline_rows: baseline.rows,
-            ..Default::default()
-        };
-        let (back, back_bindings) = baseline_from_manifest(&manifest).unwrap();
+        let manifest = baseline_to_wire(&baseline, &bindings);
+        let (back, back_bindings) = baseline_from_wire(&manifest).unwrap();
         assert_eq!(back, baseline);
         assert_eq!(back_bindings, bindings);
     }
@@ -401,7 +405,7 @@ mod tests {
 
     #[test]
     fn damaged_baselines_are_refused_by_name() {
-        let manifest = wire::Manifest {
+        let manifest = wire::DriftBaseline {
             features: vec![wire::FeatureSpec {
                 name: "temp".into(),
                 kind: Some(wire::feature_spec::Kind::Numeric(wire::NumericBaseline {
@@ -413,12 +417,12 @@ mod tests {
             }],
             ..Default::default()
         };
-        let error = baseline_from_manifest(&manifest).unwrap_err();
+        let error = baseline_from_wire(&manifest).unwrap_err();
         assert!(
             matches!(&error, WireError::Invalid { name, .. } if name == "temp"),
             "{error}"
         );
-        let no_kind = wire::Manifest {
+        let no_kind = wire::DriftBaseline {
             features: vec![wire::FeatureSpec {
                 name: "t".into(),
                 ..Default::default()
@@ -426,7 +430,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            baseline_from_manifest(&no_kind).unwrap_err().to_string(),
+            baseline_from_wire(&no_kind).unwrap_err().to_string(),
             "feature 't' has no kind"
         );
     }

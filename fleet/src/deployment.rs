@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::device::{DesiredState, UpdatePhase};
+use shoal_proto::device::{DesiredBody, DesiredState, UpdatePhase};
 
 use crate::error::{FleetError, FleetResult};
-use crate::fleet::{Device, Fleet};
+use crate::fleet::{Assignment, Device, Fleet};
 use crate::publish::DevicePublisher;
 use shoal_registry::registry::Registry;
 use shoal_registry::ManifestSigner;
@@ -128,15 +128,18 @@ impl Deployments {
         {
             return Err(FleetError::already_exists("deployment", name));
         }
+        let assignment = Assignment {
+            deployment: name,
+            model,
+            version: version.version,
+            digest: &version.digest,
+            baseline: version
+                .baseline
+                .as_ref()
+                .map(|b| (b.digest.as_str(), b.size_bytes)),
+        };
         for target in &targets {
-            let device = self.fleet.set_desired(
-                workspace,
-                &target.id,
-                name,
-                model,
-                version.version,
-                &version.digest,
-            )?;
+            let device = self.fleet.set_desired(workspace, &target.id, &assignment)?;
             self.publish_desired(&device).await?;
         }
         self.records.flush()?;
@@ -184,7 +187,9 @@ impl Deployments {
         Ok(out)
     }
 
-    /// The signed desired state of a device, if the hub wants a model on it.
+    /// The signed desired state of a device, if the hub wants a model on it: addressed to the
+    /// device and its workspace, with the device's revision. Signing is deterministic, so the
+    /// same revision always gives the same bytes (a re-publish after a restart is identical).
     ///
     /// # Errors
     /// `NotFound` when the desired version has disappeared.
@@ -197,11 +202,24 @@ impl Deployments {
             &desired.model,
             &desired.version.to_string(),
         )?;
-        Ok(Some(DesiredState {
-            revision: desired.revision,
+        let mut manifest = version.manifest();
+        // The baseline the revision was taken with (blobs are never deleted): a baseline set
+        // later comes with a new revision (`refresh_version`), never under an old one.
+        manifest.baseline =
+            desired
+                .baseline
+                .as_ref()
+                .map(|(digest, size_bytes)| shoal_proto::device::BlobRef {
+                    digest: digest.clone(),
+                    size_bytes: *size_bytes,
+                });
+        Ok(Some(self.signer.sign_desired(&DesiredBody {
+            workspace: device.workspace.clone(),
+            device: device.id.clone(),
             deployment: desired.deployment.clone(),
-            model: Some(self.signer.sign_manifest(&version.manifest())),
-        }))
+            revision: desired.revision,
+            model: Some(manifest),
+        })))
     }
 
     /// Publishes a device's desired state (retained), if it has one.
@@ -258,10 +276,10 @@ impl Deployments {
         Ok(())
     }
 
-    /// Re-publishes the desired state of every device that should run `model@version`, after
-    /// something in its signed manifest changed (a drift baseline set after deployment), so
-    /// devices bin their inputs over the new baseline without a new deployment. Returns how
-    /// many devices were told.
+    /// Gives every device that should run `model@version` a new revision and publishes it,
+    /// after something in its signed manifest changed (a drift baseline set after
+    /// deployment), so devices bin their inputs over the new baseline without a new
+    /// deployment. Returns how many devices were told.
     ///
     /// # Errors
     /// When the fleet cannot be listed.
@@ -281,6 +299,26 @@ impl Deployments {
             if !wants {
                 continue;
             }
+            let Some(desired) = device.desired.clone() else {
+                continue;
+            };
+            let current = self
+                .registry
+                .resolve(workspace, model, &version.to_string())?;
+            let device = self.fleet.set_desired(
+                workspace,
+                &device.id,
+                &Assignment {
+                    deployment: &desired.deployment,
+                    model,
+                    version,
+                    digest: &desired.digest,
+                    baseline: current
+                        .baseline
+                        .as_ref()
+                        .map(|b| (b.digest.as_str(), b.size_bytes)),
+                },
+            )?;
             if let Err(error) = self.publish_desired(&device).await {
                 tracing::warn!(device = %device.id, %error, "cannot re-publish desired state");
             } else {
@@ -331,6 +369,21 @@ fn device_rollout(deployment: &Deployment, device: &Device) -> DeviceRollout {
     }
     if active {
         return rollout("active", String::new());
+    }
+    let refused = reported
+        .as_ref()
+        .and_then(|r| r.refused.as_ref())
+        .filter(|r| {
+            device
+                .desired
+                .as_ref()
+                .is_some_and(|d| d.revision == r.revision)
+        });
+    if let Some(refused) = refused {
+        return rollout(
+            "failed",
+            format!("the device refused the desired state: {}", refused.reason),
+        );
     }
     let update = reported
         .and_then(|r| r.update)

@@ -13,21 +13,66 @@ use shoal_proto::device::ReportedState;
 
 use crate::credentials::{verify_password, DevicePassword};
 use crate::error::{FleetError, FleetResult};
+use crate::telemetry::Rejection;
 use shoal_store::check_name;
 use shoal_store::storage::Records;
 use shoal_store::workspace::Workspaces;
 
 pub const TREE: &str = "devices";
 
+/// The tree of hub-wide counters.
+pub const COUNTERS_TREE: &str = "counters";
+/// The counter desired-state revisions are taken from.
+const REVISION_COUNTER: &str = "desired_revision";
+
 /// The model the hub wants on a device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Desired {
-    /// Grows with every change, so an agent can tell a new desired state from a repeat.
+    /// Taken from one hub-wide counter at every change, so it only grows for a device and is
+    /// never reused, even for a device removed and enrolled again under the same id: an
+    /// agent refuses anything lower than what it already accepted.
     pub revision: u64,
     pub deployment: String,
     pub model: String,
     pub version: u32,
     pub digest: String,
+    /// The version's drift baseline blob (digest, size) when the revision was taken: what
+    /// the revision's manifest refers to, so re-publishing it is always the same bytes. With
+    /// `digest`, the only blobs this device may fetch.
+    #[serde(default)]
+    pub baseline: Option<(String, u64)>,
+    /// The model version the device was told to run before this one (what it moves away
+    /// from): its windows are still accepted while the device switches.
+    #[serde(default)]
+    pub moving_from: Option<(String, u32)>,
+}
+
+impl Desired {
+    /// Whether windows about `model@version` are accepted from this device: the version it
+    /// is assigned, or the one it is moving away from.
+    pub fn accepts_windows_of(&self, model: &str, version: u32) -> bool {
+        (self.model == model && self.version == version)
+            || self
+                .moving_from
+                .as_ref()
+                .is_some_and(|(m, v)| m == model && *v == version)
+    }
+
+    /// Whether a device assigned this may fetch blob `digest` (its model or its baseline).
+    pub fn references_blob(&self, digest: &str) -> bool {
+        self.digest == digest || self.baseline.as_ref().is_some_and(|(d, _)| d == digest)
+    }
+}
+
+/// What a desired state names: the deployment, the version and its blobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment<'a> {
+    pub deployment: &'a str,
+    pub model: &'a str,
+    pub version: u32,
+    pub digest: &'a str,
+    /// The drift baseline blob: digest and size.
+    pub baseline: Option<(&'a str, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +104,15 @@ impl Device {
     pub fn mqtt_username(&self) -> String {
         mqtt_username(&self.workspace, &self.id)
     }
+}
+
+/// A report the hub would not record, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RefusedReport {
+    /// What it is counted as.
+    pub reason: Rejection,
+    pub message: String,
 }
 
 /// Devices log in as `{device}@{workspace}`: ids are unique only within a workspace.
@@ -225,7 +279,19 @@ impl Fleet {
         Ok(())
     }
 
-    /// Sets the desired model of a device, with the next revision.
+    /// Takes the next desired-state revision from the hub-wide counter (compare-and-swap, so
+    /// two writers never get the same number).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn next_revision(&self) -> FleetResult<u64> {
+        self.records
+            .update::<u64, FleetError>(COUNTERS_TREE, REVISION_COUNTER, |current| {
+                Ok(current.unwrap_or(0) + 1)
+            })
+    }
+
+    /// Sets the desired model of a device, with a new revision.
     ///
     /// # Errors
     /// `NotFound`.
@@ -233,21 +299,30 @@ impl Fleet {
         &self,
         workspace: &str,
         id: &str,
-        deployment: &str,
-        model: &str,
-        version: u32,
-        digest: &str,
+        assignment: &Assignment,
     ) -> FleetResult<Device> {
+        self.get(workspace, id)?;
+        let revision = self.next_revision()?;
         self.records
             .update::<Device, FleetError>(TREE, &key(workspace, id), |current| {
                 let mut device = current.ok_or_else(|| FleetError::not_found("device", id))?;
-                let revision = device.desired.as_ref().map_or(0, |d| d.revision) + 1;
+                let moving_from = match &device.desired {
+                    Some(old)
+                        if old.model != assignment.model || old.version != assignment.version =>
+                    {
+                        Some((old.model.clone(), old.version))
+                    }
+                    Some(old) => old.moving_from.clone(),
+                    None => None,
+                };
                 device.desired = Some(Desired {
                     revision,
-                    deployment: deployment.into(),
-                    model: model.into(),
-                    version,
-                    digest: digest.into(),
+                    deployment: assignment.deployment.into(),
+                    model: assignment.model.into(),
+                    version: assignment.version,
+                    digest: assignment.digest.into(),
+                    baseline: assignment.baseline.map(|(d, n)| (d.to_string(), n)),
+                    moving_from,
                 });
                 Ok(device)
             })
@@ -258,13 +333,37 @@ impl Fleet {
         self.touch(workspace, id, |device| device.online = online);
     }
 
-    /// Records a reported state as the device sent it.
-    pub fn record_state(&self, workspace: &str, id: &str, payload: &[u8]) {
+    /// Records a reported state as the device sent it on its own `state` topic (`id` comes
+    /// from the topic).
+    ///
+    /// # Errors
+    /// [`RefusedReport`] for a payload that does not decode or that names another device: it
+    /// is not recorded (the caller counts it). An unknown device is ignored (and logged).
+    pub fn record_state(
+        &self,
+        workspace: &str,
+        id: &str,
+        payload: &[u8],
+    ) -> Result<(), RefusedReport> {
+        let state = ReportedState::decode(payload).map_err(|e| RefusedReport {
+            reason: Rejection::Malformed,
+            message: format!("malformed reported state: {e}"),
+        })?;
+        if state.device_id != id {
+            return Err(RefusedReport {
+                reason: Rejection::WrongDevice,
+                message: format!(
+                    "reported state of device '{}' arrived on the topic of '{id}'",
+                    state.device_id
+                ),
+            });
+        }
         let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
         self.touch(workspace, id, |device| {
             device.reported = Some(encoded.clone());
             device.online = true;
         });
+        Ok(())
     }
 
     fn touch(&self, workspace: &str, id: &str, mut change: impl FnMut(&mut Device)) {
@@ -451,14 +550,21 @@ mod tests {
     fn each_desired_state_change_takes_the_next_revision() {
         let h = hub();
         h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let assign = |deployment, version, digest| Assignment {
+            deployment,
+            model: "sensor",
+            version,
+            digest,
+            baseline: None,
+        };
         let first = h
             .fleet
-            .set_desired(WS, "cam-1", "d1", "sensor", 1, "aa")
+            .set_desired(WS, "cam-1", &assign("d1", 1, "aa"))
             .unwrap();
         assert_eq!(first.desired.unwrap().revision, 1);
         let second = h
             .fleet
-            .set_desired(WS, "cam-1", "d2", "sensor", 2, "bb")
+            .set_desired(WS, "cam-1", &assign("d2", 2, "bb"))
             .unwrap();
         assert_eq!(
             second.desired,
@@ -468,13 +574,31 @@ mod tests {
                 model: "sensor".into(),
                 version: 2,
                 digest: "bb".into(),
+                baseline: None,
+                moving_from: Some(("sensor".into(), 1)),
             })
         );
         assert_eq!(h.fleet.get(WS, "cam-1").unwrap().desired, second.desired);
         assert!(matches!(
-            h.fleet.set_desired(WS, "ghost", "d1", "sensor", 1, "aa"),
+            h.fleet.set_desired(WS, "ghost", &assign("d1", 1, "aa")),
             Err(FleetError::NotFound { .. })
         ));
+
+        // Revisions come from one hub-wide counter: another device, or the same id removed
+        // and enrolled again, never gets a number handed out before.
+        h.fleet.add(WS, "cam-2", tags()).unwrap();
+        let other = h
+            .fleet
+            .set_desired(WS, "cam-2", &assign("d1", 1, "aa"))
+            .unwrap();
+        assert_eq!(other.desired.unwrap().revision, 3);
+        h.fleet.remove(WS, "cam-1").unwrap();
+        h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let again = h
+            .fleet
+            .set_desired(WS, "cam-1", &assign("d1", 1, "aa"))
+            .unwrap();
+        assert_eq!(again.desired.unwrap().revision, 4);
     }
 
     #[test]
@@ -498,15 +622,39 @@ mod tests {
             }),
             ..Default::default()
         };
-        h.fleet.record_state(WS, "cam-1", &state.encode_to_vec());
+        h.fleet
+            .record_state(WS, "cam-1", &state.encode_to_vec())
+            .unwrap();
         let device = h.fleet.get(WS, "cam-1").unwrap();
         assert!(device.online, "a state report means the device is online");
-        assert_eq!(device.reported_state(), Some(state));
+        assert_eq!(device.reported_state(), Some(state.clone()));
+
+        // A state naming another device, or one that does not decode, is refused and changes
+        // nothing.
+        h.fleet.add(WS, "cam-2", tags()).unwrap();
+        let error = h
+            .fleet
+            .record_state(WS, "cam-2", &state.encode_to_vec())
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("device 'cam-1' arrived on the topic of 'cam-2'"),
+            "{error}"
+        );
+        assert!(h.fleet.get(WS, "cam-2").unwrap().reported.is_none());
+        assert!(h.fleet.record_state(WS, "cam-2", b"\xff\xff").is_err());
 
         // Neither creates a device.
         h.fleet.record_status(WS, "ghost", true);
-        h.fleet.record_state(WS, "ghost", b"");
-        assert_eq!(h.fleet.all().unwrap().len(), 1);
+        let ghost = ReportedState {
+            device_id: "ghost".into(),
+            ..Default::default()
+        };
+        h.fleet
+            .record_state(WS, "ghost", &ghost.encode_to_vec())
+            .unwrap();
+        assert_eq!(h.fleet.all().unwrap().len(), 2);
     }
 
     #[test]

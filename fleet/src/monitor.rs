@@ -434,7 +434,8 @@ impl Monitors {
                     Ok(m)
                 });
         if let Err(FleetError::NotFound { .. }) = covered {
-            // Deleted while it was being evaluated: nothing more to record.
+            // Deleted (or its workspace was) while it was being evaluated: nothing of it stays.
+            self.records.delete(EVALUATIONS_TREE, &key)?;
             return Ok((evaluation, None));
         }
         covered?;
@@ -684,6 +685,7 @@ mod tests {
             .await;
         let version = hub.registry.resolve(WS, "sensor", "1").unwrap();
         hub.add_device("cam-1");
+        hub.assign("cam-1", &version);
         let telemetry = hub.telemetry();
         let monitors = Monitors::new(
             hub.records.clone(),

@@ -93,6 +93,9 @@ pub struct DeviceTelemetry {
     /// The highest (boot epoch, seq) seen, to tell the latest window from a late re-send.
     #[serde(default)]
     pub latest: (u64, u64),
+    /// Messages on the device's topics the hub refused, by reason (see [`Rejection`]).
+    #[serde(default)]
+    pub rejected: BTreeMap<String, u64>,
 }
 
 impl DeviceTelemetry {
@@ -108,8 +111,44 @@ impl DeviceTelemetry {
 /// What [`Telemetry::ingest`] did with a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
-    Stored { seq: u64 },
-    Duplicate { seq: u64 },
+    Stored {
+        seq: u64,
+    },
+    Duplicate {
+        seq: u64,
+    },
+    /// Refused for good, and counted: sending it again cannot change the answer, so it is
+    /// acknowledged like a stored one.
+    Rejected {
+        seq: u64,
+        reason: Rejection,
+    },
+}
+
+/// Why the hub refused a message on a device's topic; each is counted per device
+/// ([`DeviceTelemetry::rejected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The payload names another device than the topic it arrived on.
+    WrongDevice,
+    /// A window about a model version the device is not assigned.
+    UnassignedModel,
+    /// A window whose (boot epoch, seq) the hub already holds with other contents.
+    IdentityConflict,
+    /// The payload does not decode.
+    Malformed,
+}
+
+impl Rejection {
+    /// The name the counters, the API and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::WrongDevice => "wrong_device",
+            Rejection::UnassignedModel => "unassigned_model",
+            Rejection::IdentityConflict => "identity_conflict",
+            Rejection::Malformed => "malformed",
+        }
+    }
 }
 
 /// A window as it was stored, for live tails.
@@ -202,30 +241,73 @@ impl Telemetry {
         self.tail.subscribe()
     }
 
-    /// Stores a window sent on `{ws}/dev/{device}/telemetry`, once.
+    /// Stores a window sent on `{ws}/dev/{device}/telemetry`, once. `device` is the one the
+    /// topic names: the identity of a window is always (topic device, boot epoch, seq).
+    ///
+    /// Only windows about the model version the device is assigned (or the one it is moving
+    /// away from) are stored; others are rejected and counted. A window whose identity the
+    /// hub already holds is a duplicate when its bytes are the same, and rejected as an
+    /// identity conflict otherwise.
     ///
     /// # Errors
     /// `InvalidArgument` for an undecodable window, one that names another device or no
-    /// model; `NotFound` for an unknown device; storage errors.
+    /// model (counted when the device is known); `NotFound` for an unknown device; storage
+    /// errors.
     pub fn ingest(&self, workspace: &str, device: &str, payload: &[u8]) -> FleetResult<Ingested> {
-        let window = TelemetryWindow::decode(payload)
-            .map_err(|e| FleetError::invalid(format!("malformed telemetry window: {e}")))?;
+        let window = match TelemetryWindow::decode(payload) {
+            Ok(window) => window,
+            Err(e) => {
+                self.count_rejected(workspace, device, Rejection::Malformed)?;
+                return Err(FleetError::invalid(format!(
+                    "malformed telemetry window: {e}"
+                )));
+            }
+        };
         if window.device_id != device {
+            self.count_rejected(workspace, device, Rejection::WrongDevice)?;
             return Err(FleetError::invalid(format!(
                 "window of device '{}' arrived on the topic of '{device}'",
                 window.device_id
             )));
         }
         let Some(model) = window.model.as_ref() else {
+            self.count_rejected(workspace, device, Rejection::Malformed)?;
             return Err(FleetError::invalid("telemetry window names no model"));
         };
-        self.fleet.get(workspace, device)?;
+        let record = self.fleet.get(workspace, device)?;
+        let assigned = record
+            .desired
+            .as_ref()
+            .is_some_and(|d| d.accepts_windows_of(&model.model, model.version));
+        if !assigned {
+            tracing::warn!(%workspace, %device, model = %model.model, version = model.version, "telemetry window for a model version the device is not assigned");
+            self.count_rejected(workspace, device, Rejection::UnassignedModel)?;
+            return Ok(Ingested::Rejected {
+                seq: window.seq,
+                reason: Rejection::UnassignedModel,
+            });
+        }
         let key = window_key(workspace, &window, &model.model, model.version);
         let id = id_key(workspace, device, window.boot_epoch, window.seq);
         if !self
             .records
             .insert_new_bytes(IDS_TREE, &id, key.as_bytes())?
         {
+            let held = match self.records.get_bytes(IDS_TREE, &id)? {
+                Some(held_key) => match String::from_utf8(held_key) {
+                    Ok(held_key) => self.records.get_bytes(WINDOWS_TREE, &held_key)?,
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            if held.as_deref().is_some_and(|held| held != payload) {
+                tracing::warn!(%workspace, %device, boot_epoch = window.boot_epoch, seq = window.seq, "a window claims the identity of another one the hub holds");
+                self.count_rejected(workspace, device, Rejection::IdentityConflict)?;
+                return Ok(Ingested::Rejected {
+                    seq: window.seq,
+                    reason: Rejection::IdentityConflict,
+                });
+            }
             self.records.update::<DeviceTelemetry, FleetError>(
                 DEVICES_TREE,
                 &format!("{workspace}/{device}"),
@@ -273,6 +355,43 @@ impl Telemetry {
             received_at_ms: now,
         });
         Ok(Ingested::Stored { seq })
+    }
+
+    /// Counts a refused message on a known device's topics. Unknown devices are not counted:
+    /// a topic name alone must not create records.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn count_rejected(
+        &self,
+        workspace: &str,
+        device: &str,
+        reason: Rejection,
+    ) -> FleetResult<()> {
+        match self.fleet.get(workspace, device) {
+            Ok(_) => {}
+            Err(FleetError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.records.update::<DeviceTelemetry, FleetError>(
+            DEVICES_TREE,
+            &format!("{workspace}/{device}"),
+            |current| {
+                let mut stats = current.unwrap_or_default();
+                *stats.rejected.entry(reason.name().to_string()).or_default() += 1;
+                Ok(stats)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Makes every window stored so far durable: the hub acknowledges windows only after this
+    /// (once per batch), so an acknowledged window survives a crash.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn flush(&self) -> FleetResult<()> {
+        Ok(self.records.flush()?)
     }
 
     fn roll_up(

@@ -91,6 +91,27 @@ impl Hub {
         self.fleet.add(WS, id, BTreeMap::new()).unwrap();
     }
 
+    /// Makes `version` the device's desired model, as a deployment would (without
+    /// publishing): the hub accepts its windows from then on.
+    pub fn assign(&self, id: &str, version: &ModelVersion) {
+        self.fleet
+            .set_desired(
+                WS,
+                id,
+                &crate::fleet::Assignment {
+                    deployment: "test",
+                    model: &version.model,
+                    version: version.version,
+                    digest: &version.digest,
+                    baseline: version
+                        .baseline
+                        .as_ref()
+                        .map(|b| (b.digest.as_str(), b.size_bytes)),
+                },
+            )
+            .unwrap();
+    }
+
     pub fn telemetry(&self) -> Telemetry {
         Telemetry::new(
             self.records.clone(),

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use shoal_fleet::deployment::Deployments;
 use shoal_fleet::fleet::Fleet;
 use shoal_fleet::publish::{DevicePublisher, PublishError};
+use shoal_fleet::telemetry::Ingested;
 use shoal_store::artifacts::{is_valid_digest, ArtifactStore};
+
+use crate::broker::MAX_PAYLOAD_BYTES;
 
 /// Data bytes per chunk: with the protobuf framing and topic it stays under the 20 KiB payload
 /// limit of rumqttd's default, and of most brokers'.
@@ -48,6 +51,38 @@ fn publish_error(error: rumqttc::ClientError) -> PublishError {
     PublishError(format!("mqtt publish: {error}"))
 }
 
+/// The size of a QoS 1 PUBLISH packet's variable part (topic length prefix, topic, packet id,
+/// payload): what a broker holds against its payload limit (rumqttd disconnects a client whose
+/// packet's remaining length exceeds it).
+pub fn publish_packet_bytes(topic: &str, payload: &[u8]) -> usize {
+    2 + topic.len() + 2 + payload.len()
+}
+
+/// Publishes at QoS 1 through the hub's client, refusing (logged, and an error for the caller)
+/// a message larger than the broker's limit instead of sending it: one oversized message
+/// would make the broker drop the hub's whole connection, and every device with it.
+///
+/// # Errors
+/// [`PublishError`] naming the topic and the sizes, or when the client is gone.
+pub async fn publish_checked(
+    client: &AsyncClient,
+    topic: String,
+    retain: bool,
+    payload: Vec<u8>,
+) -> Result<(), PublishError> {
+    let size = publish_packet_bytes(&topic, &payload);
+    if size > MAX_PAYLOAD_BYTES {
+        tracing::error!(%topic, bytes = size, limit = MAX_PAYLOAD_BYTES, "refusing to publish a message larger than the broker's payload limit");
+        return Err(PublishError(format!(
+            "a {size}-byte message on {topic} exceeds the broker's {MAX_PAYLOAD_BYTES}-byte payload limit; it was not sent (large data must travel as a blob)"
+        )));
+    }
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .map_err(publish_error)
+}
+
 #[async_trait::async_trait]
 impl DevicePublisher for MqttPublisher {
     async fn publish_desired(
@@ -57,22 +92,17 @@ impl DevicePublisher for MqttPublisher {
         state: &DesiredState,
     ) -> Result<(), PublishError> {
         let topic = DeviceTopics::new(&self.prefix, workspace, device).desired();
-        self.client
-            .publish(topic, QoS::AtLeastOnce, true, state.encode_to_vec())
-            .await
-            .map_err(publish_error)
+        publish_checked(&self.client, topic, true, state.encode_to_vec()).await
     }
 
     async fn publish_event(&self, workspace: &str, payload: Vec<u8>) -> Result<(), PublishError> {
-        self.client
-            .publish(
-                topics::events(&self.prefix, workspace),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .map_err(publish_error)
+        publish_checked(
+            &self.client,
+            topics::events(&self.prefix, workspace),
+            false,
+            payload,
+        )
+        .await
     }
 
     async fn clear_retained(&self, workspace: &str, device: &str) -> Result<(), PublishError> {
@@ -216,9 +246,26 @@ fn handle(
                         tracing::warn!(%workspace, %device, %error, "malformed device status")
                     }
                 },
-                leaf::STATE => context
-                    .fleet
-                    .record_state(&workspace, &device, &publish.payload),
+                leaf::STATE => {
+                    // An empty retained payload is a clean-up (device removal), not a report.
+                    if publish.payload.is_empty() {
+                        return;
+                    }
+                    if let Err(refused) =
+                        context
+                            .fleet
+                            .record_state(&workspace, &device, &publish.payload)
+                    {
+                        tracing::warn!(%workspace, %device, error = %refused, "reported state refused");
+                        if let Err(error) =
+                            context
+                                .telemetry
+                                .count_rejected(&workspace, &device, refused.reason)
+                        {
+                            tracing::warn!(%error, "cannot count a refused report");
+                        }
+                    }
+                }
                 leaf::BLOB_REQUEST => match BlobRequest::decode(publish.payload.as_ref()) {
                     Ok(request) => {
                         let context = context.clone();
@@ -274,12 +321,21 @@ async fn ingest_worker(
             for (workspace, device, payload) in batch {
                 match telemetry.ingest(&workspace, &device, &payload) {
                     Ok(
-                        shoal_fleet::telemetry::Ingested::Stored { seq }
-                        | shoal_fleet::telemetry::Ingested::Duplicate { seq },
+                        Ingested::Stored { seq }
+                        | Ingested::Duplicate { seq }
+                        | Ingested::Rejected { seq, .. },
                     ) => acks.entry((workspace, device)).or_default().push(seq),
                     Err(error) => {
                         tracing::warn!(%workspace, %device, %error, "telemetry window refused")
                     }
+                }
+            }
+            // An acknowledgement means durable: the agent deletes what the hub acknowledges,
+            // so the batch reaches disk before any of it is acknowledged.
+            if !acks.is_empty() {
+                if let Err(error) = telemetry.flush() {
+                    tracing::error!(%error, "cannot flush stored telemetry windows; not acknowledging them");
+                    acks.clear();
                 }
             }
             acks
@@ -295,10 +351,8 @@ async fn ingest_worker(
         for ((workspace, device), seqs) in acks {
             let topic = DeviceTopics::new(&context.prefix, &workspace, &device).telemetry_ack();
             let ack = TelemetryAck { seqs };
-            if let Err(error) = context
-                .client
-                .publish(topic, QoS::AtLeastOnce, false, ack.encode_to_vec())
-                .await
+            if let Err(error) =
+                publish_checked(&context.client, topic, false, ack.encode_to_vec()).await
             {
                 tracing::warn!(%error, "cannot acknowledge telemetry windows");
             }
@@ -318,10 +372,8 @@ async fn serve_blob(context: &MqttContext, workspace: &str, device: &str, reques
         vec![BlobChunk { digest: request.digest.clone(), offset: request.offset, error, ..Default::default() }]
     });
     for chunk in chunks {
-        if let Err(error) = context
-            .client
-            .publish(&topic, QoS::AtLeastOnce, false, chunk.encode_to_vec())
-            .await
+        if let Err(error) =
+            publish_checked(&context.client, topic.clone(), false, chunk.encode_to_vec()).await
         {
             tracing::warn!(%error, "cannot publish a blob chunk");
             return;
@@ -329,7 +381,8 @@ async fn serve_blob(context: &MqttContext, workspace: &str, device: &str, reques
     }
 }
 
-/// A device may fetch only the blob the hub wants on it.
+/// A device may fetch only the blobs its current desired state references: its model and its
+/// drift baseline. The device is the one the topic names.
 fn check_blob_request(
     context: &MqttContext,
     workspace: &str,
@@ -346,10 +399,10 @@ fn check_blob_request(
     let assigned = record
         .desired
         .as_ref()
-        .is_some_and(|d| d.digest == request.digest);
+        .is_some_and(|d| d.references_blob(&request.digest));
     if !assigned {
         return Err(format!(
-            "blob {} is not assigned to device '{device}'",
+            "blob {} is not referenced by the desired state of device '{device}'",
             request.digest
         ));
     }
@@ -376,4 +429,30 @@ async fn read_chunks(
         });
     }
     Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_over_the_broker_limit_is_refused_before_it_is_sent() {
+        // A client whose event loop is never polled: whatever reaches it stays queued.
+        let (client, _eventloop) =
+            AsyncClient::new(MqttOptions::new("limit-test", "127.0.0.1", 1), 10);
+        let topic = "shoal/v1/default/dev/cam-01/desired".to_string();
+        let room = MAX_PAYLOAD_BYTES - publish_packet_bytes(&topic, &[]);
+        publish_checked(&client, topic.clone(), true, vec![0; room])
+            .await
+            .expect("a message at the limit is sent");
+        let error = publish_checked(&client, topic.clone(), true, vec![0; room + 1])
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(&topic), "{message}");
+        assert!(
+            message.contains(&format!("{MAX_PAYLOAD_BYTES}-byte payload limit")),
+            "{message}"
+        );
+    }
 }

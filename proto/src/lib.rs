@@ -19,6 +19,19 @@ pub mod device {
         include!("generated/shoal.device.v1.rs");
     }
     pub use v1::*;
+
+    /// What the signed bytes of a desired state start with: the hub's ed25519 signature covers
+    /// this prefix and then the encoded `DesiredBody`, so a signature made for anything else
+    /// can never pass for a desired state.
+    pub const DESIRED_STATE_DOMAIN: &[u8] = b"shoal.desired.v1\0";
+
+    /// The bytes the signature of a desired state covers: [`DESIRED_STATE_DOMAIN`] + `body`.
+    pub fn desired_state_signed_bytes(body: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(DESIRED_STATE_DOMAIN.len() + body.len());
+        bytes.extend_from_slice(DESIRED_STATE_DOMAIN);
+        bytes.extend_from_slice(body);
+        bytes
+    }
 }
 
 /// Workspaces, the unit of isolation.

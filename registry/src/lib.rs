@@ -1,10 +1,11 @@
 //! Shoal's model registry: models, their immutable numbered versions, movable aliases,
-//! drift baselines, and the signing of the manifests devices receive.
+//! drift baselines (stored as blobs devices fetch), and the signing of the desired states
+//! devices receive.
 //!
 //! # Layout
 //! - [`registry`] — [`Registry`] — register (tract-validated), resolve `name@version|alias`,
 //!   aliases, baselines profiled from CSV with the model's own output distribution.
-//! - [`signing`] — [`ManifestSigner`], the hub's ed25519 key over manifests.
+//! - [`signing`] — [`ManifestSigner`], the hub's ed25519 key over desired states.
 //! - [`error`] — [`RegistryError`].
 
 pub mod error;

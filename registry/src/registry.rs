@@ -59,6 +59,11 @@ pub struct VersionBaseline {
     /// The model input the features feed; feature `i` is column `i` of its last axis.
     pub input: String,
     pub baseline: Baseline,
+    /// sha256 of the encoded `DriftBaseline` in the artifact store: devices fetch it as a blob,
+    /// since a baseline over many features outgrows any MQTT payload limit.
+    pub digest: String,
+    /// Size of that blob in bytes.
+    pub size_bytes: u64,
 }
 
 impl VersionBaseline {
@@ -89,17 +94,10 @@ impl ModelVersion {
             size_bytes: self.size_bytes,
             signature: Some(signature_to_wire(&self.signature)),
             created_at_ms: self.created_at_ms,
-            features: self
-                .baseline
-                .as_ref()
-                .map(|b| shoal_drift::wire::features_to_wire(&b.baseline, &b.bindings()))
-                .unwrap_or_default(),
-            outputs: self
-                .baseline
-                .as_ref()
-                .map(|b| shoal_drift::wire::outputs_to_wire(&b.baseline))
-                .unwrap_or_default(),
-            baseline_rows: self.baseline.as_ref().map_or(0, |b| b.baseline.rows),
+            baseline: self.baseline.as_ref().map(|b| wire::BlobRef {
+                digest: b.digest.clone(),
+                size_bytes: b.size_bytes,
+            }),
         }
     }
 }
@@ -375,6 +373,17 @@ impl Registry {
             tokio::task::spawn_blocking(move || build_baseline(&csv, &features, &bytes, &spec))
                 .await
                 .map_err(|e| RegistryError::Internal(format!("baseline task: {e}")))??;
+        let encoded = {
+            use prost::Message;
+            let bindings: Vec<FeatureBinding> = (0..baseline.features.len())
+                .map(|column| FeatureBinding {
+                    input: input_name.clone(),
+                    column: column as u32,
+                })
+                .collect();
+            shoal_drift::wire::baseline_to_wire(&baseline, &bindings).encode_to_vec()
+        };
+        let (blob_digest, blob_size) = self.store_blob(&encoded).await?;
         let key = version_key(workspace, name, version.version);
         let updated =
             self.records
@@ -385,12 +394,24 @@ impl Registry {
                     version.baseline = Some(VersionBaseline {
                         input: input_name.clone(),
                         baseline: baseline.clone(),
+                        digest: blob_digest.clone(),
+                        size_bytes: blob_size,
                     });
                     Ok(version)
                 })?;
         self.records.flush()?;
-        tracing::info!(%workspace, model = %name, version = updated.version, rows = baseline.rows, features = baseline.features.len(), outputs = baseline.outputs.len(), "baseline set");
+        tracing::info!(%workspace, model = %name, version = updated.version, rows = baseline.rows, features = baseline.features.len(), outputs = baseline.outputs.len(), blob = %blob_digest, blob_bytes = blob_size, "baseline set");
         Ok(updated)
+    }
+
+    /// Writes bytes to the artifact store; returns their digest and size.
+    async fn store_blob(&self, bytes: &[u8]) -> RegistryResult<(String, u64)> {
+        let mut writer = self.artifacts.writer().await?;
+        if let Err(error) = writer.write(bytes).await {
+            writer.abort().await;
+            return Err(error.into());
+        }
+        Ok(writer.finish().await?)
     }
 
     /// Aliases that point at `version` now.

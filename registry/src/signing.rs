@@ -1,5 +1,10 @@
-//! The hub's manifest signing key: every manifest a device receives is signed with it, and
-//! its public half goes into every agent config.
+//! The hub's signing key: every desired state a device receives is signed with it, and its
+//! public half goes into every agent config.
+//!
+//! What is signed is an encoded `DesiredBody` (workspace, device, deployment, a revision that
+//! only grows, the model's manifest) behind `shoal_proto::device::DESIRED_STATE_DOMAIN`, so a signature
+//! made for one purpose can never be read as another, and a device can refuse a desired state
+//! addressed to another device or older than one it already accepted.
 //!
 //! The key is created on first start as `signing.key` (hex, mode 0600) in the hub's data
 //! folder and read back on later starts.
@@ -8,7 +13,7 @@ use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use prost::Message;
-use shoal_proto::device::{Manifest, SignedManifest};
+use shoal_proto::device::{desired_state_signed_bytes, DesiredBody, DesiredState};
 use shoal_store::secrets::{random_bytes, write_private_file};
 use shoal_store::IoError;
 
@@ -16,7 +21,7 @@ use crate::error::{RegistryError, RegistryResult};
 
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 
-/// Signs manifests with the hub's ed25519 key.
+/// Signs desired states with the hub's ed25519 key.
 pub struct ManifestSigner {
     signing: SigningKey,
 }
@@ -62,12 +67,13 @@ impl ManifestSigner {
         hex::encode(self.verifying_key().to_bytes())
     }
 
-    /// Encodes and signs a manifest; devices verify the signature over these exact bytes.
-    pub fn sign_manifest(&self, manifest: &Manifest) -> SignedManifest {
-        let bytes = manifest.encode_to_vec();
-        let signature = self.signing.sign(&bytes);
-        SignedManifest {
-            manifest: bytes,
+    /// Encodes and signs a desired state; devices verify the signature over the domain prefix
+    /// and these exact body bytes.
+    pub fn sign_desired(&self, body: &DesiredBody) -> DesiredState {
+        let body = body.encode_to_vec();
+        let signature = self.signing.sign(&desired_state_signed_bytes(&body));
+        DesiredState {
+            body,
             signature: signature.to_bytes().to_vec(),
         }
     }
@@ -92,15 +98,25 @@ mod tests {
         }
         let again = ManifestSigner::load_or_create(dir.path()).unwrap();
         assert_eq!(again.public_key_hex(), signer.public_key_hex());
-        let signed = signer.sign_manifest(&Manifest {
-            model: "m".into(),
+        let signed = signer.sign_desired(&DesiredBody {
+            device: "cam-1".into(),
+            revision: 7,
             ..Default::default()
         });
         let signature = ed25519_dalek::Signature::from_slice(&signed.signature).unwrap();
-        assert!(signer
-            .verifying_key()
-            .verify_strict(&signed.manifest, &signature)
+        let verifying = signer.verifying_key();
+        assert!(verifying
+            .verify_strict(&desired_state_signed_bytes(&signed.body), &signature)
             .is_ok());
+        // The bare body (no domain prefix) does not verify: the signature is for desired
+        // states only.
+        assert!(verifying.verify_strict(&signed.body, &signature).is_err());
+        assert_eq!(
+            DesiredBody::decode(signed.body.as_slice())
+                .unwrap()
+                .revision,
+            7
+        );
     }
 
     #[test]

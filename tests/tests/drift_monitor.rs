@@ -73,6 +73,8 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
     );
 
     let device = hub.add_device("cam-01").await;
+    // The hub takes windows only for the version a device is assigned.
+    hub.deploy("to-cam-01", "occupancy", "1", &["cam-01"]).await;
     let (client, mut eventloop) = mqtt_client_as(&device, &unique("cam-01-"));
     let topics = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01");
     client

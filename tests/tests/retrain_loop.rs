@@ -94,6 +94,8 @@ async fn a_drift_alert_retrains_on_the_latest_data_and_registers_the_next_versio
 
     // Shifted inputs from the device until the monitor alerts.
     let device = hub.add_device("cam-01").await;
+    // The hub takes windows only for the version a device is assigned.
+    hub.deploy("to-cam-01", "occupancy", "1", &["cam-01"]).await;
     let (client, mut eventloop) = mqtt_client_as(&device, &unique("cam-01-"));
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let topics = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01");

@@ -5,7 +5,7 @@ use prost::Message;
 use rumqttc::QoS;
 use shoal_integration_tests::{infer_body, mqtt_client_as, wait_for, TestAgent, TestHub};
 use shoal_model::build::Mlp;
-use shoal_proto::device::{DesiredState, Manifest, SignedManifest, UpdatePhase};
+use shoal_proto::device::{DesiredBody, DesiredState, Manifest, UpdatePhase};
 use shoal_proto::topics::DeviceTopics;
 
 async fn wait_for_failed_update(hub: &TestHub, id: &str, digest: &str) -> String {
@@ -80,25 +80,30 @@ async fn manifest_signed_by_another_key_is_refused() {
         mqtt_client_as(&mallory, &shoal_integration_tests::unique("mallory-"));
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
 
-    let forged = Manifest {
+    let forged = DesiredBody {
         workspace: "default".into(),
-        model: "occupancy".into(),
-        version: 99,
-        digest: "ab".repeat(32),
-        size_bytes: 1234,
-        ..Default::default()
+        device: "cam-01".into(),
+        deployment: "forged".into(),
+        revision: 1000,
+        model: Some(Manifest {
+            workspace: "default".into(),
+            model: "occupancy".into(),
+            version: 99,
+            digest: "ab".repeat(32),
+            size_bytes: 1234,
+            ..Default::default()
+        }),
     }
     .encode_to_vec();
     use ed25519_dalek::Signer;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let signature = key.sign(&forged).to_bytes().to_vec();
+    let signature = key
+        .sign(&shoal_proto::device::desired_state_signed_bytes(&forged))
+        .to_bytes()
+        .to_vec();
     let desired = DesiredState {
-        revision: 1000,
-        deployment: "forged".into(),
-        model: Some(SignedManifest {
-            manifest: forged,
-            signature,
-        }),
+        body: forged,
+        signature,
     };
     let topic = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01").desired();
     client
@@ -106,10 +111,13 @@ async fn manifest_signed_by_another_key_is_refused() {
         .await
         .unwrap();
 
-    let error = wait_for("cam-01 to refuse the forged manifest", || async {
-        let update = hub.device("cam-01").await.reported.and_then(|r| r.update)?;
-        (update.phase == UpdatePhase::Failed as i32 && update.deployment == "forged")
-            .then_some(update.error)
+    let error = wait_for("cam-01 to refuse the forged desired state", || async {
+        let refused = hub
+            .device("cam-01")
+            .await
+            .reported
+            .and_then(|r| r.refused)?;
+        (refused.revision == 1000).then_some(refused.reason)
     })
     .await;
     assert!(error.contains("signature"), "{error}");

@@ -52,6 +52,8 @@ async fn windows_are_stored_once_and_merged_into_drift_reports() {
     let baseline = device_baseline(&training, &mlp);
 
     let device = hub.add_device("cam-01").await;
+    // The hub takes windows only for the version a device is assigned.
+    hub.deploy("to-cam-01", "occupancy", "1", &["cam-01"]).await;
     let (client, mut eventloop) = mqtt_client_as(&device, &unique("cam-01-"));
     let topics = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01");
     client
@@ -346,6 +348,9 @@ impl PlayedDevice {
     /// Enrolls `id`, connects as it, and returns once its ack topic is subscribed.
     async fn connect(hub: &TestHub, id: &str) -> PlayedDevice {
         let device = hub.add_device(id).await;
+        // The hub takes windows only for the version a device is assigned.
+        hub.deploy(&format!("to-{id}"), "occupancy", "1", &[id])
+            .await;
         let (client, mut eventloop) = mqtt_client_as(&device, &unique(&format!("{id}-")));
         let topics = DeviceTopics::new(&hub.topic_prefix, "default", id);
         client

@@ -21,8 +21,8 @@ use shoal_agent::{
     AgentConfigFile, AgentError, AgentSection, DeviceSection, HubSection, Overrides,
 };
 use shoal_proto::device::{
-    BlobChunk, BlobRequest, DesiredState, DeviceStatus, Manifest, ReportedState, SignedManifest,
-    TelemetryAck, TelemetryWindow, UpdatePhase,
+    desired_state_signed_bytes, BlobChunk, BlobRequest, DesiredBody, DesiredState, DeviceStatus,
+    Manifest, ReportedState, TelemetryAck, TelemetryWindow, UpdatePhase,
 };
 use shoal_proto::topics::DeviceTopics;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,6 +40,13 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A manifest and the key the desired state carrying it is to be signed with.
+#[derive(Clone)]
+pub struct ToSign {
+    pub key: SigningKey,
+    pub manifest: Manifest,
 }
 
 /// A port on 127.0.0.1 held, until dropped, by a socket bound to it with SO_REUSEADDR that does
@@ -378,16 +385,15 @@ impl FakeHub {
         digest
     }
 
-    pub fn sign(&self, key: &SigningKey, name: &str, version: u32, bytes: &[u8]) -> SignedManifest {
+    /// The manifest of `bytes`, to be signed with `key` when it is desired.
+    pub fn sign(&self, key: &SigningKey, name: &str, version: u32, bytes: &[u8]) -> ToSign {
         self.sign_manifest(key, &manifest(name, version, bytes))
     }
 
-    pub fn sign_manifest(&self, key: &SigningKey, manifest: &Manifest) -> SignedManifest {
-        let manifest = manifest.encode_to_vec();
-        let signature = key.sign(&manifest).to_bytes().to_vec();
-        SignedManifest {
-            manifest,
-            signature,
+    pub fn sign_manifest(&self, key: &SigningKey, manifest: &Manifest) -> ToSign {
+        ToSign {
+            key: key.clone(),
+            manifest: manifest.clone(),
         }
     }
 
@@ -447,12 +453,23 @@ impl FakeHub {
         }
     }
 
-    pub async fn desire(&self, revision: u64, model: Option<SignedManifest>) {
-        let desired = DesiredState {
-            revision,
+    /// Publishes a desired state for the device at `revision`, signed with the model's key
+    /// (the hub's when there is no model).
+    pub async fn desire(&self, revision: u64, model: Option<ToSign>) {
+        let key = model.as_ref().map_or(self.key.clone(), |m| m.key.clone());
+        let body = DesiredBody {
+            workspace: WORKSPACE.into(),
+            device: DEVICE.into(),
             deployment: format!("dep-{revision}"),
-            model,
-        };
+            revision,
+            model: model.map(|m| m.manifest),
+        }
+        .encode_to_vec();
+        let signature = key
+            .sign(&desired_state_signed_bytes(&body))
+            .to_bytes()
+            .to_vec();
+        let desired = DesiredState { body, signature };
         self.publish_desired(desired.encode_to_vec()).await;
     }
 

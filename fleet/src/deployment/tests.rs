@@ -3,7 +3,7 @@
 
 use ed25519_dalek::Signature;
 use prost::Message;
-use shoal_proto::device::{ActiveModel, Manifest, ReportedState, UpdateStatus};
+use shoal_proto::device::{ActiveModel, DesiredRefusal, Manifest, ReportedState, UpdateStatus};
 use shoal_registry::ModelVersion;
 use shoal_store::{ErrorCode, ServiceError, WorkspaceContents};
 
@@ -15,15 +15,22 @@ fn ids(devices: &[&str]) -> Vec<String> {
     devices.iter().map(|d| d.to_string()).collect()
 }
 
-/// Checks the signature over the exact manifest bytes and decodes them.
-fn verified_manifest(signer: &ManifestSigner, state: &DesiredState) -> Manifest {
-    let signed = state.model.as_ref().expect("a signed manifest");
-    let signature = Signature::from_slice(&signed.signature).expect("a 64-byte signature");
+/// Checks the signature over the domain prefix and the exact body bytes, and decodes them.
+fn verified_body(signer: &ManifestSigner, state: &DesiredState) -> DesiredBody {
+    let signature = Signature::from_slice(&state.signature).expect("a 64-byte signature");
     signer
         .verifying_key()
-        .verify_strict(&signed.manifest, &signature)
+        .verify_strict(
+            &shoal_proto::device::desired_state_signed_bytes(&state.body),
+            &signature,
+        )
         .expect("the hub's key signed these bytes");
-    Manifest::decode(signed.manifest.as_slice()).unwrap()
+    DesiredBody::decode(state.body.as_slice()).unwrap()
+}
+
+/// The manifest of a verified desired state.
+fn verified_manifest(signer: &ManifestSigner, state: &DesiredState) -> Manifest {
+    verified_body(signer, state).model.expect("a manifest")
 }
 
 fn assert_manifest_names(manifest: &Manifest, version: &ModelVersion) {
@@ -66,8 +73,11 @@ async fn creating_a_deployment_publishes_a_signed_desired_state_to_every_target(
     assert_eq!(publisher.published().len(), 2);
     for id in ["cam-1", "cam-2"] {
         let state = publisher.last_desired(WS, id).expect("published");
-        assert_eq!(state.revision, 1);
-        assert_eq!(state.deployment, "roll-1");
+        let body = verified_body(&signer, &state);
+        // Addressed to this device, in this workspace; revisions are hub-wide.
+        assert_eq!((body.workspace.as_str(), body.device.as_str()), (WS, id));
+        assert!(body.revision >= 1);
+        assert_eq!(body.deployment, "roll-1");
         let manifest = verified_manifest(&signer, &state);
         assert_manifest_names(&manifest, &version);
         // What was published is what the device record says the hub wants.
@@ -97,18 +107,18 @@ async fn a_manifest_signed_by_another_key_does_not_verify() {
         .await
         .unwrap();
     let state = publisher.last_desired(WS, "cam-1").unwrap();
-    let signed = state.model.unwrap();
-    let signature = Signature::from_slice(&signed.signature).unwrap();
+    let signed = shoal_proto::device::desired_state_signed_bytes(&state.body);
+    let signature = Signature::from_slice(&state.signature).unwrap();
 
     let elsewhere = tempfile::tempdir().unwrap();
     let stranger = ManifestSigner::load_or_create(elsewhere.path()).unwrap();
     assert!(stranger
         .verifying_key()
-        .verify_strict(&signed.manifest, &signature)
+        .verify_strict(&signed, &signature)
         .is_err());
     // Nor do tampered bytes under the right key.
     let signer = ManifestSigner::load_or_create(h.dir.path()).unwrap();
-    let mut tampered = signed.manifest.clone();
+    let mut tampered = signed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     assert!(signer
@@ -142,11 +152,13 @@ async fn the_revision_grows_with_each_deployment_to_the_same_device() {
     assert_eq!(second.version, 2);
 
     let cam1 = publisher.last_desired(WS, "cam-1").unwrap();
-    assert_eq!(cam1.revision, 2);
-    assert_eq!(cam1.deployment, "second");
+    let body = verified_body(&signer, &cam1);
+    assert_eq!(body.revision, 2);
+    assert_eq!(body.deployment, "second");
     assert_manifest_names(&verified_manifest(&signer, &cam1), &v2);
-    // cam-2 had no desired state before: its first revision.
-    assert_eq!(publisher.last_desired(WS, "cam-2").unwrap().revision, 1);
+    // Revisions are hub-wide: cam-2's first one comes after cam-1's.
+    let cam2 = publisher.last_desired(WS, "cam-2").unwrap();
+    assert_eq!(verified_body(&signer, &cam2).revision, 3);
 
     // The revisions cam-1 saw, in order, and the version of each.
     let seen: Vec<(u64, u32)> = publisher
@@ -154,8 +166,8 @@ async fn the_revision_grows_with_each_deployment_to_the_same_device() {
         .into_iter()
         .filter_map(|p| match p {
             Published::Desired { device, state, .. } if device == "cam-1" => {
-                let manifest = verified_manifest(&signer, &state);
-                Some((state.revision, manifest.version))
+                let body = verified_body(&signer, &state);
+                Some((body.revision, body.model.unwrap().version))
             }
             _ => None,
         })
@@ -292,46 +304,83 @@ async fn rollout_status_follows_what_each_device_reported() {
     assert!(states(&deployment).iter().all(|(_, s, _)| *s == "pending"));
 
     // An update of another model says nothing about this deployment.
-    h.fleet.record_state(
-        WS,
-        "pending",
-        &report(
+    h.fleet
+        .record_state(
+            WS,
+            "pending",
+            &report(
+                "pending",
+                Some("old"),
+                Some(("other", UpdatePhase::Downloading, "")),
+            ),
+        )
+        .unwrap();
+    h.fleet
+        .record_state(
+            WS,
+            "fetching",
+            &report(
+                "fetching",
+                None,
+                Some((digest, UpdatePhase::Downloading, "")),
+            ),
+        )
+        .unwrap();
+    h.fleet
+        .record_state(
+            WS,
+            "checking",
+            &report("checking", None, Some((digest, UpdatePhase::Verifying, ""))),
+        )
+        .unwrap();
+    h.fleet
+        .record_state(
+            WS,
+            "broken",
+            &report(
+                "broken",
+                Some("old"),
+                Some((digest, UpdatePhase::Failed, "signature mismatch")),
+            ),
+        )
+        .unwrap();
+    h.fleet
+        .record_state(
+            WS,
+            "done",
+            &report("done", None, Some((digest, UpdatePhase::Active, ""))),
+        )
+        .unwrap();
+    h.fleet
+        .record_state(WS, "running", &report("running", Some(digest), None))
+        .unwrap();
+    h.fleet.remove(WS, "gone").unwrap();
+    // A device that refused this very revision says why; one refusing an older (replayed)
+    // revision says nothing about this deployment.
+    let revision = h
+        .fleet
+        .get(WS, "pending")
+        .unwrap()
+        .desired
+        .unwrap()
+        .revision;
+    let mut refusing = ReportedState::decode(
+        report(
             "pending",
             Some("old"),
             Some(("other", UpdatePhase::Downloading, "")),
-        ),
-    );
-    h.fleet.record_state(
-        WS,
-        "fetching",
-        &report(
-            "fetching",
-            None,
-            Some((digest, UpdatePhase::Downloading, "")),
-        ),
-    );
-    h.fleet.record_state(
-        WS,
-        "checking",
-        &report("checking", None, Some((digest, UpdatePhase::Verifying, ""))),
-    );
-    h.fleet.record_state(
-        WS,
-        "broken",
-        &report(
-            "broken",
-            Some("old"),
-            Some((digest, UpdatePhase::Failed, "signature mismatch")),
-        ),
-    );
-    h.fleet.record_state(
-        WS,
-        "done",
-        &report("done", None, Some((digest, UpdatePhase::Active, ""))),
-    );
+        )
+        .as_slice(),
+    )
+    .unwrap();
+    refusing.refused = Some(DesiredRefusal {
+        revision: revision - 1,
+        reason: "revision is older".into(),
+        at_ms: 1,
+    });
     h.fleet
-        .record_state(WS, "running", &report("running", Some(digest), None));
-    h.fleet.remove(WS, "gone").unwrap();
+        .record_state(WS, "pending", &refusing.encode_to_vec())
+        .unwrap();
 
     let s = |id: &str, state: &'static str, error: &str| (id.to_string(), state, error.to_string());
     assert_eq!(
@@ -345,6 +394,24 @@ async fn rollout_status_follows_what_each_device_reported() {
             s("running", "active", ""),
             s("gone", "failed", "device was removed"),
         ]
+    );
+
+    refusing.refused = Some(DesiredRefusal {
+        revision,
+        reason: "addressed to device 'other'".into(),
+        at_ms: 2,
+    });
+    h.fleet
+        .record_state(WS, "pending", &refusing.encode_to_vec())
+        .unwrap();
+    let pending = states(&deployment).remove(0);
+    assert_eq!(
+        pending,
+        s(
+            "pending",
+            "failed",
+            "the device refused the desired state: addressed to device 'other'"
+        )
     );
 
     // A later deployment to a device supersedes this one there.
@@ -379,8 +446,7 @@ async fn refresh_version_republishes_the_new_manifest_to_devices_running_it() {
         .unwrap();
     let before = publisher.published().len();
     let old = verified_manifest(&signer, &publisher.last_desired(WS, "cam-1").unwrap());
-    assert_eq!(old.baseline_rows, 0);
-    assert!(old.features.is_empty());
+    assert!(old.baseline.is_none());
 
     // A baseline set after the deployment changes the manifest of v1.
     h.set_baseline("sensor", "1", &sensor_rows(1, 200, 0.0))
@@ -391,14 +457,30 @@ async fn refresh_version_republishes_the_new_manifest_to_devices_running_it() {
     assert_eq!(published.len(), before + 2);
     for id in ["cam-1", "cam-2"] {
         let state = publisher.last_desired(WS, id).unwrap();
-        // Same revision and deployment: the same desired model, with a new manifest.
-        assert_eq!(state.revision, 1);
-        assert_eq!(state.deployment, "v1");
+        // A new revision of the same deployment: the same desired model, with a new manifest
+        // that refers to the baseline blob (never a changed manifest under an old revision).
+        let body = verified_body(&signer, &state);
+        assert!(body.revision > 3, "{}", body.revision);
+        assert_eq!(body.deployment, "v1");
         let manifest = verified_manifest(&signer, &state);
         assert_manifest_names(&manifest, &v1);
-        assert_eq!(manifest.baseline_rows, 200);
-        assert_eq!(manifest.features.len(), 4);
-        assert_eq!(manifest.outputs.len(), 1);
+        let baseline = manifest.baseline.expect("a baseline reference");
+        let stored = h
+            .registry
+            .resolve(WS, "sensor", "1")
+            .unwrap()
+            .baseline
+            .unwrap();
+        assert_eq!(baseline.digest, stored.digest);
+        let blob = h.registry.artifacts().read(&baseline.digest).await.unwrap();
+        assert_eq!(blob.len() as u64, baseline.size_bytes);
+        let decoded = shoal_proto::device::DriftBaseline::decode(blob.as_slice()).unwrap();
+        assert_eq!(decoded.rows, 200);
+        assert_eq!(decoded.features.len(), 4);
+        assert_eq!(decoded.outputs.len(), 1);
+        // The device may now fetch the baseline blob too.
+        let desired = h.fleet.get(WS, id).unwrap().desired.unwrap();
+        assert!(desired.references_blob(&baseline.digest));
     }
     // cam-3 runs v2 and idle runs nothing: neither was told.
     assert!(published[before..].iter().all(|p| matches!(
@@ -422,7 +504,7 @@ async fn republish_all_sends_every_desired_state_again() {
     for id in ["cam-1", "cam-2", "idle"] {
         h.add_device(id);
     }
-    let (deployments, _, _) = h.deployments();
+    let (deployments, first, _) = h.deployments();
     deployments
         .create(WS, "roll", "sensor", "", ids(&["cam-1", "cam-2"]))
         .await
@@ -436,7 +518,9 @@ async fn republish_all_sends_every_desired_state_again() {
         .into_iter()
         .map(|p| match p {
             Published::Desired { device, state, .. } => {
-                assert_eq!(state.revision, 1);
+                // Byte for byte what was published before: agents take it as the revision
+                // they already hold, not as a replay.
+                assert_eq!(Some(state), first.last_desired(WS, &device));
                 device
             }
             other => panic!("only desired states: {other:?}"),

@@ -90,6 +90,8 @@ async fn setup() -> Setup {
     let version = hub.registry.resolve(WS, "sensor", "1").unwrap();
     hub.add_device("cam-1");
     hub.add_device("cam-2");
+    hub.assign("cam-1", &version);
+    hub.assign("cam-2", &version);
     let telemetry = hub.telemetry();
     Setup {
         hub,
@@ -216,6 +218,103 @@ async fn a_window_that_is_not_a_devices_own_is_refused_and_nothing_is_stored() {
         s.telemetry.ingest(WS, "cam-1", &payload).unwrap(),
         Ingested::Stored { seq: 1 }
     );
+}
+
+#[tokio::test]
+async fn windows_of_a_version_the_device_is_not_assigned_are_rejected_and_counted() {
+    let s = setup().await;
+    let v2 = s.hub.register("sensor", &Mlp::seeded(&[4, 3, 2], 10)).await;
+    let for_v2 = |seq| {
+        window(
+            None,
+            &s.mlp,
+            &Meta {
+                device: "cam-1",
+                boot_epoch: 1,
+                seq,
+                end_ms: H + MIN,
+                version: &v2,
+                errors: &[],
+            },
+            &sensor_rows(2, 5, 0.0),
+        )
+    };
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &for_v2(1)).unwrap(),
+        Ingested::Rejected {
+            seq: 1,
+            reason: Rejection::UnassignedModel
+        }
+    );
+    assert_eq!(s.hub.records.count(WINDOWS_TREE, "").unwrap(), 0);
+    assert_eq!(s.hub.records.count(IDS_TREE, "").unwrap(), 0);
+
+    // While it moves from v1 to v2, both versions' windows are taken; v1's stay accepted
+    // until the device is told something else again.
+    s.hub.assign("cam-1", &v2);
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &for_v2(2)).unwrap(),
+        Ingested::Stored { seq: 2 }
+    );
+    let v1_window = s.window("cam-1", 3, H + MIN, &sensor_rows(2, 5, 0.0));
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &v1_window).unwrap(),
+        Ingested::Stored { seq: 3 }
+    );
+    // A device with no desired model at all is assigned nothing.
+    s.hub.add_device("idle");
+    let idle = window(
+        None,
+        &s.mlp,
+        &Meta {
+            device: "idle",
+            boot_epoch: 1,
+            seq: 1,
+            end_ms: H + MIN,
+            version: &v2,
+            errors: &[],
+        },
+        &sensor_rows(2, 5, 0.0),
+    );
+    assert!(matches!(
+        s.telemetry.ingest(WS, "idle", &idle).unwrap(),
+        Ingested::Rejected { .. }
+    ));
+    let counted = |device| s.telemetry.device(WS, device).unwrap().rejected;
+    assert_eq!(counted("cam-1").get("unassigned_model"), Some(&1));
+    assert_eq!(counted("idle").get("unassigned_model"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_window_claiming_an_identity_the_hub_holds_is_a_conflict_not_a_duplicate() {
+    let s = setup().await;
+    let real = s.window("cam-1", 5, H + MIN, &sensor_rows(2, 5, 0.0));
+    let forged = s.window("cam-1", 5, H + 2 * MIN, &sensor_rows(3, 9, 1.0));
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &forged).unwrap(),
+        Ingested::Stored { seq: 5 }
+    );
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &real).unwrap(),
+        Ingested::Rejected {
+            seq: 5,
+            reason: Rejection::IdentityConflict
+        }
+    );
+    assert_eq!(
+        s.telemetry.ingest(WS, "cam-1", &forged).unwrap(),
+        Ingested::Duplicate { seq: 5 }
+    );
+    let stats = s.telemetry.device(WS, "cam-1").unwrap();
+    assert_eq!(stats.rejected.get("identity_conflict"), Some(&1));
+    assert_eq!((stats.windows, stats.duplicates), (1, 1));
+
+    // A window naming another device is counted against the topic's device.
+    let other = s.window("cam-2", 1, H + MIN, &sensor_rows(2, 5, 0.0));
+    assert!(s.telemetry.ingest(WS, "cam-1", &other).is_err());
+    let stats = s.telemetry.device(WS, "cam-1").unwrap();
+    assert_eq!(stats.rejected.get("wrong_device"), Some(&1));
+    assert_eq!(s.telemetry.device(WS, "cam-2").unwrap().windows, 0);
 }
 
 #[tokio::test]
@@ -381,6 +480,7 @@ async fn a_version_without_a_baseline_reports_counts_and_says_why_there_is_no_dr
         },
         &sensor_rows(2, 12, 0.0),
     );
+    s.hub.assign("cam-1", &v2);
     s.telemetry.ingest(WS, "cam-1", &payload).unwrap();
     let result = s
         .telemetry

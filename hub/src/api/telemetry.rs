@@ -327,6 +327,7 @@ impl TelemetryService for TelemetryApi {
             last_window_ms: stats.last_window_ms,
             dropped: Some(stats.dropped()),
             health: Some(stats.health()),
+            rejected: stats.rejected.clone().into_iter().collect(),
         }))
     }
 }

@@ -36,7 +36,8 @@ pub struct IoSignature {
     #[prost(message, repeated, tag = "2")]
     pub outputs: ::prost::alloc::vec::Vec<TensorSpec>,
 }
-/// What a device gets to know about a model version. Signed by the hub.
+/// What a device gets to know about a model version. Signed by the hub as part of a
+/// `DesiredBody`.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Manifest {
@@ -56,15 +57,33 @@ pub struct Manifest {
     /// Unix milliseconds at which the version was registered.
     #[prost(int64, tag = "7")]
     pub created_at_ms: i64,
-    /// The drift baseline's features, so the device bins its inputs exactly as the baseline did.
-    /// Empty: the model has no baseline and the device summarises no features.
-    #[prost(message, repeated, tag = "8")]
+    /// The drift baseline, a blob the device fetches like the model (an encoded
+    /// `DriftBaseline`), so the device bins its inputs exactly as the baseline did. Absent: the
+    /// model has no baseline and the device summarises no features.
+    #[prost(message, optional, tag = "8")]
+    pub baseline: ::core::option::Option<BlobRef>,
+}
+/// A blob in the hub's artifact store, fetched over `blob/req` → `blob/res`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlobRef {
+    /// sha256 of the bytes, lowercase hex.
+    #[prost(string, tag = "1")]
+    pub digest: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
+}
+/// A model version's drift baseline as devices use it; travels as a blob (see `Manifest`).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DriftBaseline {
+    #[prost(message, repeated, tag = "1")]
     pub features: ::prost::alloc::vec::Vec<FeatureSpec>,
-    #[prost(message, repeated, tag = "9")]
+    #[prost(message, repeated, tag = "2")]
     pub outputs: ::prost::alloc::vec::Vec<OutputSpec>,
     /// Rows in the baseline data set.
-    #[prost(uint64, tag = "10")]
-    pub baseline_rows: u64,
+    #[prost(uint64, tag = "3")]
+    pub rows: u64,
 }
 /// One monitored feature: where it comes from in the model's inputs, and its baseline.
 #[allow(clippy::all)]
@@ -143,28 +162,37 @@ pub struct ClassBaseline {
     #[prost(uint64, repeated, tag = "1")]
     pub counts: ::prost::alloc::vec::Vec<u64>,
 }
-/// A manifest as the exact bytes the hub signed, plus the ed25519 signature over them.
+/// What the hub wants on one device: the part the hub signs. It names the device and
+/// workspace it is addressed to and a revision that only grows (hub-wide), so a device can
+/// refuse a desired state meant for another device and a replay of an older one.
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct SignedManifest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub manifest: ::prost::alloc::vec::Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub signature: ::prost::alloc::vec::Vec<u8>,
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DesiredBody {
+    #[prost(string, tag = "1")]
+    pub workspace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub device: ::prost::alloc::string::String,
+    /// The deployment that set it, for the device's report.
+    #[prost(string, tag = "3")]
+    pub deployment: ::prost::alloc::string::String,
+    /// Grows with every change the hub makes to any device's desired state; never reused, even
+    /// for a device removed and enrolled again under the same id.
+    #[prost(uint64, tag = "4")]
+    pub revision: u64,
+    /// Absent: the device should keep what it has.
+    #[prost(message, optional, tag = "5")]
+    pub model: ::core::option::Option<Manifest>,
 }
-/// The hub's desired state for one device (retained on `.../desired`).
+/// The hub's desired state for one device (retained on `.../desired`): an encoded
+/// `DesiredBody` and the hub's ed25519 signature over "shoal.desired.v1\0" followed by
+/// those exact bytes.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DesiredState {
-    /// Grows with every change the hub makes to this device's desired state.
-    #[prost(uint64, tag = "1")]
-    pub revision: u64,
-    /// The deployment that set it, for the device's report.
-    #[prost(string, tag = "2")]
-    pub deployment: ::prost::alloc::string::String,
-    /// Absent: the device should keep what it has.
-    #[prost(message, optional, tag = "3")]
-    pub model: ::core::option::Option<SignedManifest>,
+    #[prost(bytes = "vec", tag = "1")]
+    pub body: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
 }
 /// Online / offline, on `.../status`; the offline form is the agent's last will.
 #[allow(clippy::all)]
@@ -236,6 +264,22 @@ pub struct ReportedState {
     #[prost(uint64, tag = "8")]
     pub boot_epoch: u64,
     #[prost(int64, tag = "9")]
+    pub at_ms: i64,
+    /// The last desired state the device refused (a replay, another device's, a bad signature),
+    /// until it accepts a newer one.
+    #[prost(message, optional, tag = "10")]
+    pub refused: ::core::option::Option<DesiredRefusal>,
+}
+/// A desired state the device would not apply, and why.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DesiredRefusal {
+    /// The revision the refused state carried (0 when it could not be read).
+    #[prost(uint64, tag = "1")]
+    pub revision: u64,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
     pub at_ms: i64,
 }
 /// A device asks for `length` bytes of a blob from `offset`, on `.../blob/req`.
@@ -427,6 +471,10 @@ pub struct TelemetryWindow {
 /// The hub's acknowledgement of telemetry windows it has stored (on `.../telemetry/ack`). The
 /// agent keeps a window in its buffer until this arrives: an end-to-end acknowledgement, which
 /// a broker's PUBACK is not when the hub was offline.
+///
+/// The hub acknowledges windows it stored, windows it already had, and windows it refused for
+/// good (counted as rejected on the hub): none of them is worth sending again. The agent removes
+/// only windows it has in flight, so an acknowledgement for anything else removes nothing.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TelemetryAck {

@@ -138,6 +138,12 @@ pub struct DeviceTelemetry {
     pub dropped: ::core::option::Option<super::super::device::v1::DropCounts>,
     #[prost(message, optional, tag = "8")]
     pub health: ::core::option::Option<super::super::device::v1::DeviceHealth>,
+    /// Messages on this device's topics the hub refused, by reason: `wrong_device` (the payload
+    /// names another device than its topic), `unassigned_model` (a window for a model version
+    /// the device is not assigned), `identity_conflict` (a window whose (boot epoch, seq) the hub
+    /// already holds with other contents), `malformed` (does not decode).
+    #[prost(map = "string, uint64", tag = "9")]
+    pub rejected: ::std::collections::HashMap<::prost::alloc::string::String, u64>,
 }
 /// A drift monitor: every `every_ms`, the drift of one model version (or alias) over the last
 /// period is evaluated; a breach raises an alert.

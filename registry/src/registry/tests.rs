@@ -539,10 +539,21 @@ async fn a_baseline_set_from_csv_profiles_features_and_the_models_outputs() {
             assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
         }
     }
+    // The manifest refers to the encoded baseline, a blob in the artifact store.
     let manifest = stored.manifest();
-    assert_eq!(manifest.baseline_rows, 300);
-    assert_eq!(manifest.features.len(), 4);
-    assert_eq!(manifest.outputs.len(), 1);
+    let reference = manifest.baseline.expect("a baseline reference");
+    let kept = stored.baseline.as_ref().unwrap();
+    assert_eq!(
+        (reference.digest.as_str(), reference.size_bytes),
+        (kept.digest.as_str(), kept.size_bytes)
+    );
+    let blob = r.artifacts().read(&reference.digest).await.unwrap();
+    assert_eq!(blob.len() as u64, reference.size_bytes);
+    let wire =
+        <shoal_proto::device::DriftBaseline as prost::Message>::decode(blob.as_slice()).unwrap();
+    assert_eq!(wire.rows, 300);
+    assert_eq!(wire.features.len(), 4);
+    assert_eq!(wire.outputs.len(), 1);
     assert_eq!(
         stored.baseline.as_ref().unwrap().bindings()[3],
         shoal_drift::wire::FeatureBinding {

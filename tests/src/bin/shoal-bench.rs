@@ -434,13 +434,11 @@ fn window_size_and_summary_cost() {
         model: "wide".into(),
         version: 1,
         digest: "ab".repeat(32),
-        features: shoal_drift::wire::features_to_wire(&baseline, &bindings),
-        outputs: shoal_drift::wire::outputs_to_wire(&baseline),
-        baseline_rows: baseline.rows,
         ..Default::default()
     };
+    let drift = shoal_drift::wire::baseline_to_wire(&baseline, &bindings);
     let recorder = shoal_agent::telemetry::Recorder::new();
-    if let Some(problem) = recorder.activate(&manifest, model.signature(), 0) {
+    if let Some(problem) = recorder.activate(&manifest, Some(&drift), model.signature(), 0) {
         println!("baseline problem: {problem}");
     }
     let request: shoal_model::InferRequest = serde_json::from_value(serde_json::json!({
