@@ -110,6 +110,12 @@ struct ServeArgs {
     /// The largest dataset, source snapshot or run output an upload may carry.
     #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
+    /// MQTT connections the embedded broker holds at once; more are closed at once.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MQTT_MAX_CONNECTIONS)]
+    mqtt_max_connections: usize,
+    /// Seconds a new MQTT connection has to send its CONNECT before it is closed.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MQTT_CONNECT_TIMEOUT.as_secs())]
+    mqtt_connect_timeout_secs: u64,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -133,6 +139,10 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.worker_heartbeat_timeout =
         std::time::Duration::from_secs(args.worker_heartbeat_timeout_secs);
     config.max_upload_bytes = args.max_upload_bytes;
+    config.mqtt_limits = shoal_hub::config::MqttLimits {
+        max_connections: args.mqtt_max_connections,
+        connect_timeout: std::time::Duration::from_secs(args.mqtt_connect_timeout_secs),
+    };
     config.validate()?;
     Ok(config)
 }
