@@ -32,6 +32,7 @@
 
 mod alert;
 mod args;
+mod broker;
 mod dataset;
 #[cfg(feature = "demo")]
 mod demo;
@@ -140,6 +141,9 @@ enum Command {
     /// Hyperparameter sweeps over a built-in trainer.
     #[command(subcommand)]
     Sweep(sweep::SweepCommand),
+    /// Configuration for an external MQTT broker (Mosquitto).
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -181,6 +185,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Experiment(command) => experiment::run(&mut hub, &ws, out, command).await,
         Command::Run(command) => run::run(&mut hub, &ws, out, command).await,
         Command::Sweep(command) => sweep::run(&mut hub, &ws, out, command).await,
+        Command::Broker(command) => broker::run(&mut hub, command).await,
     }
 }
 

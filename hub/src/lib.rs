@@ -363,6 +363,13 @@ impl BoundHub {
                 topic_prefix: self.config.topic_prefix.clone(),
                 hub_public_key: self.signer.public_key_hex(),
                 deployments: self.deployments.clone(),
+                external_mqtt_login: match &self.config.mqtt {
+                    MqttMode::External { url } => url
+                        .username
+                        .clone()
+                        .map(|user| (user, url.password.clone())),
+                    MqttMode::Embedded { .. } => None,
+                },
             },
             auth.clone(),
         );
