@@ -45,27 +45,8 @@ pub async fn run(hub: &mut HubClient, command: BrokerCommand) -> CliResult<()> {
             hub_username,
             hub_password_file,
         } => {
-            let hub_password = match hub_password_file {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        CliError::Message(format!(
-                            "cannot read the hub password file {}: {e}",
-                            path.display()
-                        ))
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-                None => String::new(),
-            };
-            let config = hub
-                .fleet
-                .export_mosquitto_config(fpb::ExportMosquittoConfigRequest {
-                    hub_username: hub_username.unwrap_or_default(),
-                    hub_password,
-                })
-                .await?
-                .into_inner();
-            write_mosquitto_files(&output, &config)?;
+            let config =
+                mosquitto_config(hub, &output, hub_username, hub_password_file.as_deref()).await?;
             eprintln!(
                 "wrote {PASSWORD_FILE}, {ACL_FILE} and {CONF_FILE} to {} (topic prefix {}, hub user {})",
                 output.display(),
@@ -88,6 +69,40 @@ pub async fn run(hub: &mut HubClient, command: BrokerCommand) -> CliResult<()> {
             Ok(())
         }
     }
+}
+
+/// Asks the hub for the fleet's Mosquitto files and writes them into `output`.
+///
+/// # Errors
+/// The hub's refusal, an unreadable password file, or a file that cannot be written.
+pub async fn mosquitto_config(
+    hub: &mut HubClient,
+    output: &Path,
+    hub_username: Option<String>,
+    hub_password_file: Option<&Path>,
+) -> CliResult<fpb::MosquittoConfig> {
+    let hub_password = match hub_password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                CliError::Message(format!(
+                    "cannot read the hub password file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => String::new(),
+    };
+    let config = hub
+        .fleet
+        .export_mosquitto_config(fpb::ExportMosquittoConfigRequest {
+            hub_username: hub_username.unwrap_or_default(),
+            hub_password,
+        })
+        .await?
+        .into_inner();
+    write_mosquitto_files(output, &config)?;
+    Ok(config)
 }
 
 /// Writes the password file (owner-only), the ACL file and a mosquitto.conf snippet naming

@@ -33,6 +33,7 @@
 mod alert;
 mod args;
 mod broker;
+pub use broker::mosquitto_config;
 mod dataset;
 #[cfg(feature = "demo")]
 mod demo;
