@@ -114,7 +114,10 @@ impl TestHub {
 
     /// An MQTT client logged in as the hub itself (may publish and subscribe anywhere under
     /// the prefix), for tests that watch or feed the broker as the hub would.
-    pub fn mqtt_client_as_hub(&self, client_id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    pub fn mqtt_client_as_hub(
+        &self,
+        client_id: &str,
+    ) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
         let url = MqttUrl::parse(&self.mqtt_url).expect("the hub advertises an mqtt url");
         let mut options = rumqttc::MqttOptions::new(client_id, url.host, url.port);
         if let Some((user, password)) = &self.hub_mqtt_login {

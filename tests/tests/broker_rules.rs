@@ -152,7 +152,10 @@ async fn world_neighbour(
         .await
         .unwrap();
     tokio::time::timeout(DEADLINE, async {
-        while !matches!(eventloop.poll().await, Ok(Event::Incoming(Packet::PubAck(_)))) {}
+        while !matches!(
+            eventloop.poll().await,
+            Ok(Event::Incoming(Packet::PubAck(_)))
+        ) {}
     })
     .await
     .expect("the neighbour's status is stored");
@@ -161,7 +164,10 @@ async fn world_neighbour(
 
 /// The attacker subscribes to everything it can think of, then to its own desired topic; the
 /// hub publishes a marker there. Returns every topic the attacker received before the marker.
-async fn topics_seen_by_a_greedy_subscriber(hub: &TestHub, attacker: &DeviceCredentials) -> Vec<String> {
+async fn topics_seen_by_a_greedy_subscriber(
+    hub: &TestHub,
+    attacker: &DeviceCredentials,
+) -> Vec<String> {
     let own = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01");
     let (client, mut eventloop) = device_client(attacker);
     connected(&mut eventloop).await;
@@ -185,7 +191,11 @@ async fn topics_seen_by_a_greedy_subscriber(hub: &TestHub, attacker: &DeviceCred
     let mut seen = Vec::new();
     tokio::time::timeout(DEADLINE, async {
         loop {
-            match eventloop.poll().await.expect("the attacker stays connected") {
+            match eventloop
+                .poll()
+                .await
+                .expect("the attacker stays connected")
+            {
                 Event::Incoming(Packet::SubAck(ack)) => {
                     subacks += 1;
                     if subacks == greedy.len() {
@@ -238,7 +248,12 @@ async fn topics_forged_by_a_device(hub: &TestHub, attacker: &DeviceCredentials) 
             .await
             .unwrap();
         client
-            .publish(own.status(), QoS::AtLeastOnce, false, b"still here".to_vec())
+            .publish(
+                own.status(),
+                QoS::AtLeastOnce,
+                false,
+                b"still here".to_vec(),
+            )
             .await
             .unwrap();
         // Mosquitto drops the forbidden publish and acknowledges both; the embedded broker
@@ -326,7 +341,9 @@ async fn a_device_reads_and_writes_only_its_own_topics_on_the_embedded_broker() 
     // The victim still runs its model, and the hub still serves it.
     let (status, _) = world
         .agent
-        .infer(&shoal_integration_tests::infer_body(&[[1.0, 2.0, 3.0, 4.0]]))
+        .infer(&shoal_integration_tests::infer_body(&[[
+            1.0, 2.0, 3.0, 4.0,
+        ]]))
         .await;
     assert_eq!(status, 200);
     world.agent.stop().await;
@@ -387,11 +404,9 @@ async fn removed_devices_and_deleted_workspaces_lose_their_sessions_at_once() {
         .unwrap();
 
     for eventloop in [&mut cam_loop, &mut lab_loop] {
-        tokio::time::timeout(DEADLINE, async {
-            while eventloop.poll().await.is_ok() {}
-        })
-        .await
-        .expect("the revoked session is closed");
+        tokio::time::timeout(DEADLINE, async { while eventloop.poll().await.is_ok() {} })
+            .await
+            .expect("the revoked session is closed");
     }
     for (creds, user, password) in [
         (&cam, &cam.mqtt_username, &cam.mqtt_password),
@@ -571,15 +586,22 @@ async fn a_device_reads_and_writes_only_its_own_topics_on_mosquitto() {
     let config = shoal_cli::mosquitto_config(&mut hub.client().await, files.path(), None, None)
         .await
         .expect("export");
-    assert!(config.hub_password_included, "the hub's --mqtt-url login is in the file");
+    assert!(
+        config.hub_password_included,
+        "the hub's --mqtt-url login is in the file"
+    );
     assert!(config.skipped.is_empty());
     let mosquitto = Mosquitto::start(files.path(), port).await;
 
     let attacker = enroll(&hub, "default", "cam-01").await;
     // Not in Mosquitto's files yet.
-    assert!(try_login(&attacker.mqtt_url, &attacker.mqtt_username, &attacker.mqtt_password)
-        .await
-        .is_err());
+    assert!(try_login(
+        &attacker.mqtt_url,
+        &attacker.mqtt_username,
+        &attacker.mqtt_password
+    )
+    .await
+    .is_err());
 
     let dirs = tempfile::tempdir().unwrap();
     let version = hub
@@ -602,9 +624,13 @@ async fn a_device_reads_and_writes_only_its_own_topics_on_mosquitto() {
         .expect("export again");
     mosquitto.reload();
     wait_for("mosquitto to accept the new devices", || async {
-        try_login(&attacker.mqtt_url, &attacker.mqtt_username, &attacker.mqtt_password)
-            .await
-            .ok()
+        try_login(
+            &attacker.mqtt_url,
+            &attacker.mqtt_username,
+            &attacker.mqtt_password,
+        )
+        .await
+        .ok()
     })
     .await;
     let agent = world_agent(&hub, victim, &version.digest, dirs.path()).await;
