@@ -391,10 +391,10 @@ impl PacketReader {
         let Some(frame) = packet::frame(&self.buf, self.max_body)? else {
             return Ok(None);
         };
-        if self.buf.len() < frame.len() {
+        if self.buf.len() < frame.total_len() {
             return Ok(None);
         }
-        let rest = self.buf.split_off(frame.len());
+        let rest = self.buf.split_off(frame.total_len());
         let bytes = std::mem::replace(&mut self.buf, rest);
         Ok(Some(Packet { frame, bytes }))
     }

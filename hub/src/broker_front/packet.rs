@@ -73,7 +73,7 @@ impl Frame {
     }
 
     /// The whole packet's length.
-    pub fn len(&self) -> usize {
+    pub fn total_len(&self) -> usize {
         self.header_len + self.body_len
     }
 }
@@ -469,7 +469,7 @@ mod tests {
 
     fn framed(bytes: &[u8]) -> (Frame, &[u8]) {
         let f = frame(bytes, 1 << 20).unwrap().unwrap();
-        (f, &bytes[f.header_len..f.len()])
+        (f, &bytes[f.header_len..f.total_len()])
     }
 
     #[test]
@@ -632,7 +632,7 @@ mod tests {
             let _ = b.feed(bytes);
             if let Ok(Some(f)) = frame(bytes, 1 << 16) {
                 let body = bytes
-                    .get(f.header_len..f.len().min(bytes.len()))
+                    .get(f.header_len..f.total_len().min(bytes.len()))
                     .unwrap_or(&[]);
                 let _ = parse_connect(&f, body);
                 let _ = publish_topic(&f, body);
