@@ -152,7 +152,7 @@ pub fn agent_config_toml(creds: &fpb::DeviceCredentials) -> CliResult<String> {
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> CliResult<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> CliResult<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

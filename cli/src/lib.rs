@@ -33,6 +33,8 @@
 
 mod alert;
 mod args;
+mod broker;
+pub use broker::mosquitto_config;
 mod dataset;
 #[cfg(feature = "demo")]
 mod demo;
@@ -145,6 +147,9 @@ enum Command {
     /// Workspace secrets, for runs (`--secret`); values are never shown.
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Configuration for an external MQTT broker (Mosquitto).
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -187,6 +192,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Run(command) => run::run(&mut hub, &ws, out, command).await,
         Command::Sweep(command) => sweep::run(&mut hub, &ws, out, command).await,
         Command::Secret(command) => secret::run(&mut hub, &ws, out, command).await,
+        Command::Broker(command) => broker::run(&mut hub, command).await,
     }
 }
 

@@ -11,6 +11,10 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use shoal_proto::device::ReportedState;
 
+use shoal_store::secrets::constant_time_eq;
+use tokio::sync::watch;
+
+use crate::access::Principal;
 use crate::credentials::{verify_password, DevicePassword};
 use crate::error::{FleetError, FleetResult};
 use crate::telemetry::Rejection;
@@ -83,6 +87,10 @@ pub struct Device {
     pub created_at_ms: i64,
     pub password_salt: String,
     pub password_hash: String,
+    /// The password in Mosquitto's password-file format, for external brokers (devices
+    /// enrolled before it was kept have none: re-enroll them to use Mosquitto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_hash: Option<String>,
     pub online: bool,
     pub last_seen_ms: i64,
     /// The last `ReportedState` protobuf, base64: kept as the device sent it.
@@ -127,19 +135,61 @@ pub struct Enrollment {
 }
 
 /// Credentials the broker checks connections against, kept in memory and refreshed on every
-/// enrollment or removal.
-#[derive(Default)]
+/// enrollment or removal. Every removal is announced on [`DeviceAuth::revocations`], so the
+/// embedded broker's front can end the sessions of credentials that no longer hold.
 pub struct DeviceAuth {
-    /// username → (salt, hash).
-    devices: RwLock<HashMap<String, (String, String)>>,
+    /// username → the device and its password's salted hash.
+    devices: RwLock<HashMap<String, DeviceLogin>>,
     /// The hub's own MQTT login, regenerated at every start.
     hub: RwLock<Option<(String, String)>>,
+    /// Bumped after every removal of a login.
+    revocations: watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+struct DeviceLogin {
+    workspace: String,
+    id: String,
+    salt: String,
+    hash: String,
+}
+
+/// A successful login: who it is, and the credential it used, so that [`DeviceAuth::holds`]
+/// can later tell whether that credential still stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub username: String,
+    pub principal: Principal,
+    /// The stored hash (a device) or password (the hub) the login matched.
+    credential: String,
+}
+
+impl Default for DeviceAuth {
+    fn default() -> Self {
+        DeviceAuth {
+            devices: RwLock::default(),
+            hub: RwLock::default(),
+            revocations: watch::channel(0).0,
+        }
+    }
 }
 
 impl DeviceAuth {
     pub fn set_hub_login(&self, username: &str, password: &str) {
         *self.hub.write().unwrap_or_else(|p| p.into_inner()) =
             Some((username.into(), password.into()));
+        self.revocations.send_modify(|n| *n += 1);
+    }
+
+    /// The hub's MQTT login (user name and password), once set.
+    pub fn hub_login(&self) -> Option<(String, String)> {
+        self.hub.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The hub's MQTT username, once set.
+    pub fn hub_username(&self) -> Option<String> {
+        let hub = self.hub.read().unwrap_or_else(|p| p.into_inner());
+        hub.as_ref().map(|(user, _)| user.clone())
     }
 
     fn insert(&self, device: &Device) {
@@ -148,30 +198,91 @@ impl DeviceAuth {
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 device.mqtt_username(),
-                (device.password_salt.clone(), device.password_hash.clone()),
+                DeviceLogin {
+                    workspace: device.workspace.clone(),
+                    id: device.id.clone(),
+                    salt: device.password_salt.clone(),
+                    hash: device.password_hash.clone(),
+                },
             );
     }
 
     fn remove(&self, username: &str) {
-        self.devices
+        let removed = self
+            .devices
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(username);
+        if removed.is_some() {
+            tracing::info!(%username, "device login revoked");
+            self.revocations.send_modify(|n| *n += 1);
+        }
     }
 
     /// Whether a connection may log in.
     pub fn check(&self, username: &str, password: &str) -> bool {
+        self.login(username, password).is_some()
+    }
+
+    /// Whether `username` is the hub's or an enrolled device's (before any password check).
+    pub fn knows(&self, username: &str) -> bool {
+        self.hub_username().as_deref() == Some(username)
+            || self
+                .devices
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(username)
+    }
+
+    /// Checks a login and says who it is; `None` for an unknown user or a wrong password.
+    pub fn login(&self, username: &str, password: &str) -> Option<Login> {
         if let Some((hub_user, hub_password)) = &*self.hub.read().unwrap_or_else(|p| p.into_inner())
         {
             if username == hub_user {
-                return password == hub_password;
+                return constant_time_eq(password.as_bytes(), hub_password.as_bytes()).then(|| {
+                    Login {
+                        username: username.into(),
+                        principal: Principal::Hub,
+                        credential: hub_password.clone(),
+                    }
+                });
             }
         }
         let devices = self.devices.read().unwrap_or_else(|p| p.into_inner());
-        match devices.get(username) {
-            Some((salt, hash)) => verify_password(salt, hash, password),
-            None => false,
+        let device = devices.get(username)?;
+        verify_password(&device.salt, &device.hash, password).then(|| Login {
+            username: username.into(),
+            principal: Principal::Device {
+                workspace: device.workspace.clone(),
+                device: device.id.clone(),
+            },
+            credential: device.hash.clone(),
+        })
+    }
+
+    /// Whether the credential `login` used still stands: false once the device is removed
+    /// (even if it was enrolled again since, with a new password) or the hub's login changed.
+    pub fn holds(&self, login: &Login) -> bool {
+        match login.principal {
+            Principal::Hub => {
+                let hub = self.hub.read().unwrap_or_else(|p| p.into_inner());
+                hub.as_ref().is_some_and(|(user, password)| {
+                    *user == login.username && *password == login.credential
+                })
+            }
+            Principal::Device { .. } => self
+                .devices
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&login.username)
+                .is_some_and(|device| device.hash == login.credential),
         }
+    }
+
+    /// Changes whenever a login is revoked: a device removed (alone or with its workspace) or
+    /// the hub's login replaced. Holders of a [`Login`] re-check it with [`DeviceAuth::holds`].
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 }
 
@@ -227,6 +338,7 @@ impl Fleet {
             created_at_ms: shoal_store::now_ms(),
             password_salt: password.salt,
             password_hash: password.hash,
+            mosquitto_hash: Some(password.mosquitto_hash),
             online: false,
             last_seen_ms: 0,
             reported: None,
@@ -678,6 +790,52 @@ mod tests {
         assert!(h.fleet.held(WS).unwrap().is_empty());
         assert!(h.fleet.list(WS).unwrap().is_empty());
         assert_eq!(h.fleet.list("lab").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn removals_are_announced_and_end_the_logins_they_revoke() {
+        let h = hub();
+        h.workspaces.create("lab", "").unwrap();
+        let auth = h.fleet.auth();
+        let mut revocations = auth.revocations();
+        let first = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        let other = h.fleet.add("lab", "cam-2", tags()).unwrap();
+        let login = auth.login("cam-1@default", &first.password).unwrap();
+        assert_eq!(
+            login.principal,
+            Principal::Device {
+                workspace: WS.into(),
+                device: "cam-1".into()
+            }
+        );
+        let kept = auth.login("cam-2@lab", &other.password).unwrap();
+        assert!(auth.holds(&login) && auth.holds(&kept));
+        assert!(
+            !revocations.has_changed().unwrap(),
+            "enrolling revokes nothing"
+        );
+
+        h.fleet.remove(WS, "cam-1").unwrap();
+        assert!(revocations.has_changed().unwrap());
+        revocations.borrow_and_update();
+        assert!(!auth.holds(&login));
+        assert!(auth.holds(&kept));
+        // Enrolled again under the same id: the old session's credential still does not hold.
+        let again = h.fleet.add(WS, "cam-1", tags()).unwrap();
+        assert!(!auth.holds(&login));
+        assert!(auth.holds(&auth.login("cam-1@default", &again.password).unwrap()));
+
+        h.workspaces.delete("lab", true, &[&h.fleet]).unwrap();
+        assert!(revocations.has_changed().unwrap());
+        assert!(!auth.holds(&kept));
+        assert!(!auth.knows("cam-2@lab"));
+
+        auth.set_hub_login("hub", "one");
+        let hub_login = auth.login("hub", "one").unwrap();
+        assert_eq!(hub_login.principal, Principal::Hub);
+        assert!(auth.knows("hub"));
+        auth.set_hub_login("hub", "two");
+        assert!(!auth.holds(&hub_login));
     }
 
     #[test]

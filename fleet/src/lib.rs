@@ -5,7 +5,9 @@
 //! # Layout
 //! - [`fleet`] — [`Fleet`] — device enrollment, [`fleet::DeviceAuth`] for the broker,
 //!   reported status and state.
-//! - [`credentials`]: device passwords, kept as salted hashes.
+//! - [`credentials`]: device passwords, kept as salted hashes (and Mosquitto's format).
+//! - [`access`]: who may publish and subscribe where on the broker.
+//! - [`mosquitto`]: the fleet's Mosquitto password and ACL files.
 //! - [`deployment`] — [`Deployments`] — desired state per device, signed manifests,
 //!   per-device progress.
 //! - [`publish`] — [`DevicePublisher`], the way out to devices (the hub's MQTT client
@@ -18,11 +20,13 @@
 //! - `testkit` (tests only): the domains over one in-memory store, real models, and windows
 //!   summarised the way an agent does.
 
+pub mod access;
 pub mod credentials;
 pub mod deployment;
 pub mod error;
 pub mod fleet;
 pub mod monitor;
+pub mod mosquitto;
 pub mod publish;
 pub mod telemetry;
 

@@ -6,6 +6,10 @@
 //! address and a clean shutdown: closing the public side drops every client, and devices see
 //! the broker go away exactly as they would with an external one. The rumqttd threads idle
 //! until the process exits.
+//!
+//! Each connection goes through [`Front::splice`] (`broker_front`), which enforces the fleet's
+//! topic rules, the CONNECT deadline and revocations; here the listener caps how many
+//! connections are open at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,12 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use shoal_fleet::access::TopicRules;
 use shoal_fleet::fleet::DeviceAuth;
 use shoal_store::IoError;
 
+use crate::broker_front::Front;
+use crate::config::MqttLimits;
 use crate::error::{HubError, HubResult};
 
 /// rumqttd's own default; model chunks are sized to fit it.
@@ -26,20 +34,33 @@ pub const MAX_PAYLOAD_BYTES: usize = 20 * 1024;
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
 
+/// rumqttd keeps a log per subscription filter, in segments; the oldest segment is dropped
+/// when there are more than this many. 256 KiB × 4 bounds one filter's log to about 1 MiB
+/// (a download window of 16 chunks fits in one segment); a reader that falls further behind
+/// skips ahead and the agent asks for the missing chunks again.
+pub const ROUTER_SEGMENT_BYTES: usize = 256 * 1024;
+pub const ROUTER_SEGMENTS_PER_FILTER: usize = 4;
+
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     public: TcpListener,
-    internal: SocketAddr,
+    front: Arc<Front>,
+    max_connections: usize,
 }
 
 impl EmbeddedBroker {
     /// Binds the public listener and starts rumqttd on a private loopback port, checking every
-    /// login with `auth`.
+    /// login with `auth` and every topic against the rules under `topic_prefix`.
     ///
     /// # Errors
     /// [`HubError::Bind`] when the public address cannot be bound (naming it, and the way
     /// out when it is taken); an I/O error when rumqttd does not come up.
-    pub async fn start(listen: SocketAddr, auth: Arc<DeviceAuth>) -> HubResult<EmbeddedBroker> {
+    pub async fn start(
+        listen: SocketAddr,
+        auth: Arc<DeviceAuth>,
+        topic_prefix: &str,
+        limits: MqttLimits,
+    ) -> HubResult<EmbeddedBroker> {
         let public = TcpListener::bind(listen)
             .await
             .map_err(|e| HubError::bind("MQTT", listen, e))?;
@@ -47,7 +68,9 @@ impl EmbeddedBroker {
         let starting = IoError::with("start the embedded MQTT broker");
         for _ in 0..START_ATTEMPTS {
             let started = match free_loopback_port() {
-                Ok(internal) => start_rumqttd(internal, auth.clone()).map(|()| internal),
+                Ok(internal) => {
+                    start_rumqttd(internal, auth.clone(), limits.max_connections).map(|()| internal)
+                }
                 Err(e) => Err(e),
             };
             let internal = match started {
@@ -55,7 +78,20 @@ impl EmbeddedBroker {
                 Err(e) => return Err(starting(e).into()),
             };
             match wait_until_accepting(internal).await {
-                Ok(()) => return Ok(EmbeddedBroker { public, internal }),
+                Ok(()) => {
+                    let front = Front::new(
+                        auth,
+                        TopicRules::new(topic_prefix),
+                        limits.connect_timeout,
+                        MAX_PAYLOAD_BYTES,
+                        internal,
+                    );
+                    return Ok(EmbeddedBroker {
+                        public,
+                        front: Arc::new(front),
+                        max_connections: limits.max_connections,
+                    });
+                }
                 // Another process took the port between our probe and rumqttd's bind.
                 Err(e) => last_error = Some(e),
             }
@@ -70,41 +106,34 @@ impl EmbeddedBroker {
             .expect("a bound TCP listener has an address")
     }
 
-    /// Splices client connections to rumqttd until `cancel` fires, then drops them all.
+    /// Splices client connections to rumqttd until `cancel` fires, then drops them all. A
+    /// connection over the cap is closed at once.
     pub async fn serve(self, cancel: CancellationToken) {
         let connections = TaskTracker::new();
+        let open = Arc::new(Semaphore::new(self.max_connections));
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = self.public.accept() => accepted,
             };
-            let (mut client, peer) = match accepted {
+            let (client, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(%error, "embedded broker accept failed");
                     continue;
                 }
             };
-            let internal = self.internal;
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max = self.max_connections, "mqtt connection refused: the broker is at its connection cap (--mqtt-max-connections)");
+                drop(client);
+                continue;
+            };
+            let front = self.front.clone();
             let cancel = cancel.clone();
             connections.spawn(async move {
-                let mut upstream = match TcpStream::connect(internal).await {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::warn!(%error, %peer, "embedded broker is not reachable");
-                        return;
-                    }
-                };
                 let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, %peer, "mqtt connection ended");
-                        }
-                    }
-                }
+                front.splice(client, peer, &cancel).await;
+                drop(permit);
             });
         }
         connections.close();
@@ -128,7 +157,11 @@ async fn wait_until_accepting(addr: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-fn start_rumqttd(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<()> {
+fn start_rumqttd(
+    listen: SocketAddr,
+    auth: Arc<DeviceAuth>,
+    max_connections: usize,
+) -> std::io::Result<()> {
     let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: MAX_PAYLOAD_BYTES,
@@ -156,10 +189,11 @@ fn start_rumqttd(listen: SocketAddr, auth: Arc<DeviceAuth>) -> std::io::Result<(
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
-            max_connections: 10_010,
+            // The front caps clients; the margin is the hub's own connection.
+            max_connections: max_connections + 10,
             max_outgoing_packet_count: 200,
-            max_segment_size: 104_857_600,
-            max_segment_count: 10,
+            max_segment_size: ROUTER_SEGMENT_BYTES,
+            max_segment_count: ROUTER_SEGMENTS_PER_FILTER,
             ..Default::default()
         },
         v4: Some(HashMap::from([("1".to_string(), server)])),

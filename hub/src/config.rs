@@ -18,6 +18,29 @@ pub const DEFAULT_WORKER_HEARTBEAT_TIMEOUT: std::time::Duration =
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Client connections the embedded broker holds at once unless configured otherwise.
+pub const DEFAULT_MQTT_MAX_CONNECTIONS: usize = 4096;
+/// How long a new MQTT connection has to send its CONNECT unless configured otherwise.
+pub const DEFAULT_MQTT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Limits on the embedded broker's listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttLimits {
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// A connection whose CONNECT has not fully arrived by then is closed.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            max_connections: DEFAULT_MQTT_MAX_CONNECTIONS,
+            connect_timeout: DEFAULT_MQTT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
 /// Which broker the hub and its devices use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttMode {
@@ -65,6 +88,8 @@ pub struct HubConfig {
     /// Refuse to start script runs where the kernel cannot hide the data folder from them
     /// (no Landlock); otherwise they run with a warning in the log.
     pub require_run_sandbox: bool,
+    /// Limits on the embedded broker's listener.
+    pub mqtt_limits: MqttLimits,
 }
 
 impl HubConfig {
@@ -87,6 +112,7 @@ impl HubConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             runs_dir: None,
             require_run_sandbox: false,
+            mqtt_limits: MqttLimits::default(),
         }
     }
 
@@ -148,6 +174,11 @@ impl HubConfig {
                     self.data_dir.display()
                 )));
             }
+        }
+        if self.mqtt_limits.max_connections == 0 || self.mqtt_limits.connect_timeout.is_zero() {
+            return Err(HubError::Config(
+                "the MQTT connection cap and CONNECT timeout must be above 0".into(),
+            ));
         }
         if self.worker_heartbeat_timeout.is_zero() {
             return Err(HubError::Config(

@@ -12,6 +12,7 @@
 //! - [`auth`]: the admin token.
 //! - [`files`]: the data folder at mode 0700, secret files nobody else can read.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
+//! - [`broker_front`]: per-device topic rules, revocations and the CONNECT deadline on it.
 //! - [`mqtt`]: the hub's MQTT client: device status, state, blob requests and telemetry in;
 //!   desired state, chunks, acknowledgements and events out (it implements the fleet's
 //!   `DevicePublisher`).
@@ -25,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod background;
 pub mod broker;
+pub mod broker_front;
 pub mod config;
 pub mod error;
 pub mod files;
@@ -137,7 +139,13 @@ impl Hub {
             MqttMode::Embedded { listen } => {
                 let hub_password = shoal_store::random_hex(24)?;
                 fleet.auth().set_hub_login("shoal-hub", &hub_password);
-                let broker = EmbeddedBroker::start(*listen, fleet.auth()).await?;
+                let broker = EmbeddedBroker::start(
+                    *listen,
+                    fleet.auth(),
+                    &config.topic_prefix,
+                    config.mqtt_limits,
+                )
+                .await?;
                 let addr = broker.local_addr();
                 let reachable = reachable(addr);
                 let target = mqtt::MqttTarget {
@@ -232,6 +240,12 @@ impl BoundHub {
     /// The embedded broker's address; `None` with an external broker.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// The hub's own login on the embedded broker (regenerated at every start); `None` with
+    /// an external broker.
+    pub fn embedded_mqtt_login(&self) -> Option<(String, String)> {
+        self.broker.as_ref().and(self.fleet.auth().hub_login())
     }
 
     /// The broker URL devices are told to use.
@@ -362,6 +376,13 @@ impl BoundHub {
                 topic_prefix: self.config.topic_prefix.clone(),
                 hub_public_key: self.signer.public_key_hex(),
                 deployments: self.deployments.clone(),
+                external_mqtt_login: match &self.config.mqtt {
+                    MqttMode::External { url } => url
+                        .username
+                        .clone()
+                        .map(|user| (user, url.password.clone())),
+                    MqttMode::Embedded { .. } => None,
+                },
             },
             auth.clone(),
         );

@@ -116,6 +116,12 @@ struct ServeArgs {
     /// Refuse script runs where the kernel cannot hide the data folder from them (Landlock).
     #[arg(long)]
     require_run_sandbox: bool,
+    /// MQTT connections the embedded broker holds at once; more are closed at once.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MQTT_MAX_CONNECTIONS)]
+    mqtt_max_connections: usize,
+    /// Seconds a new MQTT connection has to send its CONNECT before it is closed.
+    #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MQTT_CONNECT_TIMEOUT.as_secs())]
+    mqtt_connect_timeout_secs: u64,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -141,6 +147,10 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
     config.max_upload_bytes = args.max_upload_bytes;
     config.runs_dir = args.runs_dir;
     config.require_run_sandbox = args.require_run_sandbox;
+    config.mqtt_limits = shoal_hub::config::MqttLimits {
+        max_connections: args.mqtt_max_connections,
+        connect_timeout: std::time::Duration::from_secs(args.mqtt_connect_timeout_secs),
+    };
     config.validate()?;
     Ok(config)
 }

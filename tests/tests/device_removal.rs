@@ -2,7 +2,7 @@
 //! starts clean.
 
 use rumqttc::{Event, Packet, QoS};
-use shoal_integration_tests::{mqtt_client_as, unique, wait_for, TestAgent, TestHub, DEADLINE};
+use shoal_integration_tests::{unique, wait_for, TestAgent, TestHub, DEADLINE};
 use shoal_model::build::Mlp;
 use shoal_proto::fleet::RemoveDeviceRequest;
 use shoal_proto::topics::DeviceTopics;
@@ -35,10 +35,9 @@ async fn removed_device_leaves_no_retained_desired_state() {
     // the time the marker comes back, any retained desired state would have arrived. The hub
     // clears the topic asynchronously (its publish is queued when the call returns), so look
     // again, with a fresh session, until the broker shows it cleared.
-    let watcher = hub.add_device("watcher").await;
     let desired = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01").desired();
     wait_for("the broker to hold no desired state for cam-01", || async {
-        let retained = retained_on(&watcher, &hub.topic_prefix, &desired).await;
+        let retained = retained_on(&hub, &desired).await;
         retained
             .iter()
             .all(|payload| payload.is_empty())
@@ -53,13 +52,10 @@ async fn removed_device_leaves_no_retained_desired_state() {
 }
 
 /// What a new subscriber to `topic` receives as retained, before a marker it sends itself.
-async fn retained_on(
-    login: &shoal_agent::config::AgentConfigFile,
-    prefix: &str,
-    topic: &str,
-) -> Vec<Vec<u8>> {
-    let (client, mut eventloop) = mqtt_client_as(login, &unique("watcher-"));
-    let marker = format!("{prefix}/marker/{}", unique(""));
+/// It watches with the hub's login: a device may not read another device's topics.
+async fn retained_on(hub: &TestHub, topic: &str) -> Vec<Vec<u8>> {
+    let (client, mut eventloop) = hub.mqtt_client_as_hub(&unique("watcher-"));
+    let marker = format!("{}/marker/{}", hub.topic_prefix, unique(""));
     client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
     client.subscribe(&marker, QoS::AtLeastOnce).await.unwrap();
     let mut retained = Vec::new();

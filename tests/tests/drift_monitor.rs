@@ -81,7 +81,9 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         .subscribe(topics.telemetry_ack(), QoS::AtLeastOnce)
         .await
         .unwrap();
-    client
+    // Workspace events are the hub's to read: a device may subscribe only to its own topics.
+    let (watcher, mut watcher_loop) = hub.mqtt_client_as_hub(&unique("events-"));
+    watcher
         .subscribe(
             topics::events(&hub.topic_prefix, "default"),
             QoS::AtLeastOnce,
@@ -90,15 +92,17 @@ async fn shifted_inputs_raise_a_signed_alert_within_two_periods() {
         .unwrap();
     let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let ack_topic = topics.telemetry_ack();
     tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = event {
-                if p.topic == ack_topic {
-                    let _ = acks_tx.send(TelemetryAck::decode(p.payload.as_ref()).unwrap().seqs);
-                } else {
-                    let _ = events_tx.send(HubEvent::decode(p.payload.as_ref()).unwrap());
-                }
+                let _ = acks_tx.send(TelemetryAck::decode(p.payload.as_ref()).unwrap().seqs);
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(event) = watcher_loop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let _ = events_tx.send(HubEvent::decode(p.payload.as_ref()).unwrap());
             }
         }
     });

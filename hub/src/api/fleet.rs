@@ -3,7 +3,9 @@ use shoal_proto::fleet::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
 use super::{status, workspace_or_default};
+use shoal_fleet::access::TopicRules;
 use shoal_fleet::fleet::{Device, Fleet};
+use shoal_fleet::mosquitto::HubLogin;
 
 pub struct FleetApi {
     pub fleet: Fleet,
@@ -14,7 +16,12 @@ pub struct FleetApi {
     /// Clears a removed device's retained topics.
     /// Removes devices with their retained topics.
     pub deployments: shoal_fleet::Deployments,
+    /// The hub's login on an external broker (from `--mqtt-url`), for the Mosquitto export.
+    pub external_mqtt_login: Option<(String, Option<String>)>,
 }
+
+/// The hub's user name on a broker unless the request or `--mqtt-url` names another.
+pub const DEFAULT_HUB_MQTT_USERNAME: &str = "shoal-hub";
 
 pub(crate) fn device_to_wire(d: Device) -> pb::Device {
     let reported: Option<ReportedState> = d.reported_state();
@@ -98,5 +105,45 @@ impl FleetService for FleetApi {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RemoveDeviceResponse {}))
+    }
+
+    async fn export_mosquitto_config(
+        &self,
+        request: Request<pb::ExportMosquittoConfigRequest>,
+    ) -> Result<Response<pb::MosquittoConfig>, Status> {
+        let r = request.into_inner();
+        let (url_user, url_password) = self.external_mqtt_login.clone().unwrap_or_default();
+        let username = [r.hub_username.as_str(), url_user.as_str()]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .unwrap_or(DEFAULT_HUB_MQTT_USERNAME)
+            .to_string();
+        if username.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control()) {
+            return Err(Status::invalid_argument(format!(
+                "hub user name {username:?}: no ':', spaces or control characters (it becomes a line of the password file)"
+            )));
+        }
+        let password = Some(r.hub_password)
+            .filter(|p| !p.is_empty())
+            .or(url_password.filter(|_| r.hub_username.is_empty() || r.hub_username == url_user));
+        let rules = TopicRules::new(&self.topic_prefix);
+        let files = self
+            .fleet
+            .mosquitto_files(
+                &rules,
+                &HubLogin {
+                    username: &username,
+                    password: password.as_deref(),
+                },
+            )
+            .map_err(status)?;
+        Ok(Response::new(pb::MosquittoConfig {
+            password_file: files.password_file,
+            acl_file: files.acl_file,
+            skipped: files.skipped,
+            topic_prefix: self.topic_prefix.clone(),
+            hub_username: username,
+            hub_password_included: password.is_some(),
+        }))
     }
 }

@@ -88,6 +88,40 @@ pub struct RemoveDeviceRequest {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveDeviceResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportMosquittoConfigRequest {
+    /// The hub's user name on the broker (default: the one in the hub's --mqtt-url, else "shoal-hub").
+    #[prost(string, tag = "1")]
+    pub hub_username: ::prost::alloc::string::String,
+    /// Hashed into the password file (default: the password in the hub's --mqtt-url; with
+    /// neither, the hub's line is left out).
+    #[prost(string, tag = "2")]
+    pub hub_password: ::prost::alloc::string::String,
+}
+/// Files that make Mosquitto enforce Shoal's topic rules: each device may publish only on its
+/// own status, state, blob/req and telemetry and read only its own desired, blob/res,
+/// telemetry/ack and cmd/#; the hub may read and write everything under the prefix.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MosquittoConfig {
+    /// `user:$7$…` lines (PBKDF2-SHA512, Mosquitto's format).
+    #[prost(string, tag = "1")]
+    pub password_file: ::prost::alloc::string::String,
+    /// `user` and `topic` lines.
+    #[prost(string, tag = "2")]
+    pub acl_file: ::prost::alloc::string::String,
+    /// Devices left out, with the reason (enrolled before the hub kept Mosquitto hashes).
+    #[prost(string, repeated, tag = "3")]
+    pub skipped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, tag = "4")]
+    pub topic_prefix: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub hub_username: ::prost::alloc::string::String,
+    /// Whether the password file holds the hub's line.
+    #[prost(bool, tag = "6")]
+    pub hub_password_included: bool,
+}
 /// Generated client implementations.
 #[cfg(feature = "grpc")]
 pub mod fleet_service_client {
@@ -273,6 +307,36 @@ pub mod fleet_service_client {
                 .insert(GrpcMethod::new("shoal.fleet.v1.FleetService", "RemoveDevice"));
             self.inner.unary(req, path, codec).await
         }
+        /// The fleet's Mosquitto password and ACL files, for running Shoal on an external Mosquitto.
+        pub async fn export_mosquitto_config(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportMosquittoConfigRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MosquittoConfig>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shoal.fleet.v1.FleetService/ExportMosquittoConfig",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shoal.fleet.v1.FleetService",
+                        "ExportMosquittoConfig",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -314,6 +378,11 @@ pub mod fleet_service_server {
             tonic::Response<super::RemoveDeviceResponse>,
             tonic::Status,
         >;
+        /// The fleet's Mosquitto password and ACL files, for running Shoal on an external Mosquitto.
+        async fn export_mosquitto_config(
+            &self,
+            request: tonic::Request<super::ExportMosquittoConfigRequest>,
+        ) -> std::result::Result<tonic::Response<super::MosquittoConfig>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct FleetServiceServer<T> {
@@ -556,6 +625,55 @@ pub mod fleet_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveDeviceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shoal.fleet.v1.FleetService/ExportMosquittoConfig" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportMosquittoConfigSvc<T: FleetService>(pub Arc<T>);
+                    impl<
+                        T: FleetService,
+                    > tonic::server::UnaryService<super::ExportMosquittoConfigRequest>
+                    for ExportMosquittoConfigSvc<T> {
+                        type Response = super::MosquittoConfig;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportMosquittoConfigRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as FleetService>::export_mosquitto_config(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportMosquittoConfigSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -515,10 +515,9 @@ async fn ingestion() {
         let total = payloads.len();
 
         // A plain subscriber to every device's telemetry topic: the broker's delivery rate.
-        let (watcher, mut watch_loop) = shoal_integration_tests::mqtt_client_as(
-            &logins[0],
-            &shoal_integration_tests::unique("plain-"),
-        );
+        // (With the hub's login: a device may read only its own topics.)
+        let (watcher, mut watch_loop) =
+            hub.mqtt_client_as_hub(&shoal_integration_tests::unique("plain-"));
         let filter = format!("{}/default/dev/+/telemetry", hub.topic_prefix);
         watcher
             .subscribe(&filter, QoS::AtLeastOnce)
