@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "shoal/deployment/v1/deployment.proto",
     "shoal/telemetry/v1/telemetry.proto",
     "shoal/training/v1/training.proto",
+    "shoal/access/v1/access.proto",
 ];
 
 #[test]
