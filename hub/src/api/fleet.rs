@@ -2,7 +2,7 @@ use shoal_proto::device::ReportedState;
 use shoal_proto::fleet::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
-use super::{status, workspace_or_default};
+use super::{authorize_in, status, workspace_or_default};
 use shoal_fleet::fleet::{Device, Fleet};
 
 pub struct FleetApi {
@@ -41,6 +41,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::AddDeviceRequest>,
     ) -> Result<Response<pb::DeviceCredentials>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let enrollment = self
             .fleet
@@ -65,6 +66,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::GetDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let device = self
             .fleet
@@ -77,6 +79,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let devices = self
             .fleet
@@ -91,6 +94,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         self.deployments
