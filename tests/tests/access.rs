@@ -71,7 +71,10 @@ fn every_method() -> Vec<String> {
             }
         }
     }
-    assert!(paths.len() > 50, "descriptors hold every service: {paths:?}");
+    assert!(
+        paths.len() > 50,
+        "descriptors hold every service: {paths:?}"
+    );
     paths
 }
 
@@ -124,24 +127,66 @@ fn sounds_like_a_write(path: &str) -> bool {
 
 /// Methods that address what they act on by id, or read an upload's header first: with an
 /// empty message they fail on the missing id or header before the workspace is known, which
-/// refuses them just as well (they act on nothing). `a_run_of_one_workspace_is_out_of_reach_of_another`
-/// checks the same methods with real ids.
+/// refuses them just as well (they act on nothing). `run_tokens.rs`
+/// (`a_run_of_one_workspace_is_out_of_reach_of_another`) checks the run methods with real ids.
 const REFUSED_BEFORE_THE_WORKSPACE_IS_KNOWN: &[(&str, Code)] = &[
-    ("/shoal.registry.v1.RegistryService/UploadModel", Code::InvalidArgument),
-    ("/shoal.registry.v1.RegistryService/SetBaseline", Code::InvalidArgument),
-    ("/shoal.training.v1.TrainingService/UploadDataset", Code::InvalidArgument),
-    ("/shoal.training.v1.TrainingService/SubmitRun", Code::InvalidArgument),
-    ("/shoal.training.v1.TrainingService/GetDataset", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/RegisterDatasetFromRun", Code::NotFound),
+    (
+        "/shoal.registry.v1.RegistryService/UploadModel",
+        Code::InvalidArgument,
+    ),
+    (
+        "/shoal.registry.v1.RegistryService/SetBaseline",
+        Code::InvalidArgument,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/UploadDataset",
+        Code::InvalidArgument,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/SubmitRun",
+        Code::InvalidArgument,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/GetDataset",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/RegisterDatasetFromRun",
+        Code::NotFound,
+    ),
     ("/shoal.training.v1.TrainingService/GetRun", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/CancelRun", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/GetMetricHistory", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/StreamRunLogs", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/ListRunArtifacts", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/DownloadRunArtifact", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/RegisterFromRun", Code::NotFound),
-    ("/shoal.training.v1.TrainingService/GetSweep", Code::NotFound),
-    ("/shoal.access.v1.AccessService/CreateToken", Code::InvalidArgument),
+    (
+        "/shoal.training.v1.TrainingService/CancelRun",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/GetMetricHistory",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/StreamRunLogs",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/ListRunArtifacts",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/DownloadRunArtifact",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/RegisterFromRun",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.training.v1.TrainingService/GetSweep",
+        Code::NotFound,
+    ),
+    (
+        "/shoal.access.v1.AccessService/CreateToken",
+        Code::InvalidArgument,
+    ),
     ("/shoal.access.v1.AccessService/RevokeToken", Code::NotFound),
 ];
 
@@ -186,7 +231,10 @@ async fn every_method_refuses_callers_without_the_right_token_and_role() {
     let mut wrong: BTreeMap<String, String> = BTreeMap::new();
     let mut expect = |path: &str, who: &str, got: Code, want: &[Code]| {
         if !want.contains(&got) {
-            wrong.insert(format!("{path} with {who}"), format!("{got:?}, want {want:?}"));
+            wrong.insert(
+                format!("{path} with {who}"),
+                format!("{got:?}, want {want:?}"),
+            );
         }
     };
     for path in every_method() {
@@ -237,5 +285,178 @@ async fn every_method_refuses_callers_without_the_right_token_and_role() {
         expect(&path, "another workspace's owner", got, &want);
     }
     assert!(wrong.is_empty(), "wrong answers: {wrong:#?}");
+    hub.shutdown().await;
+}
+
+/// Reflection answers only with a token, in v1 and in v1alpha (what grpcio-reflection and
+/// older grpcurl ask); health answers without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_needs_a_token_in_both_versions_and_health_needs_none() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let hub = TestHub::builder().embedded().start().await;
+    let channel = Channel::from_shared(format!("http://{}", hub.grpc_addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let with = |token: Option<String>| {
+        move |mut request: tonic::Request<()>| {
+            if let Some(token) = &token {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("ascii"),
+                );
+            }
+            Ok(request)
+        }
+    };
+    for token in [None, Some(hub.token.clone())] {
+        let mut client = v1::server_reflection_client::ServerReflectionClient::with_interceptor(
+            channel.clone(),
+            with(token.clone()),
+        );
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let answer = client
+            .server_reflection_info(futures::stream::iter(vec![request]))
+            .await;
+        match (&token, answer) {
+            (None, Err(status)) => assert_eq!(status.code(), Code::Unauthenticated),
+            (Some(_), Ok(response)) => {
+                let first = response
+                    .into_inner()
+                    .message()
+                    .await
+                    .expect("a reflection answer")
+                    .expect("one message");
+                let text = format!("{first:?}");
+                assert!(text.contains("shoal.access.v1.AccessService"), "{text}");
+            }
+            (token, other) => panic!("v1 with {token:?}: {other:?}"),
+        }
+
+        let mut client =
+            v1alpha::server_reflection_client::ServerReflectionClient::with_interceptor(
+                channel.clone(),
+                with(token.clone()),
+            );
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        };
+        let answer = client
+            .server_reflection_info(futures::stream::iter(vec![request]))
+            .await;
+        match (&token, answer) {
+            (None, Err(status)) => assert_eq!(status.code(), Code::Unauthenticated),
+            (Some(_), Ok(response)) => {
+                let first = response
+                    .into_inner()
+                    .message()
+                    .await
+                    .expect("a v1alpha reflection answer")
+                    .expect("one message");
+                let text = format!("{first:?}");
+                assert!(text.contains("shoal.training.v1.TrainingService"), "{text}");
+            }
+            (token, other) => panic!("v1alpha with {token:?}: {other:?}"),
+        }
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "shoal.training.v1.TrainingService".into(),
+        })
+        .await
+        .expect("health needs no token")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    hub.shutdown().await;
+}
+
+/// Writing calls are audited with who, role, workspace, method, target and result, refused
+/// ones included; reads are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_calls_are_audited_with_who_what_and_the_result() {
+    use shoal_proto::training as pb;
+    let hub = TestHub::builder().embedded().start().await;
+    let reader = create_token(&hub, "ana", "reader", "default").await;
+    let mut as_reader = hub.client_with_token(Some(&reader)).await;
+    let refused = as_reader
+        .training
+        .create_experiment(pb::CreateExperimentRequest {
+            workspace: String::new(),
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
+    assert!(refused.message().contains("reader"), "{refused}");
+    as_reader
+        .training
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await
+        .expect("a reader reads");
+    let mut admin = hub.client().await;
+    admin
+        .training
+        .create_experiment(pb::CreateExperimentRequest {
+            workspace: String::new(),
+            name: "audited".into(),
+        })
+        .await
+        .expect("the admin creates");
+
+    let log = admin
+        .access
+        .list_audit(apb::ListAuditRequest::default())
+        .await
+        .expect("the admin reads the audit log")
+        .into_inner()
+        .records;
+    let create = "/shoal.training.v1.TrainingService/CreateExperiment";
+    let by_ana: Vec<_> = log.iter().filter(|r| r.actor == "ana").collect();
+    assert_eq!(by_ana.len(), 1, "reads are not audited: {log:?}");
+    assert_eq!(by_ana[0].method, create);
+    assert_eq!(by_ana[0].role, "reader");
+    assert_eq!(by_ana[0].result, "PERMISSION_DENIED");
+    let by_admin = log
+        .iter()
+        .find(|r| r.actor == "admin" && r.method == create)
+        .expect("the admin's create is audited");
+    assert_eq!(by_admin.result, "ok");
+    assert_eq!(by_admin.workspace, "default");
+    assert_eq!(by_admin.target, "default");
+    assert!(by_admin.time_ms > 0);
+    let filtered = admin
+        .access
+        .list_audit(apb::ListAuditRequest {
+            since_ms: by_admin.time_ms,
+            actor: "admin".into(),
+            limit: 0,
+        })
+        .await
+        .expect("filtered")
+        .into_inner()
+        .records;
+    assert!(filtered
+        .iter()
+        .all(|r| r.actor == "admin" && r.time_ms >= by_admin.time_ms));
+    // A reader may not read the audit log.
+    let denied = as_reader
+        .access
+        .list_audit(apb::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     hub.shutdown().await;
 }
