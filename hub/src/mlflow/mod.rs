@@ -1,6 +1,6 @@
 //! The MLflow-compatible tracking REST API, so scripts written for the official `mlflow`
 //! client log into Shoal unchanged (`MLFLOW_TRACKING_URI=http://hub:7080`,
-//! `MLFLOW_TRACKING_TOKEN=<admin token>`).
+//! `MLFLOW_TRACKING_TOKEN=<a Shoal token>`).
 //!
 //! # Layout
 //! - [`error`]: MLflow's error codes and the single mapping from domain errors.
