@@ -451,6 +451,43 @@ async fn writing_calls_are_audited_with_who_what_and_the_result() {
     assert!(filtered
         .iter()
         .all(|r| r.actor == "admin" && r.time_ms >= by_admin.time_ms));
+    // The MLflow API applies the same roles: a reader reads, and is refused a create.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/2.0/mlflow", hub.http_addr);
+    let read = http
+        .post(format!("{base}/experiments/search"))
+        .bearer_auth(&reader)
+        .json(&serde_json::json!({ "max_results": 10 }))
+        .send()
+        .await
+        .expect("search");
+    assert_eq!(read.status().as_u16(), 200);
+    let created = http
+        .post(format!("{base}/experiments/create"))
+        .bearer_auth(&reader)
+        .json(&serde_json::json!({ "name": "nope" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 403);
+    let body: serde_json::Value = created.json().await.expect("json");
+    assert_eq!(body["error_code"], "PERMISSION_DENIED", "{body}");
+    let log = admin
+        .access
+        .list_audit(apb::ListAuditRequest {
+            actor: "ana".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .records;
+    assert!(
+        log.iter()
+            .any(|r| r.method == "POST /api/2.0/mlflow/experiments/create"
+                && r.result == "PERMISSION_DENIED"),
+        "{log:?}"
+    );
     // A reader may not read the audit log.
     let denied = as_reader
         .access
