@@ -57,13 +57,6 @@ impl AdminToken {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// The token itself, read from its file (for the environment of runs the hub starts).
-    pub fn read(&self) -> String {
-        std::fs::read_to_string(&self.path)
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default()
-    }
 }
 
 /// Turns the credentials of a request into an [`Identity`]: the bootstrap admin token, or a
@@ -200,7 +193,6 @@ mod tests {
         let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE)).unwrap();
         assert!(admin.matches(token.trim()));
         assert!(!admin.matches("shoal_wrong"));
-        assert_eq!(admin.read(), token.trim());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
