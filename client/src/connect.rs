@@ -1,5 +1,6 @@
 //! The connection to a hub: address, bearer token, one channel for every service.
 
+use shoal_proto::access::access_service_client::AccessServiceClient;
 use shoal_proto::deployment::deployment_service_client::DeploymentServiceClient;
 use shoal_proto::fleet::fleet_service_client::FleetServiceClient;
 use shoal_proto::registry::registry_service_client::RegistryServiceClient;
@@ -45,6 +46,8 @@ pub struct HubClient {
     pub training: TrainingServiceClient<Authed>,
     pub worker: WorkerServiceClient<Authed>,
     pub secrets: SecretServiceClient<Authed>,
+    /// Tokens, roles and the audit log.
+    pub access: AccessServiceClient<Authed>,
 }
 
 impl HubClient {
@@ -92,6 +95,7 @@ impl HubClient {
                 channel.clone(),
                 interceptor.clone(),
             ),
+            access: AccessServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             worker: WorkerServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

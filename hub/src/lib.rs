@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`config`]: `HubConfig`, the broker mode and URL parsing.
 //! - [`error`]: `HubError`, why the hub could not start or stopped.
-//! - [`auth`]: the admin token.
+//! - [`auth`]: the bootstrap admin token, and the authenticator gRPC and MLflow share.
 //! - [`files`]: the data folder at mode 0700, secret files nobody else can read.
 //! - [`broker`]: embedded rumqttd behind a listener the hub owns.
 //! - [`broker_front`]: per-device topic rules, revocations and the CONNECT deadline on it.
@@ -67,6 +67,8 @@ pub struct BoundHub {
     mqtt_addr: Option<SocketAddr>,
     advertised_mqtt_url: String,
     admin: Arc<AdminToken>,
+    /// Checks tokens for gRPC and MLflow, and holds the token store and audit log.
+    authenticator: auth::Authenticator,
     signer: Arc<ManifestSigner>,
     workspaces: Workspaces,
     registry: Registry,
@@ -197,9 +199,11 @@ impl Hub {
         jobs.set_endpoints(shoal_tracking::jobs::HubEndpoints {
             grpc_url: format!("http://{}", reachable(local_addr(&grpc))),
             http_url: format!("http://{}", reachable(local_addr(&http))),
-            // Runs act with the admin token for now (scoped per-run tokens come with roles).
-            token: admin.read(),
         });
+        let access = shoal_access::Access::new(records.clone());
+        // Script runs act with tokens of their own, minted when they start.
+        jobs.set_run_credentials(Arc::new(auth::RunTokens(access.clone())));
+        let authenticator = auth::Authenticator::new(admin.clone(), access, tracking.clone());
         Ok(BoundHub {
             config,
             grpc,
@@ -208,6 +212,7 @@ impl Hub {
             mqtt_addr,
             advertised_mqtt_url,
             admin,
+            authenticator,
             signer,
             workspaces,
             registry,
@@ -307,7 +312,7 @@ impl BoundHub {
 
         let http_cancel = cancel.clone();
         let mlflow_state = mlflow::MlflowState {
-            admin: self.admin.clone(),
+            auth: self.authenticator.clone(),
             tracking: self.tracking.clone(),
             registry: self.registry.clone(),
             datasets: self.datasets.clone(),
@@ -325,12 +330,17 @@ impl BoundHub {
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        // Reflection in both versions: grpcio-reflection and older grpcurl ask v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| HubError::Internal(format!("reflection: {e}")))?;
-        let auth = api::BearerAuth::new(self.admin.clone());
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| HubError::Internal(format!("reflection: {e}")))?;
         use shoal_proto::{
+            access::access_service_server::AccessServiceServer,
             deployment::deployment_service_server::DeploymentServiceServer,
             fleet::fleet_service_server::FleetServiceServer,
             registry::registry_service_server::RegistryServiceServer,
@@ -343,88 +353,67 @@ impl BoundHub {
             workspace::workspace_service_server::WorkspaceServiceServer,
         };
         let max_message = 4 * 1024 * 1024;
-        let workspace_api = WorkspaceServiceServer::with_interceptor(
-            api::WorkspaceApi {
-                workspaces: self.workspaces.clone(),
-                contents: vec![
-                    Arc::new(self.registry.clone()),
-                    Arc::new(self.fleet.clone()),
-                    Arc::new(self.deployments.clone()),
-                    Arc::new(self.monitors.clone()),
-                    Arc::new(self.telemetry.clone()),
-                    Arc::new(self.datasets.clone()),
-                    Arc::new(self.tracking.clone()),
-                    Arc::new(self.sweeps.clone()),
-                    Arc::new(self.vault.clone()),
-                ],
+        let workspace_api = WorkspaceServiceServer::new(api::WorkspaceApi {
+            workspaces: self.workspaces.clone(),
+            contents: vec![
+                Arc::new(self.registry.clone()),
+                Arc::new(self.fleet.clone()),
+                Arc::new(self.deployments.clone()),
+                Arc::new(self.monitors.clone()),
+                Arc::new(self.telemetry.clone()),
+                Arc::new(self.datasets.clone()),
+                Arc::new(self.tracking.clone()),
+                Arc::new(self.sweeps.clone()),
+                Arc::new(self.vault.clone()),
+            ],
+        });
+        let registry_api = RegistryServiceServer::new(api::RegistryApi {
+            registry: self.registry.clone(),
+            max_model_bytes: self.config.max_model_bytes,
+            deployments: self.deployments.clone(),
+        })
+        .max_decoding_message_size(max_message);
+        let fleet_api = FleetServiceServer::new(api::FleetApi {
+            fleet: self.fleet.clone(),
+            advertised_mqtt_url: self.advertised_mqtt_url.clone(),
+            topic_prefix: self.config.topic_prefix.clone(),
+            hub_public_key: self.signer.public_key_hex(),
+            deployments: self.deployments.clone(),
+            external_mqtt_login: match &self.config.mqtt {
+                MqttMode::External { url } => url
+                    .username
+                    .clone()
+                    .map(|user| (user, url.password.clone())),
+                MqttMode::Embedded { .. } => None,
             },
-            auth.clone(),
-        );
-        let registry_api = tonic::service::interceptor::InterceptedService::new(
-            RegistryServiceServer::new(api::RegistryApi {
-                registry: self.registry.clone(),
-                max_model_bytes: self.config.max_model_bytes,
-                deployments: self.deployments.clone(),
-            })
-            .max_decoding_message_size(max_message),
-            auth.clone(),
-        );
-        let fleet_api = FleetServiceServer::with_interceptor(
-            api::FleetApi {
-                fleet: self.fleet.clone(),
-                advertised_mqtt_url: self.advertised_mqtt_url.clone(),
-                topic_prefix: self.config.topic_prefix.clone(),
-                hub_public_key: self.signer.public_key_hex(),
-                deployments: self.deployments.clone(),
-                external_mqtt_login: match &self.config.mqtt {
-                    MqttMode::External { url } => url
-                        .username
-                        .clone()
-                        .map(|user| (user, url.password.clone())),
-                    MqttMode::Embedded { .. } => None,
-                },
-            },
-            auth.clone(),
-        );
-        let deployment_api = DeploymentServiceServer::with_interceptor(
-            api::DeploymentApi {
-                deployments: self.deployments.clone(),
-            },
-            auth.clone(),
-        );
+        });
+        let deployment_api = DeploymentServiceServer::new(api::DeploymentApi {
+            deployments: self.deployments.clone(),
+        });
         // Server-streaming calls (telemetry tails) end when shutdown begins.
         let streams_end = CancellationToken::new();
-        let telemetry_api = TelemetryServiceServer::with_interceptor(
-            api::TelemetryApi {
-                telemetry: self.telemetry.clone(),
-                monitors: self.monitors.clone(),
-                shutdown: streams_end.clone(),
-                retrainer,
-            },
-            auth.clone(),
-        );
-        let training_api = tonic::service::interceptor::InterceptedService::new(
-            TrainingServiceServer::new(api::TrainingApi {
-                jobs: self.jobs.clone(),
-                sweeps: self.sweeps.clone(),
-            })
-            .max_decoding_message_size(max_message),
-            auth.clone(),
-        );
-        let secret_api = SecretServiceServer::with_interceptor(
-            api::SecretApi {
-                vault: self.vault.clone(),
-                workspaces: self.workspaces.clone(),
-            },
-            auth.clone(),
-        );
-        let worker_api = tonic::service::interceptor::InterceptedService::new(
-            WorkerServiceServer::new(api::WorkerApi {
-                jobs: self.jobs.clone(),
-            })
-            .max_decoding_message_size(max_message),
-            auth.clone(),
-        );
+        let telemetry_api = TelemetryServiceServer::new(api::TelemetryApi {
+            telemetry: self.telemetry.clone(),
+            monitors: self.monitors.clone(),
+            shutdown: streams_end.clone(),
+            retrainer,
+        });
+        let training_api = TrainingServiceServer::new(api::TrainingApi {
+            jobs: self.jobs.clone(),
+            sweeps: self.sweeps.clone(),
+        })
+        .max_decoding_message_size(max_message);
+        let worker_api = WorkerServiceServer::new(api::WorkerApi {
+            jobs: self.jobs.clone(),
+        })
+        .max_decoding_message_size(max_message);
+        let secret_api = SecretServiceServer::new(api::SecretApi {
+            vault: self.vault.clone(),
+            workspaces: self.workspaces.clone(),
+        });
+        let access_api = AccessServiceServer::new(api::AccessApi {
+            access: self.authenticator.access().clone(),
+        });
         // Storage is open and the broker is up: tell probes the services are ready.
         health_reporter
             .set_serving::<WorkspaceServiceServer<api::WorkspaceApi>>()
@@ -447,15 +436,22 @@ impl BoundHub {
         health_reporter
             .set_serving::<SecretServiceServer<api::SecretApi>>()
             .await;
+        health_reporter
+            .set_serving::<AccessServiceServer<api::AccessApi>>()
+            .await;
 
         tracing::info!(grpc = %local_addr(&self.grpc), mqtt = %self.advertised_mqtt_url, data_dir = %self.config.data_dir.display(), "hub serving");
         let grpc_cancel = cancel.clone();
         let jobs_shutdown = self.jobs.shutting_down();
         let tails_end = streams_end.clone();
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
+        // Every call passes the access layer: token, access table, audit (see `api::guard`).
         let served = tonic::transport::Server::builder()
+            .layer(api::AccessLayer::new(self.authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(access_api)
             .add_service(workspace_api)
             .add_service(registry_api)
             .add_service(fleet_api)

@@ -34,6 +34,8 @@ struct WorkerArgs {
     /// The hub's gRPC address.
     #[arg(long, env = "SHOAL_HUB", default_value = "http://127.0.0.1:7070")]
     hub: String,
+    /// A worker token (`shoal token create w1 --role worker`): it leases and reports runs and
+    /// nothing else; each run gets a token of its own from the hub.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// This worker's id (default: the host name and process id).

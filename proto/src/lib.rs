@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
-//! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`], [`training`]:
-//!   the hub's gRPC services.
+//! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`], [`training`],
+//!   [`access`]: the hub's gRPC services.
 //! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs.
 
 pub mod mqtt_url;
@@ -85,6 +85,14 @@ pub mod training {
 pub mod secret {
     pub mod v1 {
         include!("generated/shoal.secret.v1.rs");
+    }
+    pub use v1::*;
+}
+
+/// API tokens, roles and the audit log.
+pub mod access {
+    pub mod v1 {
+        include!("generated/shoal.access.v1.rs");
     }
     pub use v1::*;
 }

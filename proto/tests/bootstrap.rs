@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "shoal/telemetry/v1/telemetry.proto",
     "shoal/training/v1/training.proto",
     "shoal/secret/v1/secret.proto",
+    "shoal/access/v1/access.proto",
 ];
 
 #[test]

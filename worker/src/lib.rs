@@ -63,6 +63,19 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
 }
 
+/// The environment of a leased script run: what the hub sent, which carries the run's own
+/// token. The job inherits the worker's environment, so the token variables are always set
+/// from the lease (empty if the hub sent none) and the worker's own token never reaches a run.
+fn run_env(lease_env: std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = lease_env.into_iter().collect();
+    for key in ["SHOAL_TOKEN", "MLFLOW_TRACKING_TOKEN"] {
+        if !env.iter().any(|(k, _)| k == key) {
+            env.push((key.to_string(), String::new()));
+        }
+    }
+    env
+}
+
 /// Serves runs until `shutdown` completes; a run in progress is stopped and reported.
 ///
 /// # Errors
@@ -155,7 +168,7 @@ async fn execute(
     let _ = std::fs::remove_file(&archive);
 
     let spec = shoal_compute::JobSpec {
-        env: lease.env.into_iter().collect(),
+        env: run_env(lease.env),
         inherit_env: shoal_compute::InheritEnv::AllowList,
         sandbox: shoal_compute::Sandbox::for_run(&[], &config.work_dir, &workdir, false),
         metrics_file: Some(workdir.join(METRICS_FILE)),

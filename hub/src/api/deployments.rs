@@ -1,7 +1,7 @@
 use shoal_proto::deployment::{self as pb, deployment_service_server::DeploymentService};
 use tonic::{Request, Response, Status};
 
-use super::{status, workspace_or_default};
+use super::{authorize_in, status, workspace_or_default};
 use crate::error::HubError;
 use shoal_fleet::deployment::{Deployment, Deployments, Strategy};
 
@@ -42,6 +42,7 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         match pb::Strategy::try_from(r.strategy) {
             Ok(pb::Strategy::Unspecified) | Ok(pb::Strategy::AllAtOnce) => {}
@@ -70,6 +71,7 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let d = self
             .deployments
@@ -82,6 +84,7 @@ impl DeploymentService for DeploymentApi {
         &self,
         request: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let list = self
             .deployments

@@ -2,7 +2,7 @@ use shoal_proto::device::ReportedState;
 use shoal_proto::fleet::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
-use super::{status, workspace_or_default};
+use super::{authorize_in, status, workspace_or_default};
 use shoal_fleet::access::TopicRules;
 use shoal_fleet::fleet::{Device, Fleet};
 use shoal_fleet::mosquitto::HubLogin;
@@ -48,6 +48,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::AddDeviceRequest>,
     ) -> Result<Response<pb::DeviceCredentials>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let enrollment = self
             .fleet
@@ -72,6 +73,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::GetDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let device = self
             .fleet
@@ -84,6 +86,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let devices = self
             .fleet
@@ -98,6 +101,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         self.deployments

@@ -1,15 +1,22 @@
 //! The gRPC API: tonic service implementations only. Each converts wire messages to domain
 //! calls and domain errors to `Status` through [`status`]; no domain logic lives here.
+//!
+//! Access: [`guard`] authenticates every call and checks it against the table in [`rules`];
+//! each handler calls [`authorize`] once with what the call acts on.
 
+mod access;
 mod deployments;
 mod fleet;
+pub mod guard;
 mod registry;
 mod secrets;
+pub mod rules;
 mod telemetry;
 mod training;
 mod worker;
 mod workspaces;
 
+pub use access::AccessApi;
 pub use deployments::DeploymentApi;
 pub use fleet::FleetApi;
 pub use registry::RegistryApi;
@@ -19,13 +26,12 @@ pub use training::{dataset_to_wire, run_to_wire, TrainingApi};
 pub use worker::WorkerApi;
 pub use workspaces::WorkspaceApi;
 
-use std::sync::Arc;
+pub(crate) use guard::{authorize, authorize_in, caller};
+pub use guard::{AccessLayer, CallContext};
 
-use tonic::{Request, Status};
+use tonic::Status;
 
 use shoal_store::{ErrorCode, ServiceError};
-
-use crate::auth::AdminToken;
 
 /// The one place a domain error becomes a gRPC status. Internal errors are logged in full and
 /// reach the caller as a generic message.
@@ -40,39 +46,6 @@ pub fn status(error: impl ServiceError) -> Status {
         ErrorCode::Internal => {
             tracing::error!(error = %message, "internal error");
             Status::internal("internal error; see the hub's log")
-        }
-    }
-}
-
-/// Checks the bearer token of every call.
-#[derive(Clone)]
-pub struct BearerAuth {
-    admin: Arc<AdminToken>,
-}
-
-impl BearerAuth {
-    pub fn new(admin: Arc<AdminToken>) -> BearerAuth {
-        BearerAuth { admin }
-    }
-}
-
-impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("missing bearer token (set SHOAL_TOKEN or --token)")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-        if self.admin.matches(token.trim()) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("invalid token"))
         }
     }
 }

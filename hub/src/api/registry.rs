@@ -4,7 +4,7 @@ use futures::{Stream, StreamExt};
 use shoal_proto::registry::{self as pb, registry_service_server::RegistryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{receive_chunks, receive_header, status, workspace_or_default};
+use super::{authorize_in, receive_chunks, receive_header, status, workspace_or_default};
 use shoal_registry::registry::{signature_to_wire, Model, ModelVersion, NewVersion, Registry};
 use shoal_registry::RegistryError;
 use shoal_store::IoError;
@@ -102,7 +102,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<Streaming<pb::UploadModelRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
-        let mut stream = request.into_inner();
+        let (_, extensions, mut stream) = request.into_parts();
         let header = receive_header(
             &mut stream,
             "an upload starts with a header naming the model",
@@ -112,6 +112,7 @@ impl RegistryService for RegistryApi {
             },
         )
         .await?;
+        authorize_in(&extensions, &header.workspace)?;
         let new = NewVersion {
             workspace: workspace_or_default(&header.workspace).to_string(),
             name: header.name,
@@ -146,6 +147,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::Model>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let model = self
             .registry
@@ -158,6 +160,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let models = self
             .registry
@@ -172,6 +175,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::GetModelVersionRequest>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let v = self
             .registry
@@ -184,6 +188,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::ListModelVersionsRequest>,
     ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         let model = self.registry.model(workspace, &r.name).map_err(status)?;
@@ -200,6 +205,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::SetAliasRequest>,
     ) -> Result<Response<pb::Model>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let model = self
             .registry
@@ -217,6 +223,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::Model>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let model = self
             .registry
@@ -230,7 +237,7 @@ impl RegistryService for RegistryApi {
         request: Request<Streaming<pb::UploadBaselineRequest>>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
         use std::io::Write;
-        let mut stream = request.into_inner();
+        let (_, extensions, mut stream) = request.into_parts();
         let header = receive_header(
             &mut stream,
             "a baseline upload starts with a header naming the version",
@@ -240,6 +247,7 @@ impl RegistryService for RegistryApi {
             },
         )
         .await?;
+        authorize_in(&extensions, &header.workspace)?;
         let workspace = workspace_or_default(&header.workspace).to_string();
         // Fail before accepting bytes if the version does not exist.
         self.registry
@@ -294,6 +302,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::GetModelVersionRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let version = self
             .registry

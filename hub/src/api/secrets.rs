@@ -5,7 +5,7 @@ use shoal_proto::secret::{self as pb, secret_service_server::SecretService};
 use shoal_store::{SecretInfo, Vault, Workspaces};
 use tonic::{Request, Response, Status};
 
-use super::{status, workspace_or_default};
+use super::{authorize_in, status, workspace_or_default};
 
 pub struct SecretApi {
     pub vault: Vault,
@@ -27,6 +27,7 @@ impl SecretService for SecretApi {
         &self,
         request: Request<pb::SetSecretRequest>,
     ) -> Result<Response<pb::SecretInfo>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         self.workspaces.require(workspace).map_err(status)?;
@@ -41,6 +42,7 @@ impl SecretService for SecretApi {
         &self,
         request: Request<pb::ListSecretsRequest>,
     ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         self.workspaces.require(workspace).map_err(status)?;
@@ -58,6 +60,7 @@ impl SecretService for SecretApi {
         &self,
         request: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         self.vault.delete(workspace, &r.name).map_err(status)?;

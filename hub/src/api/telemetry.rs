@@ -5,7 +5,7 @@ use shoal_drift::FeatureDrift;
 use shoal_proto::telemetry::{self as pb, telemetry_service_server::TelemetryService};
 use tonic::{Request, Response, Status};
 
-use super::{status, workspace_or_default};
+use super::{authorize_in, status, workspace_or_default};
 use shoal_fleet::monitor::{Monitor, Monitors, NewMonitor};
 use shoal_fleet::telemetry::{status_name, DriftQuery, Telemetry};
 
@@ -97,6 +97,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::GetDriftReportRequest>,
     ) -> Result<Response<pb::DriftReport>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let query = DriftQuery {
             workspace: workspace_or_default(&r.workspace).to_string(),
@@ -164,6 +165,14 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::CreateMonitorRequest>,
     ) -> Result<Response<pb::Monitor>, Status> {
+        authorize_in(
+            request.extensions(),
+            request
+                .get_ref()
+                .monitor
+                .as_ref()
+                .map_or("", |m| m.workspace.as_str()),
+        )?;
         let m = request
             .into_inner()
             .monitor
@@ -197,6 +206,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::GetMonitorRequest>,
     ) -> Result<Response<pb::MonitorDetails>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         let monitor = self.monitors.get(workspace, &r.name).map_err(status)?;
@@ -228,6 +238,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::ListMonitorsRequest>,
     ) -> Result<Response<pb::ListMonitorsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let monitors = self
             .monitors
@@ -242,6 +253,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::DeleteMonitorRequest>,
     ) -> Result<Response<pb::DeleteMonitorResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         self.monitors
             .delete(workspace_or_default(&r.workspace), &r.name)
@@ -253,6 +265,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let alerts = self
             .monitors
@@ -269,6 +282,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::TailTelemetryRequest>,
     ) -> Result<Response<WindowStream>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace).to_string();
         let mut events = self.telemetry.subscribe();
@@ -312,6 +326,7 @@ impl TelemetryService for TelemetryApi {
         &self,
         request: Request<pb::GetDeviceTelemetryRequest>,
     ) -> Result<Response<pb::DeviceTelemetry>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         let stats = self

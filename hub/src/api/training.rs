@@ -2,10 +2,13 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 
 use futures::Stream;
+use shoal_access::Target;
 use shoal_proto::training::{self as pb, training_service_server::TrainingService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{receive_chunks, receive_header, status, workspace_or_default};
+use super::{
+    authorize, authorize_in, caller, receive_chunks, receive_header, status, workspace_or_default,
+};
 use crate::error::HubError;
 use shoal_tracking::dataset::DatasetVersion;
 use shoal_tracking::jobs::{Jobs, Submission};
@@ -143,6 +146,14 @@ fn builtin_from_wire(b: pb::BuiltinJob) -> BuiltinJob {
     }
 }
 
+/// What a call on `run` acts on, for [`authorize`].
+fn run_target(run: &Run) -> Target<'_> {
+    Target::Run {
+        workspace: &run.workspace,
+        run_id: &run.id,
+    }
+}
+
 /// The experiment a request names; empty means the workspace's `Default`.
 fn experiment_or_default(name: String) -> String {
     if name.is_empty() {
@@ -173,7 +184,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<Streaming<pb::UploadDatasetRequest>>,
     ) -> Result<Response<pb::DatasetVersion>, Status> {
-        let mut stream = request.into_inner();
+        let (_, extensions, mut stream) = request.into_parts();
         let header = receive_header(
             &mut stream,
             "an upload starts with a header naming the dataset",
@@ -183,6 +194,7 @@ impl TrainingService for TrainingApi {
             },
         )
         .await?;
+        authorize_in(&extensions, &header.workspace)?;
         let workspace = workspace_or_default(&header.workspace).to_string();
         let datasets = self.jobs.datasets();
         datasets
@@ -219,6 +231,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let versions = self
             .jobs
@@ -234,12 +247,19 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::GetDatasetRequest>,
     ) -> Result<Response<pb::DatasetVersion>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let version = self
             .jobs
             .datasets()
             .resolve(workspace_or_default(&r.workspace), &r.reference)
             .map_err(status)?;
+        authorize(
+            &extensions,
+            Target::Dataset {
+                workspace: &version.workspace,
+                reference: &version.reference(),
+            },
+        )?;
         Ok(Response::new(dataset_to_wire(version)))
     }
 
@@ -247,9 +267,10 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::RegisterDatasetFromRunRequest>,
     ) -> Result<Response<pb::DatasetVersion>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let tracking = self.jobs.tracking();
         let run = tracking.run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let path = r.path.trim_start_matches("./");
         let entry = tracking
             .artifact(&format!("{}/{path}", run.artifact_root()))
@@ -274,6 +295,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let experiment = self
             .jobs
@@ -287,6 +309,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let tracking = self.jobs.tracking();
         let experiments = tracking
@@ -306,7 +329,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<Streaming<pb::SubmitRunRequest>>,
     ) -> Result<Response<pb::Run>, Status> {
-        let mut stream = request.into_inner();
+        let (_, extensions, mut stream) = request.into_parts();
         let header = receive_header(
             &mut stream,
             "a submission starts with a header describing the run",
@@ -316,6 +339,7 @@ impl TrainingService for TrainingApi {
             },
         )
         .await?;
+        authorize_in(&extensions, &header.workspace)?;
         let compute = Compute::parse(&header.compute).map_err(status)?;
         let job = match header.job {
             Some(pb::submit_run_header::Job::Builtin(b)) => Job::Builtin(builtin_from_wire(b)),
@@ -379,8 +403,9 @@ impl TrainingService for TrainingApi {
         let run = self
             .jobs
             .tracking()
-            .run(&request.into_inner().run_id)
+            .run(&request.get_ref().run_id)
             .map_err(status)?;
+        authorize(request.extensions(), run_target(&run))?;
         Ok(Response::new(self.wire_run(run)))
     }
 
@@ -388,6 +413,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let workspace = workspace_or_default(&r.workspace);
         let tracking = self.jobs.tracking();
@@ -436,7 +462,13 @@ impl TrainingService for TrainingApi {
     ) -> Result<Response<pb::Run>, Status> {
         let run = self
             .jobs
-            .cancel(&request.into_inner().run_id, "canceled by a user")
+            .tracking()
+            .run(&request.get_ref().run_id)
+            .map_err(status)?;
+        authorize(request.extensions(), run_target(&run))?;
+        let run = self
+            .jobs
+            .cancel(&run.id, "canceled by a user")
             .map_err(status)?;
         Ok(Response::new(self.wire_run(run)))
     }
@@ -445,7 +477,9 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::MetricHistoryRequest>,
     ) -> Result<Response<pb::MetricHistoryResponse>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
+        let run = self.jobs.tracking().run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let points = self
             .jobs
             .tracking()
@@ -469,9 +503,10 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::RunLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let tracking = self.jobs.tracking().clone();
-        tracking.run(&r.run_id).map_err(status)?;
+        let run = tracking.run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
             let mut changes = tracking.subscribe();
@@ -531,7 +566,8 @@ impl TrainingService for TrainingApi {
         request: Request<pb::ListRunArtifactsRequest>,
     ) -> Result<Response<pb::ListRunArtifactsResponse>, Status> {
         let tracking = self.jobs.tracking();
-        let run = tracking.run(&request.into_inner().run_id).map_err(status)?;
+        let run = tracking.run(&request.get_ref().run_id).map_err(status)?;
+        authorize(request.extensions(), run_target(&run))?;
         let artifacts = tracking
             .artifacts_under(&run.artifact_root())
             .map_err(status)?;
@@ -553,9 +589,10 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::DownloadRunArtifactRequest>,
     ) -> Result<Response<ArtifactStream>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let tracking = self.jobs.tracking();
         let run = tracking.run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let path = r.path.trim_start_matches("./");
         let entry = tracking
             .artifact(&format!("{}/{path}", run.artifact_root()))
@@ -601,8 +638,9 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::RegisterFromRunRequest>,
     ) -> Result<Response<pb::RegisterFromRunResponse>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let run = self.jobs.tracking().run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let version = self
             .jobs
             .register_run_output(&run, &r.path, &r.model, &r.description)
@@ -618,6 +656,9 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<Streaming<pb::UploadSourceRequest>>,
     ) -> Result<Response<pb::UploadSourceResponse>, Status> {
+        // A snapshot is content-addressed and belongs to no workspace until a submission
+        // names it: the access layer's check (contributor somewhere) is the whole check.
+        caller(request.extensions())?;
         let mut stream = request.into_inner();
         let (digest, size_bytes) = receive_chunks(
             &mut stream,
@@ -638,6 +679,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::SubmitSweepRequest>,
     ) -> Result<Response<pb::Sweep>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let mut register_best = (!r.register_best.is_empty()).then_some(r.register_best);
         let job = match (r.builtin, r.script) {
@@ -703,8 +745,9 @@ impl TrainingService for TrainingApi {
     ) -> Result<Response<pb::Sweep>, Status> {
         let sweep = self
             .sweeps
-            .get(&request.into_inner().sweep_id)
+            .get(&request.get_ref().sweep_id)
             .map_err(status)?;
+        authorize_in(request.extensions(), &sweep.workspace)?;
         Ok(Response::new(shoal_tracking::sweep::sweep_to_wire(sweep)))
     }
 
@@ -712,6 +755,7 @@ impl TrainingService for TrainingApi {
         &self,
         request: Request<pb::ListSweepsRequest>,
     ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        authorize_in(request.extensions(), &request.get_ref().workspace)?;
         let r = request.into_inner();
         let sweeps = self
             .sweeps

@@ -9,8 +9,9 @@ use shoal_proto::training::{self as pb, worker_service_server::WorkerService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::training::SOURCE_CHUNK_BYTES;
-use super::{receive_chunks, receive_header, status};
+use super::{authorize, receive_chunks, receive_header, status};
 use crate::error::HubError;
+use shoal_access::Target;
 use shoal_tracking::jobs::lease::LeasedWork;
 use shoal_tracking::jobs::{Jobs, Outcome};
 use shoal_tracking::tracking::MetricPoint;
@@ -53,6 +54,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        authorize(request.extensions(), Target::Hub)?;
         let r = request.into_inner();
         if r.worker_id.is_empty() || r.worker_id == "local" {
             return Err(Status::invalid_argument(
@@ -94,11 +96,12 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::DownloadSourceRequest>,
     ) -> Result<Response<SourceStream>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
         let run = self
             .jobs
             .leased_run(&r.run_id, &r.worker_id)
             .map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let digest = self.jobs.run_input_digest(&run).map_err(status)?;
         let bytes = self.jobs.artifacts().read(&digest).await.map_err(status)?;
         let chunks: Vec<Result<pb::SourceChunk, Status>> = bytes
@@ -112,7 +115,9 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
+        let run = self.jobs.tracking().run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let jobs = self.jobs.clone();
         let cancel = tokio::task::spawn_blocking(move || {
             jobs.worker_report(
@@ -132,7 +137,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<pb::UploadOutputRequest>>,
     ) -> Result<Response<pb::UploadOutputResponse>, Status> {
-        let mut stream = request.into_inner();
+        let (_, extensions, mut stream) = request.into_parts();
         let header = receive_header(
             &mut stream,
             "an upload starts with a header naming the file",
@@ -146,6 +151,7 @@ impl WorkerService for WorkerApi {
             .jobs
             .leased_run(&header.run_id, &header.worker_id)
             .map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         shoal_tracking::tracking::check_artifact_path(&header.path).map_err(status)?;
         let (digest, size) = receive_chunks(
             &mut stream,
@@ -169,7 +175,9 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
-        let r = request.into_inner();
+        let (_, extensions, r) = request.into_parts();
+        let run = self.jobs.tracking().run(&r.run_id).map_err(status)?;
+        authorize(&extensions, run_target(&run))?;
         let outcome = match r.outcome.as_str() {
             "exited" => Outcome::Exited(r.code),
             "signaled" => Outcome::Signaled(r.code),
@@ -185,6 +193,14 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CompleteResponse {}))
+    }
+}
+
+/// What a call on a leased run acts on, for [`authorize`].
+fn run_target(run: &shoal_tracking::tracking::Run) -> Target<'_> {
+    Target::Run {
+        workspace: &run.workspace,
+        run_id: &run.id,
     }
 }
 

@@ -1,7 +1,8 @@
 use shoal_proto::workspace::{self as pb, workspace_service_server::WorkspaceService};
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{authorize, caller, status};
+use shoal_access::Target;
 use shoal_store::workspace::{Workspace, Workspaces};
 
 pub struct WorkspaceApi {
@@ -24,6 +25,7 @@ impl WorkspaceService for WorkspaceApi {
         &self,
         request: Request<pb::CreateWorkspaceRequest>,
     ) -> Result<Response<pb::Workspace>, Status> {
+        authorize(request.extensions(), Target::Hub)?;
         let r = request.into_inner();
         let created = self
             .workspaces
@@ -36,6 +38,10 @@ impl WorkspaceService for WorkspaceApi {
         &self,
         request: Request<pb::GetWorkspaceRequest>,
     ) -> Result<Response<pb::Workspace>, Status> {
+        authorize(
+            request.extensions(),
+            Target::Workspace(&request.get_ref().name),
+        )?;
         let w = self
             .workspaces
             .get(&request.into_inner().name)
@@ -45,13 +51,16 @@ impl WorkspaceService for WorkspaceApi {
 
     async fn list_workspaces(
         &self,
-        _: Request<pb::ListWorkspacesRequest>,
+        request: Request<pb::ListWorkspacesRequest>,
     ) -> Result<Response<pb::ListWorkspacesResponse>, Status> {
+        // Only the workspaces the caller may read.
+        let identity = caller(request.extensions())?;
         let workspaces = self
             .workspaces
             .list()
             .map_err(status)?
             .into_iter()
+            .filter(|w| identity.can_read(&w.name))
             .map(to_wire)
             .collect();
         Ok(Response::new(pb::ListWorkspacesResponse { workspaces }))
@@ -61,6 +70,10 @@ impl WorkspaceService for WorkspaceApi {
         &self,
         request: Request<pb::DeleteWorkspaceRequest>,
     ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
+        authorize(
+            request.extensions(),
+            Target::Workspace(&request.get_ref().name),
+        )?;
         let r = request.into_inner();
         let contents: Vec<&dyn shoal_store::workspace::WorkspaceContents> =
             self.contents.iter().map(|c| c.as_ref()).collect();

@@ -30,6 +30,9 @@ pub enum MlflowError {
     /// `UNAUTHENTICATED` (401): no bearer token, or not the hub's.
     #[error("{0}")]
     Unauthenticated(String),
+    /// `PERMISSION_DENIED` (403): a valid token whose role does not reach the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// `INTERNAL_ERROR` (500): the message is logged, the client gets a generic one.
     #[error("{0}")]
     Internal(String),
@@ -48,6 +51,7 @@ impl MlflowError {
             MlflowError::Exhausted(_) => "RESOURCE_EXHAUSTED",
             MlflowError::EndpointNotFound(_) => "ENDPOINT_NOT_FOUND",
             MlflowError::Unauthenticated(_) => "UNAUTHENTICATED",
+            MlflowError::PermissionDenied(_) => "PERMISSION_DENIED",
             MlflowError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -61,7 +65,17 @@ impl MlflowError {
             }
             MlflowError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             MlflowError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            MlflowError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             MlflowError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The one place an access refusal becomes an MLflow error.
+    pub fn refused(refusal: shoal_access::Refusal) -> MlflowError {
+        match refusal {
+            shoal_access::Refusal::Unauthenticated(m) => MlflowError::Unauthenticated(m),
+            shoal_access::Refusal::PermissionDenied(m) => MlflowError::PermissionDenied(m),
+            shoal_access::Refusal::Internal(m) => MlflowError::Internal(m),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The MLflow-compatible tracking REST API, so scripts written for the official `mlflow`
 //! client log into Shoal unchanged (`MLFLOW_TRACKING_URI=http://hub:7080`,
-//! `MLFLOW_TRACKING_TOKEN=<admin token>`).
+//! `MLFLOW_TRACKING_TOKEN=<a Shoal token>`).
 //!
 //! # Layout
 //! - [`error`]: MLflow's error codes and the single mapping from domain errors.
@@ -27,10 +27,15 @@
 //! ONNX file, get, search, get-download-uri). Everything else, such as traces, deletes in the
 //! registry and stage transitions, answers `ENDPOINT_NOT_FOUND`.
 //!
-//! Every request needs the admin token as `Authorization: Bearer <token>` (or as the password
-//! of HTTP basic auth). Requests are dispatched by hand rather than with one axum route per
-//! endpoint, so that any unknown endpoint answers `ENDPOINT_NOT_FOUND` in MLflow's format and
-//! authentication happens in exactly one place.
+//! Every request needs a token as `Authorization: Bearer <token>` (or as the password of HTTP
+//! basic auth), checked by the same authenticator as gRPC. Reading endpoints need `reader` in
+//! the workspace, the others `contributor`; a run's own token (`MLFLOW_TRACKING_TOKEN` of a
+//! script run) reaches only the endpoints that read or log one run (`runs/get`, `log-*`,
+//! `set-tag`, `runs/update`, metric history, that run's artifacts) and `experiments/get` of its
+//! experiment, and only for its own run. Writing calls are appended to the audit log. Requests
+//! are dispatched by hand rather than with one axum route per endpoint, so that any unknown
+//! endpoint answers `ENDPOINT_NOT_FOUND` in MLflow's format and access is checked in exactly
+//! one place ([`access_check`]).
 
 mod artifacts;
 pub mod error;
@@ -53,15 +58,14 @@ use serde_json::{json, Map, Value};
 
 pub use error::{MlflowError, MlflowResult};
 
-use std::sync::Arc;
-
 use shoal_registry::registry::Registry;
 use shoal_store::artifacts::ArtifactStore;
 use shoal_tracking::dataset::Datasets;
 use shoal_tracking::tracking::{Lifecycle, LoggedModel, Run, Tracking};
 use shoal_tracking::Jobs;
 
-use crate::auth::AdminToken;
+use crate::auth::Authenticator;
+use shoal_access::{Identity, Least, Rule, Target};
 use shoal_store::workspace::DEFAULT_WORKSPACE;
 
 /// Largest JSON request body accepted (a full `log-batch` is well below this).
@@ -73,8 +77,8 @@ const WORKSPACE_HEADER: &str = "x-mlflow-workspace";
 /// What the MLflow handlers reach.
 #[derive(Clone)]
 pub struct MlflowState {
-    /// Checks bearer tokens on the tracking API.
-    pub admin: Arc<AdminToken>,
+    /// Checks bearer tokens and roles; holds the audit log.
+    pub auth: Authenticator,
     pub tracking: Tracking,
     pub registry: Registry,
     pub datasets: Datasets,
@@ -173,16 +177,52 @@ async fn tracking_call(
     endpoint: &str,
     request: Request,
 ) -> MlflowResult<Value> {
-    let workspace = authorize(&state, params, request.headers())?;
+    let (identity, workspace) = authenticate(&state, params, request.headers())?;
     let method = request.method().clone();
     let fields = read_fields(request).await?;
+    let endpoint = endpoint.trim_end_matches('/');
+    let rule = tracking_rule(method.as_str(), endpoint);
+    // The run (or experiment) a run-bound endpoint names, so a run's token reaches only its own.
+    let named = match endpoint {
+        "experiments/get" => fields.opt_str("experiment_id")?.unwrap_or_default(),
+        _ if rule.run_token => fields.run_id().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let target = match endpoint {
+        _ if !rule.run_token => Target::Workspace(&workspace),
+        "experiments/get" => Target::Experiment {
+            workspace: &workspace,
+            experiment_id: &named,
+        },
+        _ => Target::Run {
+            workspace: &workspace,
+            run_id: &named,
+        },
+    };
+    let what = format!("{method} /api/2.0/mlflow/{endpoint}");
+    let described = target.describe();
+    access_check(&state, &identity, rule, target, &what)?;
     let call = Call {
-        state,
-        workspace,
+        state: state.clone(),
+        workspace: workspace.clone(),
         fields,
     };
-    let endpoint = endpoint.trim_end_matches('/');
-    match (method.as_str(), endpoint) {
+    let result = dispatch(call, method.as_str(), endpoint).await;
+    if rule.writes {
+        state.auth.audit(
+            &identity,
+            &workspace,
+            &what,
+            &described,
+            result.as_ref().map_or_else(MlflowError::code, |_| "ok"),
+        );
+    }
+    result
+}
+
+/// Runs one tracking endpoint.
+async fn dispatch(call: Call, method: &str, endpoint: &str) -> MlflowResult<Value> {
+    match (method, endpoint) {
         ("POST", "experiments/create") => experiments::create(call),
         ("GET", "experiments/get") => experiments::get(call),
         ("GET", "experiments/get-by-name") => experiments::get_by_name(call),
@@ -237,18 +277,48 @@ async fn artifacts_api(
     request: Request,
 ) -> Response {
     let endpoint = params.get("endpoint").cloned().unwrap_or_default();
-    let workspace = match authorize(&state, &params, request.headers()) {
-        Ok(workspace) => workspace,
+    let (identity, workspace) = match authenticate(&state, &params, request.headers()) {
+        Ok(found) => found,
         Err(error) => return error.into_response(),
     };
     let method = request.method().clone();
+    // Listing names its folder in the query; uploads and downloads in the path.
+    let artifact_path = match endpoint.strip_prefix("artifacts") {
+        Some("" | "/") => query_fields(&request)
+            .ok()
+            .and_then(|f| f.opt_str("path").ok().flatten())
+            .unwrap_or_default(),
+        Some(path) => path.trim_start_matches('/').to_string(),
+        None => String::new(),
+    };
+    let rule = if method == Method::GET {
+        Rule::read(Least::READER).for_runs()
+    } else {
+        Rule::write(Least::CONTRIBUTOR).for_runs()
+    };
+    // `{experiment}/{run}/artifacts/...` belongs to a run; anything else to the workspace.
+    let parts: Vec<&str> = artifact_path.trim_matches('/').splitn(4, '/').collect();
+    let target = match parts.as_slice() {
+        [_, run_id, "artifacts", ..] | [_, run_id, "artifacts"] if *run_id != "models" => {
+            Target::Run {
+                workspace: &workspace,
+                run_id,
+            }
+        }
+        _ => Target::Workspace(&workspace),
+    };
+    let what = format!("{method} /api/2.0/mlflow-artifacts/{endpoint}");
+    let described = target.describe();
+    if let Err(error) = access_check(&state, &identity, rule, target, &what) {
+        return error.into_response();
+    }
     let result = match (method.clone(), endpoint.strip_prefix("artifacts")) {
         (Method::GET, Some("" | "/")) => {
             let query = query_fields(&request);
             match query {
                 Ok(fields) => artifacts::list(Call {
-                    state,
-                    workspace,
+                    state: state.clone(),
+                    workspace: workspace.clone(),
                     fields,
                 })
                 .map(json_response),
@@ -268,6 +338,12 @@ async fn artifacts_api(
             &format!("/api/2.0/mlflow-artifacts/{endpoint}"),
         )),
     };
+    if rule.writes {
+        let outcome = result.as_ref().map_or_else(MlflowError::code, |_| "ok");
+        state
+            .auth
+            .audit(&identity, &workspace, &what, &described, outcome);
+    }
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -278,33 +354,95 @@ pub(crate) fn unsupported(method: &str, path: &str) -> MlflowError {
     ))
 }
 
-/// Checks the token and finds the workspace the request addresses.
-fn authorize(
+/// Who is calling and which workspace the request addresses.
+fn authenticate(
     state: &MlflowState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
-) -> MlflowResult<String> {
+) -> MlflowResult<(Identity, String)> {
     let token = bearer_or_basic_token(headers).ok_or_else(|| {
         MlflowError::Unauthenticated(
-            "missing credentials: send the hub's admin token as 'Authorization: Bearer <token>' \
+            "missing credentials: send a Shoal token as 'Authorization: Bearer <token>' \
              (set MLFLOW_TRACKING_TOKEN)"
                 .into(),
         )
     })?;
-    if !state.admin.matches(&token) {
-        return Err(MlflowError::Unauthenticated(
-            "the token is not this hub's admin token".into(),
-        ));
-    }
+    let identity = state
+        .auth
+        .authenticate(&token)
+        .map_err(MlflowError::refused)?;
     if let Some(workspace) = params.get("ws") {
-        return Ok(workspace.clone());
+        return Ok((identity, workspace.clone()));
     }
     let header = headers
         .get(WORKSPACE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    Ok(header.unwrap_or(DEFAULT_WORKSPACE).to_string())
+    Ok((identity, header.unwrap_or(DEFAULT_WORKSPACE).to_string()))
+}
+
+/// The one access check of the MLflow API: `identity` may call an endpoint with `rule` on
+/// `target`. A refused writing call is audited here (an allowed one after it ran).
+fn access_check(
+    state: &MlflowState,
+    identity: &Identity,
+    rule: Rule,
+    target: Target<'_>,
+    what: &str,
+) -> MlflowResult<()> {
+    let refused = match identity.check(rule, &target) {
+        Ok(()) => return Ok(()),
+        Err(refusal) => MlflowError::refused(refusal),
+    };
+    if rule.writes {
+        state.auth.audit(
+            identity,
+            target.workspace().unwrap_or_default(),
+            what,
+            &target.describe(),
+            refused.code(),
+        );
+    }
+    Err(refused)
+}
+
+/// What a tracking endpoint needs: reads `reader`, everything else `contributor`; the
+/// endpoints that read or log one run (and `experiments/get`) also take that run's token.
+fn tracking_rule(method: &str, endpoint: &str) -> Rule {
+    let reads = method == "GET"
+        || matches!(
+            endpoint,
+            "experiments/search"
+                | "runs/search"
+                | "registered-models/get-latest-versions"
+                | "logged-models/search"
+        );
+    let rule = if reads {
+        Rule::read(Least::READER)
+    } else {
+        Rule::write(Least::CONTRIBUTOR)
+    };
+    let one_run = matches!(
+        endpoint,
+        "experiments/get"
+            | "runs/get"
+            | "runs/update"
+            | "runs/log-metric"
+            | "runs/log-parameter"
+            | "runs/log-batch"
+            | "runs/set-tag"
+            | "runs/delete-tag"
+            | "runs/log-inputs"
+            | "runs/outputs"
+            | "metrics/get-history"
+            | "artifacts/list"
+    );
+    if one_run {
+        rule.for_runs()
+    } else {
+        rule
+    }
 }
 
 /// The token of `Bearer <token>`, or the password of `Basic <user:password>`.

@@ -102,6 +102,14 @@ impl Jobs {
             let work = match run.job.clone() {
                 Some(Job::Script(job)) => {
                     let endpoints = self.endpoints();
+                    let token = match self.issue_run_token(&run) {
+                        Ok(token) => token,
+                        Err(error) => {
+                            let reason = format!("cannot mint the run's token: {error}");
+                            self.finish(&run, Outcome::Exited(-1), vec![reason])?;
+                            continue;
+                        }
+                    };
                     let own = match self.script_env(&run, &job) {
                         Ok(env) => env,
                         Err(error) => {
@@ -114,7 +122,7 @@ impl Jobs {
                         &run,
                         &endpoints.grpc_url,
                         &endpoints.http_url,
-                        &endpoints.token,
+                        &token,
                         &own,
                     );
                     LeasedWork::Script {
@@ -187,6 +195,7 @@ impl Jobs {
         if let (Outcome::Exited(0), Some(Job::Builtin(job))) = (outcome, &run.job) {
             if let Some(name) = &job.register_as {
                 if let Err(error) = builtin::register_output(self, &run, name).await {
+                    self.revoke_run_token(&run.id);
                     return self.tracking().finish_run(
                         &run.id,
                         RunStatus::Failed,

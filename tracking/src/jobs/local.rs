@@ -18,7 +18,8 @@ use crate::tracking::{MetricPoint, Run, ScriptJob};
 use shoal_store::IoError;
 
 /// The environment a script run gets: who it is and how to reach the hub, for Shoal's and
-/// MLflow's clients alike, and its params as a JSON object in `SHOAL_PARAMS`.
+/// MLflow's clients alike (`token` is the run's own, which reaches only this run and its
+/// inputs), and its params as a JSON object in `SHOAL_PARAMS`.
 pub fn run_environment(
     run: &Run,
     grpc_url: &str,
@@ -104,12 +105,14 @@ pub async fn execute(
     unpack_snapshot(&snapshot, &workdir, jobs.max_upload_bytes()).await?;
     let endpoints = jobs.endpoints();
     let own = jobs.script_env(run, job)?;
+    // The run acts with a token of its own, revoked when it ends (`Jobs::finish`).
+    let token = jobs.issue_run_token(run)?;
     let spec = JobSpec {
         env: run_environment(
             run,
             &endpoints.grpc_url,
             &endpoints.http_url,
-            &endpoints.token,
+            &token,
             &own,
         ),
         inherit_env: InheritEnv::AllowList,

@@ -69,8 +69,19 @@ pub struct HubEndpoints {
     pub grpc_url: String,
     /// `http://127.0.0.1:7080`: `MLFLOW_TRACKING_URI`.
     pub http_url: String,
-    /// Given to script runs as `MLFLOW_TRACKING_TOKEN`/`SHOAL_TOKEN`.
-    pub token: String,
+}
+
+/// Mints and revokes the token a script run acts with (`SHOAL_TOKEN`,
+/// `MLFLOW_TRACKING_TOKEN`): one that may log to that run and read its inputs, nothing else.
+/// The hub implements it with its access domain.
+pub trait RunCredentials: Send + Sync {
+    /// A fresh token for `run`, replacing any earlier one of the same run.
+    ///
+    /// # Errors
+    /// When the token cannot be stored (the run then fails to start, saying why).
+    fn issue(&self, run: &Run) -> TrackingResult<String>;
+    /// Revokes the token of a run that ended.
+    fn revoke(&self, run_id: &str);
 }
 
 #[derive(Clone)]
@@ -90,6 +101,8 @@ struct JobsInner {
     hidden: Vec<PathBuf>,
     sandbox_required: bool,
     endpoints: Mutex<HubEndpoints>,
+    /// Mints run tokens; without it (unit tests) runs get no token.
+    credentials: Mutex<Option<Arc<dyn RunCredentials>>>,
     local_concurrency: usize,
     heartbeat_timeout: Duration,
     max_upload_bytes: u64,
@@ -138,6 +151,7 @@ impl Jobs {
                 hidden: config.hidden,
                 sandbox_required: config.sandbox_required,
                 endpoints: Mutex::new(HubEndpoints::default()),
+                credentials: Mutex::new(None),
                 local_concurrency: config.local_concurrency.max(1),
                 heartbeat_timeout: config.heartbeat_timeout,
                 max_upload_bytes: config.max_upload_bytes,
@@ -186,6 +200,31 @@ impl Jobs {
 
     pub fn endpoints(&self) -> HubEndpoints {
         lock(&self.inner.endpoints).clone()
+    }
+
+    /// Installs what mints and revokes run tokens.
+    pub fn set_run_credentials(&self, credentials: Arc<dyn RunCredentials>) {
+        *lock(&self.inner.credentials) = Some(credentials);
+    }
+
+    /// Mints the token a starting run acts with (empty when no minter is installed).
+    ///
+    /// # Errors
+    /// When the token cannot be stored.
+    pub fn issue_run_token(&self, run: &Run) -> TrackingResult<String> {
+        let credentials = lock(&self.inner.credentials).clone();
+        match credentials {
+            Some(credentials) => credentials.issue(run),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Revokes the token of a run that ended.
+    fn revoke_run_token(&self, run_id: &str) {
+        let credentials = lock(&self.inner.credentials).clone();
+        if let Some(credentials) = credentials {
+            credentials.revoke(run_id);
+        }
     }
 
     /// Installs the early-termination hook (the sweep controller).
@@ -394,6 +433,7 @@ impl Jobs {
                 Some(reason.clone()),
                 tail,
             )?;
+            self.revoke_run_token(&run.id);
             tracing::warn!(run = %run.id, %reason, "run failed: executor lost");
             reaped.push(run.id);
         }
@@ -489,6 +529,7 @@ impl Jobs {
                         tail,
                     );
                 }
+                jobs.revoke_run_token(&run_id);
                 lock(&jobs.inner.local).remove(&run_id);
             });
         }
@@ -608,6 +649,7 @@ impl Jobs {
             // The reason the cancel recorded stays (see `Tracking::finish_run`).
             Outcome::Canceled => (RunStatus::Canceled, None, None, log_tail),
         };
+        self.revoke_run_token(&run.id);
         self.inner
             .tracking
             .finish_run(&run.id, status, code, error, tail)
