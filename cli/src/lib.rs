@@ -78,6 +78,10 @@ pub struct Cli {
     /// API token (the hub writes its admin token to DATA_DIR/admin.token).
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The CA (PEM) an https:// hub's certificate must chain to (a hub started with --tls
+    /// writes it to DATA_DIR/tls/ca.pem); without it, the system's roots.
+    #[arg(long, global = true, env = "SHOAL_CA")]
+    ca: Option<std::path::PathBuf>,
     #[arg(
         long,
         short = 'w',
@@ -165,7 +169,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             if keep { " --keep" } else { "" }
         )));
     }
-    let mut hub = HubClient::connect(&cli.hub, cli.token.as_deref()).await?;
+    let mut hub = HubClient::connect_with(&cli.hub, cli.token.as_deref(), cli.ca.as_deref()).await?;
     let ws = cli.workspace.clone();
     let out = cli.format;
     match cli.command {

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,16 +32,29 @@ const START_ATTEMPTS: usize = 3;
 pub struct EmbeddedBroker {
     public: TcpListener,
     internal: SocketAddr,
+    tls: Option<BrokerTls>,
+}
+
+/// TLS on the broker's public listener.
+#[derive(Clone)]
+pub struct BrokerTls {
+    pub acceptor: TlsAcceptor,
+    /// A client whose handshake takes longer is dropped.
+    pub handshake_timeout: Duration,
 }
 
 impl EmbeddedBroker {
     /// Binds the public listener and starts rumqttd on a private loopback port, checking every
-    /// login with `auth`.
+    /// login with `auth`. With `tls`, clients of the public listener speak MQTT over TLS.
     ///
     /// # Errors
     /// [`HubError::Bind`] when the public address cannot be bound (naming it, and the way
     /// out when it is taken); an I/O error when rumqttd does not come up.
-    pub async fn start(listen: SocketAddr, auth: Arc<DeviceAuth>) -> HubResult<EmbeddedBroker> {
+    pub async fn start(
+        listen: SocketAddr,
+        auth: Arc<DeviceAuth>,
+        tls: Option<BrokerTls>,
+    ) -> HubResult<EmbeddedBroker> {
         let public = TcpListener::bind(listen)
             .await
             .map_err(|e| HubError::bind("MQTT", listen, e))?;
@@ -55,7 +70,13 @@ impl EmbeddedBroker {
                 Err(e) => return Err(starting(e).into()),
             };
             match wait_until_accepting(internal).await {
-                Ok(()) => return Ok(EmbeddedBroker { public, internal }),
+                Ok(()) => {
+                    return Ok(EmbeddedBroker {
+                        public,
+                        internal,
+                        tls,
+                    })
+                }
                 // Another process took the port between our probe and rumqttd's bind.
                 Err(e) => last_error = Some(e),
             }
@@ -70,6 +91,12 @@ impl EmbeddedBroker {
             .expect("a bound TCP listener has an address")
     }
 
+    /// rumqttd's private loopback address (plaintext): the hub's own client connects here,
+    /// so it needs no certificate for whatever name the public one carries.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
     /// Splices client connections to rumqttd until `cancel` fires, then drops them all.
     pub async fn serve(self, cancel: CancellationToken) {
         let connections = TaskTracker::new();
@@ -78,7 +105,7 @@ impl EmbeddedBroker {
                 _ = cancel.cancelled() => break,
                 accepted = self.public.accept() => accepted,
             };
-            let (mut client, peer) = match accepted {
+            let (client, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(%error, "embedded broker accept failed");
@@ -87,28 +114,50 @@ impl EmbeddedBroker {
             };
             let internal = self.internal;
             let cancel = cancel.clone();
+            let tls = self.tls.clone();
             connections.spawn(async move {
-                let mut upstream = match TcpStream::connect(internal).await {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::warn!(%error, %peer, "embedded broker is not reachable");
-                        return;
-                    }
-                };
                 let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, %peer, "mqtt connection ended");
-                        }
-                    }
+                let Some(tls) = tls else {
+                    return splice(client, internal, peer, cancel).await;
+                };
+                let handshake =
+                    tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(client));
+                let accepted = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    accepted = handshake => accepted,
+                };
+                match accepted {
+                    Ok(Ok(stream)) => splice(stream, internal, peer, cancel).await,
+                    Ok(Err(error)) => tracing::debug!(%error, %peer, "mqtt TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "mqtt TLS handshake did not finish in time"),
                 }
             });
         }
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// Copies between a client and rumqttd until either side closes or `cancel` fires.
+async fn splice<S>(mut client: S, internal: SocketAddr, peer: SocketAddr, cancel: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut upstream = match TcpStream::connect(internal).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, %peer, "embedded broker is not reachable");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "mqtt connection ended");
+            }
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub struct TestHub {
     pub token: String,
     pub topic_prefix: String,
     pub data_dir: PathBuf,
+    /// The hub's CA (PEM file) when it serves TLS ([`TestHubBuilder::tls`]).
+    pub ca_path: Option<PathBuf>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<shoal_hub::HubResult<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -93,6 +95,7 @@ pub struct TestHubBuilder {
     max_model_bytes: Option<u64>,
     worker_heartbeat_timeout: Option<Duration>,
     max_upload_bytes: Option<u64>,
+    tls: bool,
 }
 
 impl TestHub {
@@ -104,6 +107,7 @@ impl TestHub {
             max_model_bytes: None,
             worker_heartbeat_timeout: None,
             max_upload_bytes: None,
+            tls: false,
         }
     }
 
@@ -112,16 +116,33 @@ impl TestHub {
     }
 
     pub async fn client(&self) -> HubClient {
-        HubClient::connect(&format!("http://{}", self.grpc_addr), Some(&self.token))
+        self.client_with_token(Some(&self.token)).await
+    }
+
+    /// A client that sends `token` (or none); over TLS it trusts the hub's CA only.
+    pub async fn client_with_token(&self, token: Option<&str>) -> HubClient {
+        HubClient::connect_with(&self.grpc_url(), token, self.ca_path.as_deref())
             .await
             .expect("connect to the test hub")
     }
 
-    /// A client that sends `token` (or none).
-    pub async fn client_with_token(&self, token: Option<&str>) -> HubClient {
-        HubClient::connect(&format!("http://{}", self.grpc_addr), token)
-            .await
-            .expect("connect to the test hub")
+    /// `http://` or, over TLS, `https://`.
+    pub fn scheme(&self) -> &'static str {
+        if self.ca_path.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The gRPC API's URL.
+    pub fn grpc_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.grpc_addr)
+    }
+
+    /// The HTTP listener's URL (health, MLflow).
+    pub fn http_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.http_addr)
     }
 
     /// Registers ONNX bytes as the next version of `name` in the default workspace.
@@ -369,6 +390,14 @@ impl TestHubBuilder {
         self
     }
 
+    /// TLS on every listener with the hub's own CA (`--tls`); the embedded broker, since the
+    /// hub terminates TLS there.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self.external = None;
+        self
+    }
+
     /// How long a remote worker may stay silent before its run is failed.
     pub fn worker_heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.worker_heartbeat_timeout = Some(timeout);
@@ -401,12 +430,16 @@ impl TestHubBuilder {
         if let Some(bytes) = self.max_upload_bytes {
             config.max_upload_bytes = bytes;
         }
+        if self.tls {
+            config.tls = Some(shoal_hub::config::TlsSource::Generated { extra_sans: vec![] });
+        }
         let topic_prefix = config.topic_prefix.clone();
         let hub = Hub::bind(config).await.expect("bind the test hub");
         let token = std::fs::read_to_string(hub.admin_token_path())
             .expect("admin token")
             .trim()
             .to_string();
+        let ca_path = hub.ca_path().map(Path::to_path_buf);
         let (grpc_addr, http_addr, mqtt_url) = (
             hub.grpc_addr(),
             hub.http_addr(),
@@ -421,6 +454,7 @@ impl TestHubBuilder {
             token,
             topic_prefix,
             data_dir,
+            ca_path,
             cancel,
             task: Some(task),
             _temp: temp,
