@@ -177,7 +177,7 @@ fn generate(dir: &Path, extra_sans: &[String]) -> HubResult<HubTls> {
         .signed_by(&server_key, &issuer)
         .map_err(rcgen_error("sign the server certificate"))?;
     write_file(&dir.join("server.pem"), &format!("{}{}", server.pem(), ca_pem))?;
-    shoal_store::secrets::write_private_file(&dir.join("server.key"), &server_key.serialize_pem())?;
+    replace_private_file(&dir.join("server.key"), &server_key.serialize_pem())?;
     Ok(HubTls {
         chain: vec![server.der().clone(), ca_der],
         key: PrivateKeyDer::from(server_key),
@@ -273,6 +273,15 @@ fn read_text(path: &Path) -> HubResult<String> {
 
 fn write_file(path: &Path, text: &str) -> HubResult<()> {
     Ok(std::fs::write(path, text).map_err(IoError::with(format!("write {}", path.display())))?)
+}
+
+/// Writes a mode-0600 file next to `path` and renames it over `path`.
+fn replace_private_file(path: &Path, text: &str) -> HubResult<()> {
+    let staged = path.with_extension("key.new");
+    let _ = std::fs::remove_file(&staged);
+    shoal_store::secrets::write_private_file(&staged, text)?;
+    std::fs::rename(&staged, path).map_err(IoError::with(format!("replace {}", path.display())))?;
+    Ok(())
 }
 
 fn rcgen_error(what: &'static str) -> impl Fn(rcgen::Error) -> HubError {
