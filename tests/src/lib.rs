@@ -594,7 +594,8 @@ pub fn output_values(answer: &Value, name: &str) -> Vec<f32> {
 }
 
 /// An MQTT client logged in with a device's credentials, for tests that act as a device (or
-/// as an intruder with a device's login). The event loop is the caller's to poll.
+/// as an intruder with a device's login), over TLS with the config's CA for `mqtts://`. The
+/// event loop is the caller's to poll.
 pub fn mqtt_client_as(
     config: &AgentConfigFile,
     client_id: &str,
@@ -604,5 +605,12 @@ pub fn mqtt_client_as(
     let mut options = rumqttc::MqttOptions::new(client_id, url.host, url.port);
     options.set_credentials(&config.hub.mqtt_username, &config.hub.mqtt_password);
     options.set_max_packet_size(1 << 20, 1 << 20);
+    if url.tls {
+        let tls = shoal_proto::tls::client_config(config.hub.ca_pem.as_deref())
+            .expect("the config's CA is usable");
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
     rumqttc::AsyncClient::new(options, 64)
 }
