@@ -471,7 +471,16 @@ fn tls_settings(tls: bool, ca_pem: Option<&str>) -> ConfigResult<Option<TlsSetti
         )),
         (true, ca) => shoal_proto::tls::client_config(ca)
             .map(|config| Some(TlsSettings(config)))
-            .map_err(|e| invalid(if ca.is_some() { "hub.ca_pem" } else { "hub.mqtt_url" }, e)),
+            .map_err(|e| {
+                invalid(
+                    if ca.is_some() {
+                        "hub.ca_pem"
+                    } else {
+                        "hub.mqtt_url"
+                    },
+                    e,
+                )
+            }),
     }
 }
 

@@ -169,7 +169,8 @@ async fn run(cli: Cli) -> CliResult<()> {
             if keep { " --keep" } else { "" }
         )));
     }
-    let mut hub = HubClient::connect_with(&cli.hub, cli.token.as_deref(), cli.ca.as_deref()).await?;
+    let mut hub =
+        HubClient::connect_with(&cli.hub, cli.token.as_deref(), cli.ca.as_deref()).await?;
     let ws = cli.workspace.clone();
     let out = cli.format;
     match cli.command {

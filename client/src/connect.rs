@@ -7,9 +7,9 @@ use shoal_proto::telemetry::telemetry_service_client::TelemetryServiceClient;
 use shoal_proto::training::training_service_client::TrainingServiceClient;
 use shoal_proto::training::worker_service_client::WorkerServiceClient;
 use shoal_proto::workspace::workspace_service_client::WorkspaceServiceClient;
+use std::path::Path;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use std::path::Path;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};

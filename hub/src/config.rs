@@ -138,6 +138,14 @@ impl HubConfig {
                 )));
             }
         }
+        if let Some(ca) = &self.external_mqtt_ca {
+            if !matches!(&self.mqtt, MqttMode::External { url } if url.tls) {
+                return Err(HubError::Config(format!(
+                    "--mqtt-ca {} is for an external broker over TLS: pass --mqtt-url mqtts://…",
+                    ca.display()
+                )));
+            }
+        }
         if self.limits.max_connections == 0 {
             return Err(HubError::Config(
                 "--max-connections must be at least 1".into(),
@@ -199,9 +207,24 @@ mod tests {
     #[test]
     fn plaintext_off_loopback_needs_tls_or_insecure() {
         for (grpc, http, mqtt, what) in [
-            ("0.0.0.0:0", "127.0.0.1:0", "127.0.0.1:0", "gRPC listener 0.0.0.0:0 (--grpc-listen)"),
-            ("127.0.0.1:0", "[::]:0", "127.0.0.1:0", "HTTP listener [::]:0 (--http-listen)"),
-            ("127.0.0.1:0", "127.0.0.1:0", "10.1.2.3:1883", "MQTT listener 10.1.2.3:1883 (--mqtt-listen)"),
+            (
+                "0.0.0.0:0",
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                "gRPC listener 0.0.0.0:0 (--grpc-listen)",
+            ),
+            (
+                "127.0.0.1:0",
+                "[::]:0",
+                "127.0.0.1:0",
+                "HTTP listener [::]:0 (--http-listen)",
+            ),
+            (
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                "10.1.2.3:1883",
+                "MQTT listener 10.1.2.3:1883 (--mqtt-listen)",
+            ),
         ] {
             let mut config = HubConfig::for_test("/tmp/x".into());
             config.grpc_listen = grpc.parse().unwrap();
@@ -211,7 +234,10 @@ mod tests {
             };
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains(what), "{error}");
-            assert!(error.contains("--tls") && error.contains("--insecure"), "{error}");
+            assert!(
+                error.contains("--tls") && error.contains("--insecure"),
+                "{error}"
+            );
             config.insecure = true;
             assert!(config.validate().is_ok());
             config.insecure = false;
@@ -221,6 +247,9 @@ mod tests {
         let mut loopback = HubConfig::for_test("/tmp/x".into());
         loopback.http_listen = "[::1]:0".parse().unwrap();
         assert!(loopback.validate().is_ok(), "loopback needs no flag");
-        assert!(HubConfig::new("/tmp/x".into()).validate().is_ok(), "nor do the defaults");
+        assert!(
+            HubConfig::new("/tmp/x".into()).validate().is_ok(),
+            "nor do the defaults"
+        );
     }
 }

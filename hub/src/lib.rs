@@ -185,8 +185,9 @@ impl Hub {
                         })?),
                         None => None,
                     };
-                    let client = shoal_proto::tls::client_config(ca.as_deref())
-                        .map_err(|e| HubError::Config(format!("--mqtt-url {}: {e}", url.without_credentials())))?;
+                    let client = shoal_proto::tls::client_config(ca.as_deref()).map_err(|e| {
+                        HubError::Config(format!("--mqtt-url {}: {e}", url.without_credentials()))
+                    })?;
                     device_ca_pem = ca.unwrap_or_default();
                     Some(client)
                 } else {
@@ -482,8 +483,8 @@ impl BoundHub {
         let grpc_cancel = cancel.clone();
         let jobs_shutdown = self.jobs.shutting_down();
         let tails_end = streams_end.clone();
-        let incoming =
-            Front::new(self.grpc, grpc_tls, limits, Preface::Http2, "gRPC").incoming(cancel.clone());
+        let incoming = Front::new(self.grpc, grpc_tls, limits, Preface::Http2, "gRPC")
+            .incoming(cancel.clone());
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)

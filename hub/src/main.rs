@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serves gRPC, HTTP and MQTT until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Runs queued `--compute worker` runs of a hub on this machine.
     Worker(WorkerArgs),
 }
@@ -116,7 +116,12 @@ struct ServeArgs {
     tls: bool,
     /// Another name or address for the generated server certificate (repeatable); localhost,
     /// 127.0.0.1, ::1 and the host name are always in it.
-    #[arg(long = "tls-san", value_name = "NAME", requires = "tls", conflicts_with = "tls_cert")]
+    #[arg(
+        long = "tls-san",
+        value_name = "NAME",
+        requires = "tls",
+        conflicts_with = "tls_cert"
+    )]
     tls_sans: Vec<String>,
     /// Your own server certificate chain (PEM) instead of the generated one; implies --tls.
     #[arg(long, requires = "tls_key")]
@@ -204,7 +209,7 @@ async fn main() -> ExitCode {
     // graceful shutdown instead of killing the process.
     let shutdown = shoal_hub::shutdown::signal();
     let args = match command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Worker(args) => return worker(args, shutdown).await,
     };
     let config = match build_config(args) {

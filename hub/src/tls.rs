@@ -146,8 +146,12 @@ fn generate(dir: &Path, extra_sans: &[String]) -> HubResult<HubTls> {
         write_file(&ca_path, &ca.pem())?;
         ca.pem()
     };
-    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-        .map_err(|e| HubError::Config(format!("{} is not a PEM certificate: {e}", ca_path.display())))?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
+        HubError::Config(format!(
+            "{} is not a PEM certificate: {e}",
+            ca_path.display()
+        ))
+    })?;
 
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if let Some(host) = host_name() {
@@ -176,7 +180,10 @@ fn generate(dir: &Path, extra_sans: &[String]) -> HubResult<HubTls> {
     let server = params
         .signed_by(&server_key, &issuer)
         .map_err(rcgen_error("sign the server certificate"))?;
-    write_file(&dir.join("server.pem"), &format!("{}{}", server.pem(), ca_pem))?;
+    write_file(
+        &dir.join("server.pem"),
+        &format!("{}{}", server.pem(), ca_pem),
+    )?;
     replace_private_file(&dir.join("server.key"), &server_key.serialize_pem())?;
     Ok(HubTls {
         chain: vec![server.der().clone(), ca_der],
@@ -233,7 +240,9 @@ fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> HubResult<HubTls> {
             (text, Some(path.to_path_buf()))
         }
         None => {
-            let top = chain.last().expect("parse_certificates returns at least one");
+            let top = chain
+                .last()
+                .expect("parse_certificates returns at least one");
             (pem_of(top), None)
         }
     };

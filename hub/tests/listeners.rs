@@ -119,7 +119,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The start of a TLS ClientHello record announcing 512 bytes, then padding: never complete
 /// before the deadline when dribbled.
 fn partial_client_hello() -> Vec<u8> {
-    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     hello.extend(std::iter::repeat_n(0u8, 500));
     hello
 }

@@ -119,7 +119,9 @@ async fn deliver(label: &str, builder: shoal_integration_tests::TestHubBuilder, 
 /// storm of [`STORM_CLIENTS`] MQTT clients connecting at once over TLS to a `shoal-hub
 /// serve --tls` process (built next to this binary), with that process's CPU time.
 async fn tls_costs() {
-    println!("\n## Delivery of a 10 MB model to {AGENTS} agents, plaintext and TLS (embedded broker)");
+    println!(
+        "\n## Delivery of a 10 MB model to {AGENTS} agents, plaintext and TLS (embedded broker)"
+    );
     let model = big_model();
     deliver("plaintext", TestHub::builder().embedded(), &model).await;
     deliver("TLS", TestHub::builder().tls(), &model).await;
@@ -141,24 +143,42 @@ async fn reconnect_storm() {
     let mut child = tokio::process::Command::new(&hub_binary)
         .args(["serve", "--tls", "--data-dir"])
         .arg(dir.path())
-        .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--mqtt-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("start {} (cargo build --release -p shoal-hub): {e}", hub_binary.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {} (cargo build --release -p shoal-hub): {e}",
+                hub_binary.display()
+            )
+        });
     let pid = child.id().expect("hub pid");
     let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
     let banner = loop {
-        let line = lines.next_line().await.expect("read").expect("the hub starts");
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("the hub starts");
         if line.starts_with("shoal-hub: gRPC ") {
             break line;
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     // "shoal-hub: gRPC 127.0.0.1:P · HTTP … · MQTT mqtts://127.0.0.1:R · admin token in …"
-    let grpc = banner.split(" · ").next().expect("grpc").trim_start_matches("shoal-hub: gRPC ");
+    let grpc = banner
+        .split(" · ")
+        .next()
+        .expect("grpc")
+        .trim_start_matches("shoal-hub: gRPC ");
     let ca = dir.path().join("tls").join("ca.pem");
     let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("token");
     let mut client = shoal_client::HubClient::connect_with(
@@ -222,7 +242,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // Fields after the command name (which is in parentheses): state is field 3, utime 14.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
