@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_hub::config::{ListenerLimits, TlsSource};
 use shoal_hub::{Hub, HubConfig};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ struct Running {
     grpc: SocketAddr,
     http: SocketAddr,
     mqtt: SocketAddr,
+    ca_pem: Option<String>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<shoal_hub::HubResult<()>>,
     _dir: tempfile::TempDir,
@@ -35,12 +36,14 @@ async fn start(limits: ListenerLimits, tls: bool) -> Running {
     }
     let hub = Hub::bind(config).await.expect("bind");
     let (grpc, http, mqtt) = (hub.grpc_addr(), hub.http_addr(), hub.mqtt_addr().unwrap());
+    let ca_pem = hub.ca_pem().map(str::to_string);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(hub.run(cancel.clone().cancelled_owned()));
     Running {
         grpc,
         http,
         mqtt,
+        ca_pem,
         cancel,
         task,
         _dir: dir,
@@ -60,7 +63,7 @@ impl Running {
 
 /// Reads until the server closes the connection (whatever it sends first); panics if it is
 /// still open after [`DEADLINE`].
-async fn wait_until_closed(stream: &mut TcpStream, what: &str) {
+async fn wait_until_closed<S: AsyncRead + Unpin>(stream: &mut S, what: &str) {
     let mut buf = [0u8; 1024];
     let closed = tokio::time::timeout(DEADLINE, async {
         loop {
@@ -77,7 +80,16 @@ async fn wait_until_closed(stream: &mut TcpStream, what: &str) {
 /// Sends `bytes` one at a time, 50 ms apart, until the server closes the connection; panics
 /// if it is still open after [`DEADLINE`] (or all bytes were sent and it still is).
 async fn dribble_until_closed(addr: SocketAddr, bytes: &[u8], what: &str) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    dribble_on_until_closed(stream, bytes, what).await;
+}
+
+/// [`dribble_until_closed`] on a connection already made.
+async fn dribble_on_until_closed<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    bytes: &[u8],
+    what: &str,
+) {
     let mut buf = [0u8; 1024];
     let dropped = tokio::time::timeout(DEADLINE, async {
         let mut next = bytes.iter();
@@ -148,6 +160,45 @@ async fn silent_and_dribbling_clients_are_dropped_after_the_header_timeout() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    hub.stop().await;
+}
+
+/// A TLS connection to `addr` that trusts `ca_pem`, handshake done.
+async fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut config = (*shoal_proto::tls::client_config(Some(ca_pem)).unwrap()).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_silent_and_dribbling_clients_are_dropped_after_the_header_timeout() {
+    let hub = start(
+        ListenerLimits {
+            header_timeout: SHORT,
+            ..ListenerLimits::default()
+        },
+        true,
+    )
+    .await;
+    let ca = hub.ca_pem.clone().unwrap();
+    for (addr, alpn, what) in [
+        (hub.http, &b"http/1.1"[..], "HTTP"),
+        (hub.grpc, b"h2", "gRPC"),
+    ] {
+        let mut silent = tls_connect(addr, &ca, alpn).await;
+        wait_until_closed(&mut silent, &format!("{what} over TLS, silent")).await;
+    }
+    let stream = tls_connect(hub.http, &ca, b"http/1.1").await;
+    dribble_on_until_closed(stream, &endless_http_head(), "HTTP over TLS").await;
+    let stream = tls_connect(hub.grpc, &ca, b"h2").await;
+    dribble_on_until_closed(stream, H2_PREFACE, "gRPC over TLS").await;
     hub.stop().await;
 }
 
