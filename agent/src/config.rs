@@ -111,7 +111,8 @@ pub struct DeviceSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
-    /// `mqtt://host:port` (plain TCP; the port defaults to 1883).
+    /// `mqtt://host:port` (plain TCP; the port defaults to 1883) or `mqtts://host:port` (TLS;
+    /// 8883).
     pub mqtt_url: String,
     /// The device's own broker credentials; an empty username connects without credentials.
     pub mqtt_username: String,
@@ -120,6 +121,10 @@ pub struct HubSection {
     pub topic_prefix: String,
     /// The hub's ed25519 verifying key, 64 hex characters: every manifest must verify against it.
     pub public_key: String,
+    /// The CA certificate (PEM) the broker's TLS certificate must chain to: with it, no other
+    /// CA is trusted; without it, an `mqtts://` broker is checked against the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// Local settings with defaults.
@@ -170,7 +175,21 @@ pub struct MqttConfig {
     /// `None`: connect without credentials.
     pub credentials: Option<(String, String)>,
     pub topic_prefix: String,
+    /// `Some` for `mqtts://`: the TLS settings (the pinned CA, or the system's roots).
+    pub tls: Option<TlsSettings>,
 }
+
+/// The rustls client settings of an `mqtts://` connection, built and checked once.
+#[derive(Debug, Clone)]
+pub struct TlsSettings(pub std::sync::Arc<rustls::ClientConfig>);
+
+impl PartialEq for TlsSettings {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TlsSettings {}
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -251,7 +270,8 @@ impl AgentConfigFile {
         check_segment("device.workspace", &self.device.workspace)?;
 
         let mqtt_url = overrides.mqtt_url.as_deref().unwrap_or(&self.hub.mqtt_url);
-        let (host, port) = parse_mqtt_url(mqtt_url)?;
+        let url = parse_mqtt_url(mqtt_url)?;
+        let tls = tls_settings(url.tls, self.hub.ca_pem.as_deref())?;
         check_topic_prefix(&self.hub.topic_prefix)?;
         let credentials = if self.hub.mqtt_username.is_empty() {
             None
@@ -295,10 +315,11 @@ impl AgentConfigFile {
             device_id: self.device.id,
             workspace: self.device.workspace,
             mqtt: MqttConfig {
-                host,
-                port,
+                host: url.host,
+                port: url.port,
                 credentials,
                 topic_prefix: self.hub.topic_prefix,
+                tls,
             },
             hub_public_key,
             data_dir,
@@ -428,7 +449,7 @@ fn check_topic_prefix(prefix: &str) -> ConfigResult<()> {
 
 /// Splits `mqtt://host[:port]` (or `tcp://`) into host and port. Credentials belong in
 /// `hub.mqtt_username` and `hub.mqtt_password`, not in the URL.
-fn parse_mqtt_url(url: &str) -> ConfigResult<(String, u16)> {
+fn parse_mqtt_url(url: &str) -> ConfigResult<MqttUrl> {
     const FIELD: &str = "hub.mqtt_url";
     let parsed = MqttUrl::parse(url).map_err(|e| invalid(FIELD, e.0))?;
     if parsed.username.is_some() {
@@ -437,7 +458,30 @@ fn parse_mqtt_url(url: &str) -> ConfigResult<(String, u16)> {
             "put credentials in hub.mqtt_username and hub.mqtt_password, not in the url",
         ));
     }
-    Ok((parsed.host, parsed.port))
+    Ok(parsed)
+}
+
+/// The TLS settings of a broker URL: a pinned CA only with `mqtts://`.
+fn tls_settings(tls: bool, ca_pem: Option<&str>) -> ConfigResult<Option<TlsSettings>> {
+    match (tls, ca_pem) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(invalid(
+            "hub.ca_pem",
+            "a CA is pinned but hub.mqtt_url is plaintext mqtt://; use mqtts://",
+        )),
+        (true, ca) => shoal_proto::tls::client_config(ca)
+            .map(|config| Some(TlsSettings(config)))
+            .map_err(|e| {
+                invalid(
+                    if ca.is_some() {
+                        "hub.ca_pem"
+                    } else {
+                        "hub.mqtt_url"
+                    },
+                    e,
+                )
+            }),
+    }
 }
 
 fn parse_public_key(text: &str) -> ConfigResult<VerifyingKey> {
@@ -474,6 +518,7 @@ mod tests {
                 mqtt_password: "secret".into(),
                 topic_prefix: "shoal/v1".into(),
                 public_key: KEY.into(),
+                ca_pem: None,
             },
             agent: AgentSection::default(),
         }
@@ -611,7 +656,7 @@ mod tests {
         f.hub.mqtt_url = "http://x:1".into();
         assert_eq!(
             error_of(f),
-            "hub.mqtt_url: unknown scheme 'http'; expected mqtt://host:port"
+            "hub.mqtt_url: unknown scheme 'http'; expected mqtt://host:port or mqtts://host:port"
         );
 
         let mut f = file();
@@ -640,6 +685,18 @@ mod tests {
         let mut f = file();
         f.agent.download_window_bytes = Some(10);
         assert!(error_of(f).starts_with("agent.download_window_bytes: expected between"));
+    }
+
+    #[test]
+    fn a_pinned_ca_needs_mqtts_and_a_certificate() {
+        let mut f = file();
+        f.hub.ca_pem = Some("not a certificate".into());
+        assert_eq!(
+            error_of(f.clone()),
+            "hub.ca_pem: a CA is pinned but hub.mqtt_url is plaintext mqtt://; use mqtts://"
+        );
+        f.hub.mqtt_url = "mqtts://hub.example".into();
+        assert!(error_of(f).starts_with("hub.ca_pem: no certificate"));
     }
 
     #[test]

@@ -96,6 +96,11 @@ pub fn connect(config: &AgentConfig, boot_epoch: u64) -> Mqtt {
     if let Some((username, password)) = &config.mqtt.credentials {
         options.set_credentials(username.clone(), password.clone());
     }
+    if let Some(tls) = &config.mqtt.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.0.clone()),
+        ));
+    }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
 
     let (desired_tx, desired_rx) = watch::channel(None);

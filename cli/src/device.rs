@@ -108,7 +108,8 @@ pub async fn run(
 }
 
 /// The agent config (TOML) for freshly issued credentials: the file `shoal-agent run
-/// --config` reads. Its format is the agent's (`shoal_agent::config::AgentConfigFile`,
+/// --config` reads. A hub serving TLS hands out its CA, written inline as `hub.ca_pem`: the
+/// agent then trusts that CA only. Its format is the agent's (`shoal_agent::config::AgentConfigFile`,
 /// version 1); the CLI writes it without linking the agent, and the integration tests parse
 /// what it writes with the agent's own reader.
 pub fn agent_config_toml(creds: &fpb::DeviceCredentials) -> CliResult<String> {
@@ -130,6 +131,8 @@ pub fn agent_config_toml(creds: &fpb::DeviceCredentials) -> CliResult<String> {
         mqtt_password: &'a str,
         topic_prefix: &'a str,
         public_key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<&'a str>,
     }
     let device = creds.device.clone().unwrap_or_default();
     let file = File {
@@ -144,6 +147,7 @@ pub fn agent_config_toml(creds: &fpb::DeviceCredentials) -> CliResult<String> {
             mqtt_password: &creds.mqtt_password,
             topic_prefix: &creds.topic_prefix,
             public_key: &creds.hub_public_key,
+            ca_pem: (!creds.hub_ca_pem.is_empty()).then_some(creds.hub_ca_pem.as_str()),
         },
     };
     let body = toml::to_string(&file)

@@ -242,7 +242,12 @@ async fn run(cli: Cli) -> CliResult<()> {
         },
         config_path,
     );
-    let mut hub = HubClient::connect(&settings.hub, settings.token.as_deref()).await?;
+    let mut hub = HubClient::connect_with(
+        &settings.hub,
+        settings.token.as_deref(),
+        settings.ca.as_deref(),
+    )
+    .await?;
     let ws = settings.workspace.clone();
     let out = cli.format;
     match cli.command {

@@ -9,9 +9,11 @@ use shoal_proto::telemetry::telemetry_service_client::TelemetryServiceClient;
 use shoal_proto::training::training_service_client::TrainingServiceClient;
 use shoal_proto::training::worker_service_client::WorkerServiceClient;
 use shoal_proto::workspace::workspace_service_client::WorkspaceServiceClient;
+use std::path::Path;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
 use crate::error::{ClientError, ClientResult};
@@ -51,16 +53,64 @@ pub struct HubClient {
 }
 
 impl HubClient {
-    /// Connects to `url` (such as `http://127.0.0.1:7070`).
+    /// Connects to `url` (such as `http://127.0.0.1:7070`); an `https://` hub is checked
+    /// against the system's roots. [`connect_with`](HubClient::connect_with) pins a CA.
     ///
     /// # Errors
     /// A message naming the URL when it is malformed or nothing answers there.
     pub async fn connect(url: &str, token: Option<&str>) -> ClientResult<HubClient> {
-        let endpoint =
+        HubClient::connect_with(url, token, None).await
+    }
+
+    /// Connects to `url`; over `https://`, the hub's certificate must chain to the CA in the
+    /// PEM file `ca` (the hub's `DATA_DIR/tls/ca.pem`) when one is given, to the system's
+    /// roots otherwise.
+    ///
+    /// # Errors
+    /// A message naming the URL when it is malformed or nothing answers there, or naming the
+    /// CA file when it cannot be read or is given for a plaintext `http://` hub.
+    pub async fn connect_with(
+        url: &str,
+        token: Option<&str>,
+        ca: Option<&Path>,
+    ) -> ClientResult<HubClient> {
+        let mut endpoint =
             Channel::from_shared(url.to_string()).map_err(|e| ClientError::InvalidUrl {
                 url: url.into(),
                 reason: e.to_string(),
             })?;
+        let https = url.starts_with("https://");
+        match (https, ca) {
+            (true, ca) => {
+                let mut tls = ClientTlsConfig::new();
+                tls = match ca {
+                    Some(path) => {
+                        let pem = std::fs::read(path).map_err(|source| ClientError::Read {
+                            path: format!("the CA file {}", path.display()),
+                            source,
+                        })?;
+                        tls.ca_certificate(Certificate::from_pem(pem))
+                    }
+                    None => tls.with_native_roots(),
+                };
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| ClientError::InvalidUrl {
+                        url: url.into(),
+                        reason: error_chain(&e),
+                    })?;
+            }
+            (false, Some(path)) => {
+                return Err(ClientError::InvalidUrl {
+                    url: url.into(),
+                    reason: format!(
+                        "a CA ({}) is given but the hub URL is plaintext: use https://",
+                        path.display()
+                    ),
+                })
+            }
+            (false, None) => {}
+        }
         let channel = endpoint
             .connect()
             .await

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,11 +47,22 @@ pub struct EmbeddedBroker {
     public: TcpListener,
     front: Arc<Front>,
     max_connections: usize,
+    internal: SocketAddr,
+    tls: Option<BrokerTls>,
+}
+
+/// TLS on the broker's public listener.
+#[derive(Clone)]
+pub struct BrokerTls {
+    pub acceptor: TlsAcceptor,
+    /// A client whose handshake takes longer is dropped.
+    pub handshake_timeout: Duration,
 }
 
 impl EmbeddedBroker {
     /// Binds the public listener and starts rumqttd on a private loopback port, checking every
-    /// login with `auth` and every topic against the rules under `topic_prefix`.
+    /// login with `auth` and every topic against the rules under `topic_prefix`. With `tls`,
+    /// clients of the public listener speak MQTT over TLS.
     ///
     /// # Errors
     /// [`HubError::Bind`] when the public address cannot be bound (naming it, and the way
@@ -60,6 +72,7 @@ impl EmbeddedBroker {
         auth: Arc<DeviceAuth>,
         topic_prefix: &str,
         limits: MqttLimits,
+        tls: Option<BrokerTls>,
     ) -> HubResult<EmbeddedBroker> {
         let public = TcpListener::bind(listen)
             .await
@@ -90,6 +103,8 @@ impl EmbeddedBroker {
                         public,
                         front: Arc::new(front),
                         max_connections: limits.max_connections,
+                        internal,
+                        tls,
                     });
                 }
                 // Another process took the port between our probe and rumqttd's bind.
@@ -104,6 +119,12 @@ impl EmbeddedBroker {
         self.public
             .local_addr()
             .expect("a bound TCP listener has an address")
+    }
+
+    /// rumqttd's private loopback address (plaintext): the hub's own client connects here,
+    /// so it needs no certificate for whatever name the public one carries.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
     }
 
     /// Splices client connections to rumqttd until `cancel` fires, then drops them all. A
@@ -130,9 +151,30 @@ impl EmbeddedBroker {
             };
             let front = self.front.clone();
             let cancel = cancel.clone();
+            let tls = self.tls.clone();
             connections.spawn(async move {
                 let _ = client.set_nodelay(true);
-                front.splice(client, peer, &cancel).await;
+                if let Some(tls) = tls {
+                    let handshake =
+                        tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(client));
+                    let accepted = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        accepted = handshake => accepted,
+                    };
+                    match accepted {
+                        Ok(Ok(stream)) => {
+                            front.splice(stream, peer, &cancel).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "mqtt TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "mqtt TLS handshake did not finish in time")
+                        }
+                    }
+                } else {
+                    front.splice(client, peer, &cancel).await;
+                }
                 drop(permit);
             });
         }

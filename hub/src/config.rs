@@ -4,10 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::error::{HubError, HubResult};
+pub use crate::listener::ListenerLimits;
+pub use crate::tls::TlsSource;
 
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
-pub const DEFAULT_MQTT_LISTEN: &str = "0.0.0.0:1883";
+/// Loopback, like the other listeners: a broker open to the network needs `--tls` (or
+/// `--insecure`) and an explicit `--mqtt-listen`.
+pub const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:1883";
 /// The largest model an upload may carry unless configured otherwise.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
 /// Runs the hub executes at once on its own host unless configured otherwise.
@@ -90,6 +94,15 @@ pub struct HubConfig {
     pub require_run_sandbox: bool,
     /// Limits on the embedded broker's listener.
     pub mqtt_limits: MqttLimits,
+    /// The CA of an external `mqtts://` broker (PEM file), pinned by the hub and handed to
+    /// devices; without it the system's roots are trusted.
+    pub external_mqtt_ca: Option<PathBuf>,
+    /// TLS on the gRPC, HTTP and embedded MQTT listeners; `None`: plaintext.
+    pub tls: Option<TlsSource>,
+    /// Serve plaintext on addresses other than loopback (refused without it).
+    pub insecure: bool,
+    /// Connection cap and deadlines of the gRPC and HTTP listeners (each has its own cap).
+    pub limits: ListenerLimits,
 }
 
 impl HubConfig {
@@ -113,6 +126,10 @@ impl HubConfig {
             runs_dir: None,
             require_run_sandbox: false,
             mqtt_limits: MqttLimits::default(),
+            external_mqtt_ca: None,
+            tls: None,
+            insecure: false,
+            limits: ListenerLimits::default(),
         }
     }
 
@@ -141,9 +158,51 @@ impl HubConfig {
         }
     }
 
+    /// The listeners this configuration binds, named as in messages, with their addresses.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut listeners = vec![("gRPC", self.grpc_listen), ("HTTP", self.http_listen)];
+        if let MqttMode::Embedded { listen } = &self.mqtt {
+            listeners.push(("MQTT", *listen));
+        }
+        listeners
+    }
+
     /// # Errors
     /// `InvalidArgument` naming the setting.
     pub fn validate(&self) -> HubResult<()> {
+        if self.tls.is_none() && !self.insecure {
+            if let Some((what, addr)) = self
+                .listeners()
+                .into_iter()
+                .find(|(_, addr)| !addr.ip().is_loopback())
+            {
+                let flag = format!("--{}-listen", what.to_lowercase());
+                return Err(HubError::Config(format!(
+                    "the {what} listener {addr} ({flag}) is reachable from other machines and TLS \
+                     is off: tokens, device passwords and models would cross the network in \
+                     plaintext. Pass --tls (the hub creates its own CA) or --tls-cert and \
+                     --tls-key, bind to loopback, or pass --insecure to serve plaintext anyway"
+                )));
+            }
+        }
+        if let Some(ca) = &self.external_mqtt_ca {
+            if !matches!(&self.mqtt, MqttMode::External { url } if url.tls) {
+                return Err(HubError::Config(format!(
+                    "--mqtt-ca {} is for an external broker over TLS: pass --mqtt-url mqtts://…",
+                    ca.display()
+                )));
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err(HubError::Config(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        if self.limits.handshake_timeout.is_zero() || self.limits.header_timeout.is_zero() {
+            return Err(HubError::Config(
+                "--tls-handshake-timeout-ms and --header-timeout-ms must be above 0".into(),
+            ));
+        }
         if self.topic_prefix.is_empty()
             || self.topic_prefix.starts_with('/')
             || self.topic_prefix.ends_with('/')
@@ -205,5 +264,54 @@ mod tests {
         assert!(config.validate().is_err());
         config.topic_prefix = "t-1/shoal/v1".into();
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn plaintext_off_loopback_needs_tls_or_insecure() {
+        for (grpc, http, mqtt, what) in [
+            (
+                "0.0.0.0:0",
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                "gRPC listener 0.0.0.0:0 (--grpc-listen)",
+            ),
+            (
+                "127.0.0.1:0",
+                "[::]:0",
+                "127.0.0.1:0",
+                "HTTP listener [::]:0 (--http-listen)",
+            ),
+            (
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                "10.1.2.3:1883",
+                "MQTT listener 10.1.2.3:1883 (--mqtt-listen)",
+            ),
+        ] {
+            let mut config = HubConfig::for_test("/tmp/x".into());
+            config.grpc_listen = grpc.parse().unwrap();
+            config.http_listen = http.parse().unwrap();
+            config.mqtt = MqttMode::Embedded {
+                listen: mqtt.parse().unwrap(),
+            };
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(what), "{error}");
+            assert!(
+                error.contains("--tls") && error.contains("--insecure"),
+                "{error}"
+            );
+            config.insecure = true;
+            assert!(config.validate().is_ok());
+            config.insecure = false;
+            config.tls = Some(TlsSource::Generated { extra_sans: vec![] });
+            assert!(config.validate().is_ok());
+        }
+        let mut loopback = HubConfig::for_test("/tmp/x".into());
+        loopback.http_listen = "[::1]:0".parse().unwrap();
+        assert!(loopback.validate().is_ok(), "loopback needs no flag");
+        assert!(
+            HubConfig::new("/tmp/x".into()).validate().is_ok(),
+            "nor do the defaults"
+        );
     }
 }

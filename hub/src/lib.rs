@@ -21,6 +21,8 @@
 //! - [`retrain`]: the Monitor → Retrain loop, in one place.
 //! - [`background`]: telemetry retention and monitor evaluation loops.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//! - [`tls`]: the certificate of every listener (the hub's own CA, or the operator's files).
+//! - [`listener`]: the gRPC and HTTP listeners' front: connection cap, TLS, deadlines.
 
 pub mod api;
 pub mod auth;
@@ -31,10 +33,12 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod listener;
 pub mod mlflow;
 pub mod mqtt;
 pub mod retrain;
 pub mod shutdown;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,8 +57,10 @@ pub use config::{HubConfig, MqttMode, MqttUrl};
 pub use error::{HubError, HubResult};
 
 use crate::auth::AdminToken;
-use crate::broker::EmbeddedBroker;
+use crate::broker::{BrokerTls, EmbeddedBroker};
+use crate::listener::{Front, Preface};
 use crate::retrain::Retrainer;
+use crate::tls::HubTls;
 
 pub struct Hub;
 
@@ -66,6 +72,9 @@ pub struct BoundHub {
     broker: Option<EmbeddedBroker>,
     mqtt_addr: Option<SocketAddr>,
     advertised_mqtt_url: String,
+    tls: Option<Arc<HubTls>>,
+    /// The CA devices are told to pin (empty: plaintext, or the system's roots).
+    device_ca_pem: String,
     admin: Arc<AdminToken>,
     /// Checks tokens for gRPC and MLflow, and holds the token store and audit log.
     authenticator: auth::Authenticator,
@@ -136,31 +145,53 @@ impl Hub {
             },
         );
         let fleet = Fleet::new(records.clone(), workspaces.clone())?;
+        let tls = match &config.tls {
+            Some(source) => Some(Arc::new(HubTls::load(&config.data_dir, source)?)),
+            None => None,
+        };
+        let mut device_ca_pem = String::new();
 
         let (broker, mqtt_addr, target, advertised) = match &config.mqtt {
             MqttMode::Embedded { listen } => {
                 let hub_password = shoal_store::random_hex(24)?;
                 fleet.auth().set_hub_login("shoal-hub", &hub_password);
+                let broker_tls = match &tls {
+                    Some(tls) => Some(BrokerTls {
+                        acceptor: tls.acceptor(&[])?,
+                        handshake_timeout: config.limits.handshake_timeout,
+                    }),
+                    None => None,
+                };
                 let broker = EmbeddedBroker::start(
                     *listen,
                     fleet.auth(),
                     &config.topic_prefix,
                     config.mqtt_limits,
+                    broker_tls,
                 )
                 .await?;
                 let addr = broker.local_addr();
-                let reachable = reachable(addr);
+                // The hub's own client skips the public front (and its TLS): loopback only.
+                let internal = broker.internal_addr();
                 let target = mqtt::MqttTarget {
-                    host: reachable.ip().to_string(),
-                    port: reachable.port(),
+                    host: internal.ip().to_string(),
+                    port: internal.port(),
                     credentials: Some(("shoal-hub".into(), hub_password)),
                     topic_prefix: config.topic_prefix.clone(),
+                    tls: None,
+                };
+                let scheme = match &tls {
+                    Some(tls) => {
+                        device_ca_pem = tls.ca_pem().to_string();
+                        "mqtts"
+                    }
+                    None => "mqtt",
                 };
                 (
                     Some(broker),
                     Some(addr),
                     target,
-                    format!("mqtt://{reachable}"),
+                    format!("{scheme}://{}", reachable(addr)),
                 )
             }
             MqttMode::External { url } => {
@@ -168,11 +199,27 @@ impl Hub {
                     .username
                     .clone()
                     .map(|u| (u, url.password.clone().unwrap_or_default()));
+                let client_tls = if url.tls {
+                    let ca = match &config.external_mqtt_ca {
+                        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                            HubError::Config(format!("--mqtt-ca {}: {e}", path.display()))
+                        })?),
+                        None => None,
+                    };
+                    let client = shoal_proto::tls::client_config(ca.as_deref()).map_err(|e| {
+                        HubError::Config(format!("--mqtt-url {}: {e}", url.without_credentials()))
+                    })?;
+                    device_ca_pem = ca.unwrap_or_default();
+                    Some(client)
+                } else {
+                    None
+                };
                 let target = mqtt::MqttTarget {
                     host: url.host.clone(),
                     port: url.port,
                     credentials,
                     topic_prefix: config.topic_prefix.clone(),
+                    tls: client_tls,
                 };
                 (None, None, target, url.without_credentials())
             }
@@ -196,9 +243,10 @@ impl Hub {
         let http = TcpListener::bind(config.http_listen)
             .await
             .map_err(|e| HubError::bind("HTTP", config.http_listen, e))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         jobs.set_endpoints(shoal_tracking::jobs::HubEndpoints {
-            grpc_url: format!("http://{}", reachable(local_addr(&grpc))),
-            http_url: format!("http://{}", reachable(local_addr(&http))),
+            grpc_url: format!("{scheme}://{}", reachable(local_addr(&grpc))),
+            http_url: format!("{scheme}://{}", reachable(local_addr(&http))),
         });
         let access = shoal_access::Access::new(records.clone());
         // Script runs act with tokens of their own, minted when they start.
@@ -211,6 +259,8 @@ impl Hub {
             broker,
             mqtt_addr,
             advertised_mqtt_url,
+            tls,
+            device_ca_pem,
             admin,
             authenticator,
             signer,
@@ -260,6 +310,25 @@ impl BoundHub {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// `https` when the gRPC and HTTP listeners speak TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The PEM of the CA clients and devices pin when the hub serves TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_deref().map(HubTls::ca_pem)
+    }
+
+    /// The CA file clients can be pointed at (`SHOAL_CA`), when TLS is on.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.tls.as_deref().and_then(HubTls::ca_path)
     }
 
     /// The admin token file's path.
@@ -320,14 +389,20 @@ impl BoundHub {
             artifacts: self.artifacts.clone(),
             max_artifact_bytes: self.config.max_model_bytes,
         };
-        let http = self.http;
-        tasks.spawn(async move {
-            let server = axum::serve(http, http::router(connected_rx, mlflow_state))
-                .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-            if let Err(error) = server.await {
-                tracing::error!(%error, "http server failed");
-            }
-        });
+        let (grpc_tls, http_tls) = match &self.tls {
+            Some(tls) => (
+                Some(tls.acceptor(&[tls::ALPN_GRPC])?),
+                Some(tls.acceptor(&[tls::ALPN_HTTP1])?),
+            ),
+            None => (None, None),
+        };
+        let limits = self.config.limits;
+        let http_front = Front::new(self.http, http_tls, limits, Preface::None, "HTTP");
+        tasks.spawn(listener::serve_http(
+            http_front,
+            http::router(connected_rx, mlflow_state),
+            http_cancel,
+        ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         // Reflection in both versions: grpcio-reflection and older grpcurl ask v1alpha.
@@ -378,6 +453,7 @@ impl BoundHub {
             advertised_mqtt_url: self.advertised_mqtt_url.clone(),
             topic_prefix: self.config.topic_prefix.clone(),
             hub_public_key: self.signer.public_key_hex(),
+            hub_ca_pem: self.device_ca_pem.clone(),
             deployments: self.deployments.clone(),
             external_mqtt_login: match &self.config.mqtt {
                 MqttMode::External { url } => url
@@ -444,8 +520,9 @@ impl BoundHub {
         let grpc_cancel = cancel.clone();
         let jobs_shutdown = self.jobs.shutting_down();
         let tails_end = streams_end.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc);
         // Every call passes the access layer: token, access table, audit (see `api::guard`).
+        let incoming = Front::new(self.grpc, grpc_tls, limits, Preface::Http2, "gRPC")
+            .incoming(cancel.clone());
         let served = tonic::transport::Server::builder()
             .layer(api::AccessLayer::new(self.authenticator.clone()))
             .add_service(health_service)

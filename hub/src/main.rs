@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serves gRPC, HTTP and MQTT until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Runs queued `--compute worker` runs of a hub on this machine.
     Worker(WorkerArgs),
 }
@@ -124,6 +124,46 @@ struct ServeArgs {
     /// Seconds a new MQTT connection has to send its CONNECT before it is closed.
     #[arg(long, default_value_t = shoal_hub::config::DEFAULT_MQTT_CONNECT_TIMEOUT.as_secs())]
     mqtt_connect_timeout_secs: u64,
+    /// TLS on gRPC, HTTP and MQTT. Without --tls-cert, the hub creates its own CA in
+    /// DATA_DIR/tls on first start and issues its server certificate from it.
+    #[arg(long)]
+    tls: bool,
+    /// Another name or address for the generated server certificate (repeatable); localhost,
+    /// 127.0.0.1, ::1 and the host name are always in it.
+    #[arg(
+        long = "tls-san",
+        value_name = "NAME",
+        requires = "tls",
+        conflicts_with = "tls_cert"
+    )]
+    tls_sans: Vec<String>,
+    /// Your own server certificate chain (PEM) instead of the generated one; implies --tls.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) devices and clients are given to trust, when it is not the
+    /// last certificate of --tls-cert's chain.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Serve plaintext on addresses other than loopback (refused otherwise).
+    #[arg(long, conflicts_with_all = ["tls", "tls_cert"])]
+    insecure: bool,
+    /// The CA (PEM) of the external broker of an mqtts:// --mqtt-url (default: system roots).
+    #[arg(long, requires = "mqtt_url")]
+    mqtt_ca: Option<PathBuf>,
+    /// Connections the gRPC listener, and the HTTP listener, each serve at once; more are
+    /// closed as they arrive.
+    #[arg(long, default_value_t = shoal_hub::listener::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Milliseconds a client has to finish its TLS handshake.
+    #[arg(long, default_value_t = shoal_hub::listener::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    tls_handshake_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's headers (HTTP) or its HTTP/2 preface
+    /// (gRPC).
+    #[arg(long, default_value_t = shoal_hub::listener::DEFAULT_HEADER_TIMEOUT.as_millis() as u64)]
+    header_timeout_ms: u64,
 }
 
 fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
@@ -153,6 +193,24 @@ fn build_config(args: ServeArgs) -> Result<HubConfig, shoal_hub::HubError> {
         max_connections: args.mqtt_max_connections,
         connect_timeout: std::time::Duration::from_secs(args.mqtt_connect_timeout_secs),
     };
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(shoal_hub::config::TlsSource::Files {
+            cert,
+            key,
+            ca: args.tls_ca,
+        }),
+        _ if args.tls => Some(shoal_hub::config::TlsSource::Generated {
+            extra_sans: args.tls_sans,
+        }),
+        _ => None,
+    };
+    config.insecure = args.insecure;
+    config.external_mqtt_ca = args.mqtt_ca;
+    config.limits = shoal_hub::config::ListenerLimits {
+        max_connections: args.max_connections,
+        handshake_timeout: std::time::Duration::from_millis(args.tls_handshake_timeout_ms),
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
+    };
     config.validate()?;
     Ok(config)
 }
@@ -171,7 +229,7 @@ async fn main() -> ExitCode {
     // graceful shutdown instead of killing the process.
     let shutdown = shoal_hub::shutdown::signal();
     let args = match command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Worker(args) => return worker(args, shutdown).await,
     };
     let config = match build_config(args) {
@@ -195,6 +253,16 @@ async fn main() -> ExitCode {
         hub.advertised_mqtt_url(),
         hub.admin_token_path().display()
     );
+    if hub.scheme() == "https" {
+        match hub.ca_path() {
+            Some(ca) => eprintln!(
+                "shoal-hub: TLS on every listener; clients trust {} (export SHOAL_CA={}; SHOAL_HUB=https://…)",
+                ca.display(),
+                ca.display()
+            ),
+            None => eprintln!("shoal-hub: TLS on every listener with the given certificate"),
+        }
+    }
     match hub.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

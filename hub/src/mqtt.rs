@@ -38,6 +38,8 @@ pub struct MqttTarget {
     pub port: u16,
     pub credentials: Option<(String, String)>,
     pub topic_prefix: String,
+    /// `mqtts://`: TLS with these settings (an external broker's CA, or the system's roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The fleet's way out to devices, over the hub's MQTT client.
@@ -132,6 +134,11 @@ pub fn connect(target: &MqttTarget) -> (MqttPublisher, AsyncClient, EventLoop) {
     options.set_inflight(200);
     if let Some((user, password)) = &target.credentials {
         options.set_credentials(user, password);
+    }
+    if let Some(tls) = &target.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
     }
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let publisher = MqttPublisher {

@@ -106,7 +106,7 @@ async fn bad_configuration_exits_64_with_one_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim(), "shoal-hub: invalid configuration: mqtt url 'http://broker:1883': unknown scheme 'http'; expected mqtt://host:port");
+    assert_eq!(stderr.trim(), "shoal-hub: invalid configuration: mqtt url 'http://broker:1883': unknown scheme 'http'; expected mqtt://host:port or mqtts://host:port");
 }
 
 /// Issue 8: with another broker (Mosquitto) on the MQTT port, the hub used to stop with

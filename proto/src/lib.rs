@@ -7,10 +7,13 @@
 //! # Layout
 //! - [`device`]: what travels over MQTT between the hub and devices (manifests, state, blobs).
 //! - [`workspace`], [`registry`], [`fleet`], [`deployment`], [`telemetry`], [`training`],
-//!   [`access`]: the hub's gRPC services.
-//! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs.
+//!   [`access`], [`secret`]: the hub's gRPC services.
+//! - [`topics`]: the MQTT topic layout; [`mqtt_url`]: broker URLs; `tls` (feature `tls`):
+//!   the rustls client settings of `mqtts://` connections.
 
 pub mod mqtt_url;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 
 /// MQTT payloads between the hub and devices.

@@ -1,12 +1,16 @@
-//! Broker addresses as the hub and agents write them: `mqtt://[user[:password]@]host[:port]`.
+//! Broker addresses as the hub and agents write them: `mqtt://[user[:password]@]host[:port]`,
+//! or `mqtts://…` for MQTT over TLS.
 //!
 //! One parser for both sides, so a URL the hub advertises is one every agent accepts.
-//! IPv6 literals are bracketed (`mqtt://[::1]:1883`); `tcp://` is accepted as a synonym.
+//! IPv6 literals are bracketed (`mqtt://[::1]:1883`); `tcp://` is accepted as a synonym of
+//! `mqtt://`, `ssl://` of `mqtts://`.
 
 use std::fmt;
 
 /// The port of `mqtt://host` without one.
 pub const DEFAULT_PORT: u16 = 1883;
+/// The port of `mqtts://host` without one.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +19,8 @@ pub struct MqttUrl {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `mqtts://`: the connection is TLS.
+    pub tls: bool,
 }
 
 /// Why a broker URL was refused; the message names the problem.
@@ -37,19 +43,20 @@ impl MqttUrl {
         let Some((scheme, rest)) = url.split_once("://") else {
             return fail(format!("expected mqtt://host:port, got '{url}'"));
         };
-        match scheme {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "ws" | "wss" => {
+        let tls = match scheme {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            "ws" | "wss" => {
                 return fail(format!(
-                    "scheme '{scheme}' is not supported by this build; use mqtt://"
+                    "scheme '{scheme}' is not supported by this build; use mqtt:// or mqtts://"
                 ))
             }
             other => {
                 return fail(format!(
-                    "unknown scheme '{other}'; expected mqtt://host:port"
+                    "unknown scheme '{other}'; expected mqtt://host:port or mqtts://host:port"
                 ))
             }
-        }
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (userinfo, authority) = match rest.rsplit_once('@') {
             Some((userinfo, authority)) => (Some(userinfo), authority),
@@ -81,6 +88,7 @@ impl MqttUrl {
             return fail(format!("no host in '{url}'"));
         }
         let port = match port {
+            None if tls => DEFAULT_TLS_PORT,
             None => DEFAULT_PORT,
             Some(text) => match text.parse::<u16>() {
                 Ok(0) | Err(_) => return fail(format!("'{text}' is not a port (1-65535)")),
@@ -99,15 +107,17 @@ impl MqttUrl {
             port,
             username,
             password,
+            tls,
         })
     }
 
     /// The URL without credentials, as devices are told it.
     pub fn without_credentials(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            format!("mqtt://[{}]:{}", self.host, self.port)
+            format!("{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            format!("mqtt://{}:{}", self.host, self.port)
+            format!("{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -125,7 +135,8 @@ mod tests {
                 host: "10.0.0.5".into(),
                 port: 1884,
                 username: Some("hub".into()),
-                password: Some("secret".into())
+                password: Some("secret".into()),
+                tls: false,
             }
         );
         assert_eq!(url.without_credentials(), "mqtt://10.0.0.5:1884");
@@ -133,6 +144,10 @@ mod tests {
         let v6 = MqttUrl::parse("mqtt://[::1]:1885").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 1885));
         assert_eq!(v6.without_credentials(), "mqtt://[::1]:1885");
+        let tls = MqttUrl::parse("mqtts://broker").unwrap();
+        assert_eq!((tls.tls, tls.port), (true, DEFAULT_TLS_PORT));
+        assert_eq!(tls.without_credentials(), "mqtts://broker:8883");
+        assert!(MqttUrl::parse("ssl://broker:1884").unwrap().tls);
     }
 
     #[test]
@@ -143,12 +158,12 @@ mod tests {
             "expected mqtt://host:port, got 'broker:1883'"
         );
         assert_eq!(
-            error("mqtts://broker"),
-            "scheme 'mqtts' is not supported by this build; use mqtt://"
+            error("wss://broker"),
+            "scheme 'wss' is not supported by this build; use mqtt:// or mqtts://"
         );
         assert_eq!(
             error("http://broker"),
-            "unknown scheme 'http'; expected mqtt://host:port"
+            "unknown scheme 'http'; expected mqtt://host:port or mqtts://host:port"
         );
         assert_eq!(
             error("mqtt://broker:99999"),

@@ -112,11 +112,23 @@ fn script(name: &str) -> PathBuf {
 /// Runs a Python script of `tests/python` with the MLflow client pointed at `tracking_uri`;
 /// returns the JSON of its `SUMMARY` line.
 async fn run_mlflow_script(name: &str, tracking_uri: &str, token: &str, args: &[&str]) -> Value {
+    run_mlflow_script_with_env(name, tracking_uri, token, args, &[]).await
+}
+
+/// [`run_mlflow_script`] with more environment variables.
+async fn run_mlflow_script_with_env(
+    name: &str,
+    tracking_uri: &str,
+    token: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
     let python = tokio::task::spawn_blocking(mlflow_python)
         .await
         .expect("venv set-up");
     let mut command = tokio::process::Command::new(python);
     command
+        .envs(env.iter().copied())
         .arg(script(name))
         .args(args)
         .env("MLFLOW_TRACKING_URI", tracking_uri)
@@ -366,6 +378,49 @@ async fn call(
     let json = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON {text:?}: {e}"));
     (status, json)
+}
+
+/// The same client over https, trusting the hub's own CA the way MLflow documents it
+/// (`MLFLOW_TRACKING_SERVER_CERT_PATH`): runs, metrics, artifacts through the proxy, and a
+/// registered model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_works_over_https_with_the_hubs_ca() {
+    let hub = TestHub::builder().tls().start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let onnx_path = dir.path().join("occupancy.onnx");
+    std::fs::write(&onnx_path, Mlp::seeded(&[4, 8, 2], 1).to_onnx()).expect("write the model");
+    let ca = hub.ca_path.clone().expect("the hub's CA");
+    let summary = run_mlflow_script_with_env(
+        "mlflow_roundtrip.py",
+        &hub.http_url(),
+        &hub.token,
+        &[
+            &unique("occ-tls-"),
+            "occ-mlflow-tls",
+            onnx_path.to_str().expect("utf-8 path"),
+        ],
+        &[(
+            "MLFLOW_TRACKING_SERVER_CERT_PATH",
+            ca.to_str().expect("utf-8 path"),
+        )],
+    )
+    .await;
+    assert_eq!(summary["status"], "FINISHED", "{summary}");
+    assert_eq!(summary["metrics"]["loss"], json!(0.2));
+    assert_eq!(summary["model_version"], "1", "{summary}");
+    let registered = hub
+        .client()
+        .await
+        .registry
+        .get_model(rpb::GetModelRequest {
+            workspace: "default".into(),
+            name: "occ-mlflow-tls".into(),
+        })
+        .await
+        .expect("the model registered over https is in the registry")
+        .into_inner();
+    assert_eq!(registered.latest_version, 1);
+    hub.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -569,6 +569,7 @@ pub fn config_file(
             mqtt_password: String::new(),
             topic_prefix: prefix.into(),
             public_key: public_key.into(),
+            ca_pem: None,
         },
         agent: AgentSection {
             data_dir: Some(data_dir.to_path_buf()),

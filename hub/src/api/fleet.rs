@@ -13,6 +13,8 @@ pub struct FleetApi {
     pub advertised_mqtt_url: String,
     pub topic_prefix: String,
     pub hub_public_key: String,
+    /// The CA devices pin for the broker's TLS certificate; empty without TLS.
+    pub hub_ca_pem: String,
     /// Clears a removed device's retained topics.
     /// Removes devices with their retained topics.
     pub deployments: shoal_fleet::Deployments,
@@ -66,6 +68,7 @@ impl FleetService for FleetApi {
             mqtt_password: enrollment.password,
             topic_prefix: self.topic_prefix.clone(),
             hub_public_key: self.hub_public_key.clone(),
+            hub_ca_pem: self.hub_ca_pem.clone(),
         }))
     }
 

@@ -56,6 +56,10 @@ pub struct DeviceCredentials {
     /// The hub's ed25519 public key (hex) that signs model manifests.
     #[prost(string, tag = "6")]
     pub hub_public_key: ::prost::alloc::string::String,
+    /// PEM of the CA the device trusts for the broker's TLS certificate; empty when the hub
+    /// serves plaintext. The agent pins it: no other CA is trusted.
+    #[prost(string, tag = "7")]
+    pub hub_ca_pem: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -4,6 +4,8 @@
 //! ```text
 //! cargo build --release -p shoal-agent
 //! cargo run --release -p shoal-integration-tests --bin shoal-bench
+//! cargo build --release -p shoal-hub && ulimit -n 8192 &&
+//!     cargo run --release -p shoal-integration-tests --bin shoal-bench -- tls
 //! ```
 
 use std::path::PathBuf;
@@ -43,14 +45,17 @@ fn main() {
             window_size_and_summary_cost();
             ingestion().await;
         }
+        // Not in the default run: it needs `cargo build --release -p shoal-hub` first.
+        if only == "tls" {
+            tls_costs().await;
+        }
     });
 }
 
 /// A 10 MB model to 20 agents, through the embedded broker and through an external one.
 async fn delivery() {
     println!("\n## Delivery of a 10 MB model to {AGENTS} agents");
-    let model = Mlp::seeded(&[256, 2048, 1024, 2], 1).to_onnx();
-    println!("model: {} bytes", model.len());
+    let model = big_model();
     let mosquitto = external_broker().unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
     for (label, external) in [("embedded rumqttd", None), ("mosquitto", Some(mosquitto))] {
         let mut builder = TestHub::builder().embedded();
@@ -61,40 +66,194 @@ async fn delivery() {
             }
             builder = builder.external(url);
         }
-        let hub = builder.start().await;
-        let version = hub.register("big", &model).await.expect("register");
-        let dirs = tempfile::tempdir().expect("temp");
-        let mut agents = Vec::new();
-        let mut ids = Vec::new();
-        for i in 0..AGENTS {
-            let id = format!("dev-{i:02}");
-            agents.push(TestAgent::start(hub.add_device(&id).await, &dirs.path().join(&id)).await);
-            ids.push(id);
-        }
-        for id in &ids {
-            wait_for("online", || async {
-                hub.device(id).await.online.then_some(())
-            })
-            .await;
-        }
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let start = Instant::now();
-        hub.deploy("big", "big", "1", &refs).await;
-        for id in &ids {
-            hub.wait_for_active(id, &version.digest).await;
-        }
-        let elapsed = start.elapsed();
-        let total_mb = (model.len() * AGENTS) as f64 / 1e6;
-        println!(
-            "{label}: all {AGENTS} active in {:.2} s ({total_mb:.0} MB moved, {:.1} MB/s aggregate; includes sha256, tract load and smoke test on each agent)",
-            elapsed.as_secs_f64(),
-            total_mb / elapsed.as_secs_f64()
-        );
-        for agent in agents {
-            agent.stop().await;
-        }
-        hub.shutdown().await;
+        deliver(label, builder, &model).await;
     }
+}
+
+/// The 10 MB model of the delivery benchmarks.
+fn big_model() -> Vec<u8> {
+    let model = Mlp::seeded(&[256, 2048, 1024, 2], 1).to_onnx();
+    println!("model: {} bytes", model.len());
+    model
+}
+
+/// Starts a hub from `builder` and [`AGENTS`] agents, deploys `model` to all of them and
+/// prints how long until every one has it active.
+async fn deliver(label: &str, builder: shoal_integration_tests::TestHubBuilder, model: &[u8]) {
+    let hub = builder.start().await;
+    let version = hub.register("big", model).await.expect("register");
+    let dirs = tempfile::tempdir().expect("temp");
+    let mut agents = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..AGENTS {
+        let id = format!("dev-{i:02}");
+        agents.push(TestAgent::start(hub.add_device(&id).await, &dirs.path().join(&id)).await);
+        ids.push(id);
+    }
+    for id in &ids {
+        wait_for("online", || async {
+            hub.device(id).await.online.then_some(())
+        })
+        .await;
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    hub.deploy("big", "big", "1", &refs).await;
+    for id in &ids {
+        hub.wait_for_active(id, &version.digest).await;
+    }
+    let elapsed = start.elapsed();
+    let total_mb = (model.len() * AGENTS) as f64 / 1e6;
+    println!(
+        "{label}: all {AGENTS} active in {:.2} s ({total_mb:.0} MB moved, {:.1} MB/s aggregate; includes sha256, tract load and smoke test on each agent)",
+        elapsed.as_secs_f64(),
+        total_mb / elapsed.as_secs_f64()
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
+    hub.shutdown().await;
+}
+
+/// What TLS costs: the delivery above on the embedded broker without and with TLS, and a
+/// storm of [`STORM_CLIENTS`] MQTT clients connecting at once over TLS to a `shoal-hub
+/// serve --tls` process (built next to this binary), with that process's CPU time.
+async fn tls_costs() {
+    println!(
+        "\n## Delivery of a 10 MB model to {AGENTS} agents, plaintext and TLS (embedded broker)"
+    );
+    let model = big_model();
+    deliver("plaintext", TestHub::builder().embedded(), &model).await;
+    deliver("TLS", TestHub::builder().tls(), &model).await;
+    reconnect_storm().await;
+}
+
+const STORM_CLIENTS: usize = 1000;
+
+async fn reconnect_storm() {
+    use rumqttc::{Event, Packet};
+    use tokio::io::AsyncBufReadExt;
+    println!("\n## {STORM_CLIENTS} MQTT clients connecting at once over TLS");
+    let dir = tempfile::tempdir().expect("temp");
+    let hub_binary = std::env::current_exe()
+        .expect("current exe")
+        .parent()
+        .expect("target dir")
+        .join("shoal-hub");
+    let mut child = tokio::process::Command::new(&hub_binary)
+        .args(["serve", "--tls", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {} (cargo build --release -p shoal-hub): {e}",
+                hub_binary.display()
+            )
+        });
+    let pid = child.id().expect("hub pid");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let banner = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("the hub starts");
+        if line.starts_with("shoal-hub: gRPC ") {
+            break line;
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // "shoal-hub: gRPC 127.0.0.1:P · HTTP … · MQTT mqtts://127.0.0.1:R · admin token in …"
+    let grpc = banner
+        .split(" · ")
+        .next()
+        .expect("grpc")
+        .trim_start_matches("shoal-hub: gRPC ");
+    let ca = dir.path().join("tls").join("ca.pem");
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("token");
+    let mut client = shoal_client::HubClient::connect_with(
+        &format!("https://{grpc}"),
+        Some(token.trim()),
+        Some(&ca),
+    )
+    .await
+    .expect("connect over https");
+    let creds = client
+        .fleet
+        .add_device(shoal_proto::fleet::AddDeviceRequest {
+            workspace: "default".into(),
+            id: "storm".into(),
+            tags: Default::default(),
+        })
+        .await
+        .expect("add device")
+        .into_inner();
+    let text = shoal_cli::agent_config_toml(&creds).expect("agent config");
+    let config = shoal_agent::config::AgentConfigFile::parse(&text, "storm").expect("config");
+
+    let cpu_before = cpu_ticks(pid);
+    let start = Instant::now();
+    let mut sessions = Vec::new();
+    for i in 0..STORM_CLIENTS {
+        let (client, mut eventloop) =
+            shoal_integration_tests::mqtt_client_as(&config, &format!("storm-{i}"));
+        sessions.push(tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return (client, eventloop, true),
+                    Ok(_) => {}
+                    Err(_) => return (client, eventloop, false),
+                }
+            }
+        }));
+    }
+    let mut connected = 0;
+    let mut open = Vec::new();
+    for session in sessions {
+        let (client, eventloop, ok) = session.await.expect("session task");
+        connected += usize::from(ok);
+        open.push((client, eventloop));
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / clock_ticks_per_second();
+    println!(
+        "{connected} of {STORM_CLIENTS} connected in {:.2} s: {:.0} TLS handshakes + MQTT logins per second; hub CPU {cpu:.2} s ({:.0} % of one core over the storm)",
+        elapsed.as_secs_f64(),
+        connected as f64 / elapsed.as_secs_f64(),
+        100.0 * cpu / elapsed.as_secs_f64()
+    );
+    drop(open);
+    child.kill().await.expect("stop the hub");
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): state is field 3, utime 14.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // Linux reports CPU times in USER_HZ, 100 on every architecture Shoal targets.
+    100.0
 }
 
 fn reachable(url: &str) -> bool {
