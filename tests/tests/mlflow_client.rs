@@ -732,6 +732,7 @@ async fn a_script_run_logs_through_the_mlflow_client_and_its_exit_code_decides()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            secrets: Default::default(),
         })),
         ..Default::default()
     };

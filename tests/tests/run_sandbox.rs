@@ -34,6 +34,7 @@ fn probe_header(compute: &str, env: HashMap<String, String>) -> pb::SubmitRunHea
         job: Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
             command: vec!["sh".into(), "probe.sh".into()],
             env,
+            secrets: HashMap::new(),
         })),
         ..Default::default()
     }

@@ -31,6 +31,7 @@ async fn submit_script(hub: &TestHub, out: &Path, compute: &str) -> pb::Run {
             env: [("OUT".to_string(), out.display().to_string())]
                 .into_iter()
                 .collect(),
+            secrets: Default::default(),
         })),
         ..Default::default()
     };

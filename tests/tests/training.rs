@@ -84,6 +84,7 @@ fn script_header(experiment: &str, script: &str, compute: &str) -> pb::SubmitRun
         job: Some(pb::submit_run_header::Job::Script(pb::ScriptJob {
             command: vec!["sh".into(), script.into(), "${{params.lr}}".into()],
             env: HashMap::new(),
+            secrets: HashMap::new(),
         })),
         ..Default::default()
     }
@@ -973,6 +974,7 @@ async fn script_sweep_with(early_stop: &str) {
             script: Some(pb::ScriptJob {
                 command: vec!["sh".into(), "sweep.sh".into(), "${{params.quality}}".into()],
                 env: HashMap::new(),
+                secrets: HashMap::new(),
             }),
             source_digest: source.digest,
             space: HashMap::from([(

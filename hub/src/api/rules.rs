@@ -213,7 +213,10 @@ pub const RULES: &[(&str, Rule)] = &[
     // Secrets: contributors set and delete them (their runs use them); readers see names.
     ("/shoal.secret.v1.SecretService/SetSecret", Rule::write(C)),
     ("/shoal.secret.v1.SecretService/ListSecrets", Rule::read(R)),
-    ("/shoal.secret.v1.SecretService/DeleteSecret", Rule::write(C)),
+    (
+        "/shoal.secret.v1.SecretService/DeleteSecret",
+        Rule::write(C),
+    ),
     // Tokens and the audit log: owners manage their workspaces' tokens; admin and worker
     // tokens, and the whole audit log, are the admin's (checked by the handlers).
     ("/shoal.access.v1.AccessService/CreateToken", Rule::write(O)),

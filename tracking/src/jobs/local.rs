@@ -108,13 +108,7 @@ pub async fn execute(
     // The run acts with a token of its own, revoked when it ends (`Jobs::finish`).
     let token = jobs.issue_run_token(run)?;
     let spec = JobSpec {
-        env: run_environment(
-            run,
-            &endpoints.grpc_url,
-            &endpoints.http_url,
-            &token,
-            &own,
-        ),
+        env: run_environment(run, &endpoints.grpc_url, &endpoints.http_url, &token, &own),
         inherit_env: InheritEnv::AllowList,
         sandbox: Sandbox::for_run(
             &jobs.inner.hidden,
