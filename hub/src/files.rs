@@ -16,6 +16,8 @@ pub const SECRET_FILES: &[&str] = &[
     crate::auth::ADMIN_TOKEN_FILE,
     shoal_registry::signing::SIGNING_KEY_FILE,
     shoal_store::vault::KEY_FILE,
+    "tls/ca.key",
+    "tls/server.key",
 ];
 
 /// Creates the data folder with mode 0700, or tightens an existing one to it.
