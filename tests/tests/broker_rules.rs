@@ -449,7 +449,8 @@ async fn connections_over_the_cap_are_closed_at_once_and_a_freed_slot_serves_aga
         .start()
         .await;
     let cam = enroll(&hub, "default", "cam-01").await;
-    // The hub's own client takes one of the two slots.
+    // The hub's own client connects to rumqttd's private port, not through the front, so both
+    // slots are for clients; wait for it anyway so the broker is fully up.
     wait_for("the hub's own MQTT session", || async {
         let health: serde_json::Value = reqwest::get(format!("http://{}/healthz", hub.http_addr))
             .await
@@ -462,6 +463,7 @@ async fn connections_over_the_cap_are_closed_at_once_and_a_freed_slot_serves_aga
     .await;
     let addr = mqtt_addr(&hub);
     let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     assert!(
         closed_by_broker(&mut third, Duration::from_secs(20)).await,

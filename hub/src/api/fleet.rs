@@ -2,7 +2,8 @@ use shoal_proto::device::ReportedState;
 use shoal_proto::fleet::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
-use super::{authorize_in, status, workspace_or_default};
+use super::{authorize, authorize_in, status, workspace_or_default};
+use shoal_access::Target;
 use shoal_fleet::access::TopicRules;
 use shoal_fleet::fleet::{Device, Fleet};
 use shoal_fleet::mosquitto::HubLogin;
@@ -118,6 +119,7 @@ impl FleetService for FleetApi {
         &self,
         request: Request<pb::ExportMosquittoConfigRequest>,
     ) -> Result<Response<pb::MosquittoConfig>, Status> {
+        authorize(request.extensions(), Target::Hub)?;
         let r = request.into_inner();
         let (url_user, url_password) = self.external_mqtt_login.clone().unwrap_or_default();
         let username = [r.hub_username.as_str(), url_user.as_str()]

@@ -210,6 +210,11 @@ pub const RULES: &[(&str, Rule)] = &[
         "/shoal.training.v1.WorkerService/Complete",
         Rule::write(Least::Worker),
     ),
+    // The Mosquitto password file and ACL of the whole fleet: the hub admin's.
+    (
+        "/shoal.fleet.v1.FleetService/ExportMosquittoConfig",
+        Rule::read(Least::Admin),
+    ),
     // Secrets: contributors set and delete them (their runs use them); readers see names.
     ("/shoal.secret.v1.SecretService/SetSecret", Rule::write(C)),
     ("/shoal.secret.v1.SecretService/ListSecrets", Rule::read(R)),
