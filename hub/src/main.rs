@@ -47,6 +47,10 @@ struct WorkerArgs {
     /// Where runs are unpacked and executed.
     #[arg(long, default_value = "./shoal-worker")]
     work_dir: PathBuf,
+    /// The CA (PEM) an https:// hub's certificate must chain to (a hub started with --tls
+    /// writes it to DATA_DIR/tls/ca.pem); without it, the system's roots.
+    #[arg(long, env = "SHOAL_CA")]
+    ca: Option<PathBuf>,
 }
 
 async fn worker(args: WorkerArgs, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
@@ -59,6 +63,7 @@ async fn worker(args: WorkerArgs, shutdown: impl std::future::Future<Output = ()
     let config = shoal_worker::WorkerConfig {
         hub_url: args.hub,
         token: args.token,
+        ca: args.ca,
         worker_id: id.clone(),
         labels: args.labels,
         work_dir: args.work_dir,

@@ -78,8 +78,9 @@ impl TestWorker {
             .build()
             .expect("worker runtime");
         let config = shoal_worker::WorkerConfig {
-            hub_url: format!("http://{}", hub.grpc_addr),
+            hub_url: hub.grpc_url(),
             token: Some(hub.token.clone()),
+            ca: hub.ca_path.clone(),
             worker_id: id.into(),
             labels: vec!["arm".into(), "cpu".into()],
             work_dir: work_dir.to_path_buf(),

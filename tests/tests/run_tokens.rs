@@ -246,6 +246,7 @@ async fn a_worker_token_leases_runs_and_hands_each_its_own_token() {
     let config = shoal_worker::WorkerConfig {
         hub_url: format!("http://{}", hub.grpc_addr),
         token: Some(worker_token.clone()),
+        ca: None,
         worker_id: "w1".into(),
         labels: Vec::new(),
         work_dir: work.path().to_path_buf(),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use shoal_client::HubClient;
-use shoal_integration_tests::{infer_body, wait_for, TestAgent, TestHub};
+use shoal_integration_tests::{infer_body, wait_for, TestAgent, TestHub, TestWorker};
 use shoal_model::build::Mlp;
 use shoal_proto::telemetry::GetDeviceTelemetryRequest;
 
@@ -140,4 +140,39 @@ async fn refused(
     .await
     .expect("the call ends")
     .is_err()
+}
+
+/// A remote worker reaches a TLS hub with the hub's CA (`shoal-hub worker --ca`): it leases a
+/// script run, runs it and reports it done, every call over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_trusting_the_hubs_ca_runs_jobs_over_tls() {
+    let hub = TestHub::builder().tls().start().await;
+    assert!(hub.grpc_url().starts_with("https://"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let _worker = TestWorker::start(&hub, "tls-worker", work.path());
+    let source = tempfile::tempdir().expect("temp dir");
+    std::fs::write(source.path().join("run.sh"), "echo over-tls\n").expect("write");
+    let snapshot = shoal_compute::pack_dir(source.path(), 1 << 20).expect("pack");
+    let header = shoal_proto::training::SubmitRunHeader {
+        experiment: "tls".into(),
+        compute: "worker".into(),
+        job: Some(shoal_proto::training::submit_run_header::Job::Script(
+            shoal_proto::training::ScriptJob {
+                command: vec!["sh".into(), "run.sh".into()],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let run = hub.submit_run(header, Some(snapshot.bytes)).await;
+    let logs = hub.run_logs(&run.id, true).await;
+    let done = hub.wait_for_run_end(&run.id).await;
+    assert_eq!(
+        done.status, "completed",
+        "{}: {:?}",
+        done.error, done.log_tail
+    );
+    assert_eq!(done.executor, "tls-worker");
+    assert!(logs.contains(&"over-tls".to_string()), "{logs:?}");
+    hub.shutdown().await;
 }

@@ -56,6 +56,8 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> WorkerError {
 pub struct WorkerConfig {
     pub hub_url: String,
     pub token: Option<String>,
+    /// The CA (PEM) an `https://` hub's certificate must chain to; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
     /// Unique per worker; runs record it as their executor.
     pub worker_id: String,
     pub labels: Vec<String>,
@@ -84,7 +86,12 @@ pub async fn run_worker(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> WorkerResult<()> {
-    let hub = HubClient::connect(&config.hub_url, config.token.as_deref()).await?;
+    let hub = HubClient::connect_with(
+        &config.hub_url,
+        config.token.as_deref(),
+        config.ca.as_deref(),
+    )
+    .await?;
     let mut client: Client = hub.worker;
     std::fs::create_dir_all(&config.work_dir)
         .map_err(io_error(format!("create {}", config.work_dir.display())))?;

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let config = shoal_worker::WorkerConfig {
         hub_url: hub_url.clone(),
         token: Some(token.clone()),
+        ca: None,
         worker_id: worker_id.clone(),
         labels: rest
             .first()
