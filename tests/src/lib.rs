@@ -135,6 +135,42 @@ impl TestHub {
         rumqttc::AsyncClient::new(options, 64)
     }
 
+    /// What a new subscriber to `topic` receives as retained, before a marker it sends itself.
+    /// It watches with the hub's login: a device may not read another device's topics.
+    pub async fn retained_on(&self, topic: &str) -> Vec<Vec<u8>> {
+        use rumqttc::{Event, Packet, QoS};
+        let (client, mut eventloop) = self.mqtt_client_as_hub(&unique("watcher-"));
+        let marker = format!("{}/marker/{}", self.topic_prefix, unique(""));
+        client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+        client.subscribe(&marker, QoS::AtLeastOnce).await.unwrap();
+        let mut retained = Vec::new();
+        let mut subacks = 0;
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                match eventloop.poll().await.expect("broker reachable") {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        subacks += 1;
+                        if subacks == 2 {
+                            client
+                                .publish(&marker, QoS::AtLeastOnce, false, b"done".to_vec())
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) if p.topic == marker => break,
+                    Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
+                        retained.push(p.payload.to_vec())
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("marker returns");
+        let _ = client.disconnect().await;
+        retained
+    }
+
     pub async fn start() -> TestHub {
         TestHub::builder().start().await
     }

@@ -278,45 +278,11 @@ async fn topics_forged_by_a_device(hub: &TestHub, attacker: &DeviceCredentials) 
     }
     let mut forged = Vec::new();
     for target in targets {
-        if retained_on(hub, &target).await.iter().any(|p| p == FORGED) {
+        if hub.retained_on(&target).await.iter().any(|p| p == FORGED) {
             forged.push(target);
         }
     }
     forged
-}
-
-/// What a new subscriber with the hub's login gets retained on `topic`, before its own marker.
-async fn retained_on(hub: &TestHub, topic: &str) -> Vec<Vec<u8>> {
-    let (client, mut eventloop) = hub.mqtt_client_as_hub(&unique("watcher-"));
-    let marker = format!("{}/marker/{}", hub.topic_prefix, unique(""));
-    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
-    client.subscribe(&marker, QoS::AtLeastOnce).await.unwrap();
-    let mut retained = Vec::new();
-    let mut subacks = 0;
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match eventloop.poll().await.expect("broker reachable") {
-                Event::Incoming(Packet::SubAck(_)) => {
-                    subacks += 1;
-                    if subacks == 2 {
-                        client
-                            .publish(&marker, QoS::AtLeastOnce, false, b"done".to_vec())
-                            .await
-                            .unwrap();
-                    }
-                }
-                Event::Incoming(Packet::Publish(p)) if p.topic == marker => break,
-                Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
-                    retained.push(p.payload.to_vec())
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("marker returns");
-    let _ = client.disconnect().await;
-    retained
 }
 
 fn assert_only_own(hub: &TestHub, seen: &[String]) {

@@ -1,8 +1,7 @@
 //! Removing a device clears its retained topics, so a device enrolled again under the same id
 //! starts clean.
 
-use rumqttc::{Event, Packet, QoS};
-use shoal_integration_tests::{unique, wait_for, TestAgent, TestHub, DEADLINE};
+use shoal_integration_tests::{wait_for, TestAgent, TestHub};
 use shoal_model::build::Mlp;
 use shoal_proto::fleet::RemoveDeviceRequest;
 use shoal_proto::topics::DeviceTopics;
@@ -37,7 +36,7 @@ async fn removed_device_leaves_no_retained_desired_state() {
     // again, with a fresh session, until the broker shows it cleared.
     let desired = DeviceTopics::new(&hub.topic_prefix, "default", "cam-01").desired();
     wait_for("the broker to hold no desired state for cam-01", || async {
-        let retained = retained_on(&hub, &desired).await;
+        let retained = hub.retained_on(&desired).await;
         retained
             .iter()
             .all(|payload| payload.is_empty())
@@ -49,39 +48,4 @@ async fn removed_device_leaves_no_retained_desired_state() {
     hub.add_device("cam-01").await;
     assert_eq!(hub.device("cam-01").await.desired_model, "");
     hub.shutdown().await;
-}
-
-/// What a new subscriber to `topic` receives as retained, before a marker it sends itself.
-/// It watches with the hub's login: a device may not read another device's topics.
-async fn retained_on(hub: &TestHub, topic: &str) -> Vec<Vec<u8>> {
-    let (client, mut eventloop) = hub.mqtt_client_as_hub(&unique("watcher-"));
-    let marker = format!("{}/marker/{}", hub.topic_prefix, unique(""));
-    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
-    client.subscribe(&marker, QoS::AtLeastOnce).await.unwrap();
-    let mut retained = Vec::new();
-    let mut subacks = 0;
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match eventloop.poll().await.expect("broker reachable") {
-                Event::Incoming(Packet::SubAck(_)) => {
-                    subacks += 1;
-                    if subacks == 2 {
-                        client
-                            .publish(&marker, QoS::AtLeastOnce, false, b"done".to_vec())
-                            .await
-                            .unwrap();
-                    }
-                }
-                Event::Incoming(Packet::Publish(p)) if p.topic == marker => break,
-                Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
-                    retained.push(p.payload.to_vec())
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("marker returns");
-    let _ = client.disconnect().await;
-    retained
 }

@@ -397,6 +397,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker_front::tests::{packet, string};
 
     /// A small deterministic generator (xorshift), so failures reproduce.
     struct Rng(u64);
@@ -413,32 +414,8 @@ mod tests {
         }
     }
 
-    fn string(s: &str) -> Vec<u8> {
-        let mut out = (s.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(s.as_bytes());
-        out
-    }
-
-    fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![first];
-        let mut n = body.len();
-        loop {
-            let mut b = (n % 128) as u8;
-            n /= 128;
-            if n > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(body);
-        out
-    }
-
     fn connect_body(will: Option<&str>, user: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
-        let mut body = string("MQTT");
+        let mut body = string(b"MQTT");
         body.push(4);
         let mut flags = 0x02;
         if will.is_some() {
@@ -452,13 +429,13 @@ mod tests {
         }
         body.push(flags);
         body.extend_from_slice(&60u16.to_be_bytes());
-        body.extend(string("client-1"));
+        body.extend(string(b"client-1"));
         if let Some(topic) = will {
-            body.extend(string(topic));
-            body.extend(string("offline"));
+            body.extend(string(topic.as_bytes()));
+            body.extend(string(b"offline"));
         }
         if let Some(user) = user {
-            body.extend(string(user));
+            body.extend(string(user.as_bytes()));
         }
         if let Some(password) = password {
             body.extend((password.len() as u16).to_be_bytes());
@@ -514,7 +491,7 @@ mod tests {
             Err(ConnectError::Packet(_))
         ));
 
-        let bytes = packet(0x30, &string("a/b"));
+        let bytes = packet(0x30, &string(b"a/b"));
         let (f, body) = framed(&bytes);
         assert!(
             parse_connect(&f, body).is_err(),
@@ -524,7 +501,7 @@ mod tests {
 
     #[test]
     fn publish_subscribe_and_unsubscribe_parse() {
-        let mut body = string("a/b");
+        let mut body = string(b"a/b");
         body.extend(7u16.to_be_bytes());
         body.extend_from_slice(b"payload");
         let bytes = packet(0x32, &body);
@@ -536,9 +513,9 @@ mod tests {
         );
 
         let mut body = 9u16.to_be_bytes().to_vec();
-        body.extend(string("a/#"));
+        body.extend(string(b"a/#"));
         body.push(1);
-        body.extend(string("c"));
+        body.extend(string(b"c"));
         body.push(0);
         let bytes = packet(0x82, &body);
         let (f, b) = framed(&bytes);
@@ -546,7 +523,7 @@ mod tests {
         assert!(parse_subscribe(&Frame { first: 0x80, ..f }, b).is_err());
 
         let mut body = 3u16.to_be_bytes().to_vec();
-        body.extend(string("a/#"));
+        body.extend(string(b"a/#"));
         let bytes = packet(0xa2, &body);
         let (f, b) = framed(&bytes);
         assert_eq!(parse_unsubscribe(&f, b).unwrap(), (3, vec!["a/#"]));

@@ -80,13 +80,15 @@ impl Setup {
     }
 }
 
-fn string(s: &[u8]) -> Vec<u8> {
+/// An MQTT string or binary field: its length (u16, big-endian), then its bytes.
+pub(super) fn string(s: &[u8]) -> Vec<u8> {
     let mut out = (s.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(s);
     out
 }
 
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+/// An MQTT packet: the first byte, the remaining length (variable-length), the body.
+pub(super) fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     let mut n = body.len();
     loop {
